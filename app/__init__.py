@@ -1,0 +1,1 @@
+"""Composition root, settings, HTTP API, workers and the ``inbox`` command line."""

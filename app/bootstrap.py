@@ -1,0 +1,113 @@
+"""The one composition root: builds pools, clients, applications and workers from Settings.
+
+Entrypoints (``app/cli.py``) and tests call it; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import anyio.to_thread
+import asyncpg
+from nats.aio.client import Client as NATS
+from prometheus_client import Counter, Histogram
+
+from adapters import nats as nats_adapter
+from adapters import postgres
+from adapters.clock import Clock, SystemClock
+from adapters.embedded import embedded_nats, embedded_postgres
+from adapters.eventstore import eventstore_env
+from app.history import History
+from app.service import CommandBus, IssueApplication, IssueService
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COMMAND_BATCH_SIZE = Histogram(
+    "inbox_command_batch_size",
+    "Commands stored by one save()",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+COMMAND_BATCH_SECONDS = Histogram("inbox_command_batch_seconds", "Time to execute one batch")
+COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    nats_url: str
+
+
+@contextlib.contextmanager
+def servers(settings: Settings, *, nats: bool = True) -> Iterator[Endpoints]:
+    """The configured servers, or embedded ones under ``INBOX_DATA_DIR`` for what is unset.
+
+    ``nats=False`` skips starting an embedded nats-server for commands that need none.
+    """
+    with contextlib.ExitStack() as stack:
+        database_url = settings.database_url or stack.enter_context(
+            embedded_postgres(settings.data_dir)
+        )
+        nats_url = settings.nats_url or ""
+        if nats and not nats_url:
+            nats_url = stack.enter_context(embedded_nats(settings.data_dir))
+        yield Endpoints(database_url, nats_url)
+
+
+@dataclass
+class Container:
+    """Everything a process needs, built once."""
+
+    settings: Settings
+    endpoints: Endpoints
+    clock: Clock
+    pool: asyncpg.Pool
+    nats: NATS
+    issues: IssueService
+    bus: CommandBus
+    history: History
+
+
+def _record_batch(size: int, seconds: float) -> None:
+    COMMAND_BATCH_SIZE.observe(size)
+    COMMAND_BATCH_SECONDS.observe(seconds)
+
+
+@contextlib.asynccontextmanager
+async def container(
+    settings: Settings, endpoints: Endpoints, *, clock: Clock | None = None
+) -> AsyncIterator[Container]:
+    """Build the container; close everything it opened on exit, in reverse order."""
+    clock = clock or SystemClock()
+    env = eventstore_env(endpoints.database_url, pool_size=settings.command_writers + 1)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await postgres.create_pool(endpoints.database_url, max_size=settings.db_pool_size)
+        stack.push_async_callback(pool.close)
+        nc = await nats_adapter.connect(endpoints.nats_url, name="support-inbox")
+        stack.push_async_callback(nc.close)
+        # The library opens its psycopg pool synchronously: keep that off the event loop.
+        app = await anyio.to_thread.run_sync(lambda: IssueApplication(env=env))
+        stack.callback(app.close)
+        issues = IssueService(app=app, clock=clock)
+        bus = CommandBus(
+            issues,
+            batch_size=settings.command_batch_size,
+            writers=settings.command_writers,
+            timeout=settings.command_timeout_seconds,
+            on_batch=_record_batch,
+        )
+        bus.start()
+        stack.push_async_callback(bus.stop)
+        yield Container(
+            settings=settings,
+            endpoints=endpoints,
+            clock=clock,
+            pool=pool,
+            nats=nc,
+            issues=issues,
+            bus=bus,
+            history=History(pool, app.mapper),
+        )

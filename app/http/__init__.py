@@ -1,0 +1,1 @@
+"""The Litestar HTTP API: one controller per resource, one error mapper."""

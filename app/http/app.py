@@ -1,0 +1,63 @@
+"""The Litestar application: controllers, dependencies, the error mapper, OpenAPI, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from app.bootstrap import Container
+from app.history import History
+from app.http.errors import exception_to_response
+from app.http.events import EventLogController
+from app.http.health import HealthController
+from app.http.issues import IssueController
+from app.service import CommandBus
+
+
+def _container(state: State) -> Container:
+    container: Container = state.container
+    return container
+
+
+def _bus(state: State) -> CommandBus:
+    return _container(state).bus
+
+
+def _history(state: State) -> History:
+    return _container(state).history
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+
+
+def create_app(container: Container) -> Litestar:
+    """The HTTP app over a built container (the caller owns the container's lifetime)."""
+
+    @contextlib.asynccontextmanager
+    async def keep_state(app: Litestar) -> AsyncIterator[None]:
+        app.state.container = container
+        yield
+
+    prometheus = PrometheusConfig(app_name="inbox", group_path=True, prefix="inbox_http")
+    return Litestar(
+        route_handlers=[IssueController, EventLogController, HealthController, MetricsController],
+        dependencies={
+            "container": Provide(_container, sync_to_thread=False),
+            "bus": Provide(_bus, sync_to_thread=False),
+            "history": Provide(_history, sync_to_thread=False),
+        },
+        exception_handlers={Exception: exception_to_response},
+        middleware=[prometheus.middleware],
+        lifespan=[keep_state],
+        openapi_config=OpenAPIConfig(
+            title="Support Inbox", version="0.1.0", path="/schema", render_plugins=[]
+        ),
+        debug=False,
+    )

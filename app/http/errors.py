@@ -1,0 +1,100 @@
+"""The one mapping from exceptions to HTTP responses (CONTRACT §5).
+
+Every error body is ``{"status_code": N, "detail": "...", ...}``; a 4xx names the field and
+the reason where there is one; a 5xx is logged with its context and says nothing inside.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from app.service import (
+    ConcurrentWrite,
+    IssueAlreadyExists,
+    IssueNotFound,
+    Unavailable,
+    VersionMismatch,
+)
+from domain.errors import InvalidValue, TransitionNotAllowed
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    """Malformed input the HTTP layer itself finds (a header, a cursor)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class Unprocessable(Exception):
+    """Well-formed input with a value no state could accept."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class NotFound(Exception):
+    pass
+
+
+def _body(status_code: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    headers = {"Retry-After": "1"} if status_code == 503 else None
+    return Response(
+        {"status_code": status_code, "detail": detail, **extra},
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _validation(exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    # Valid JSON whose values are wrong is 422; a malformed body, query or header is 400.
+    in_body = any(isinstance(e, dict) and e.get("source") == "body" for e in errors)
+    status = 422 if in_body else 400
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    field = first.get("key")
+    detail = f"{field}: {first.get('message')}" if field else str(exc.detail)
+    return _body(status, detail, field=field, errors=errors)
+
+
+def exception_to_response(  # noqa: PLR0911 (one case per error kind)
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[Any]:
+    match exc:
+        case ValidationException():
+            return _validation(exc)
+        case BadRequest() | Unprocessable():
+            status = 400 if isinstance(exc, BadRequest) else 422
+            return _body(status, str(exc), field=exc.field)
+        case InvalidValue():
+            return _body(422, str(exc), field=exc.field)
+        case TransitionNotAllowed():
+            return _body(409, str(exc), status=exc.status)
+        case IssueNotFound() | NotFound():
+            return _body(404, str(exc))
+        case VersionMismatch():
+            return _body(412, str(exc), current_version=exc.actual)
+        case ConcurrentWrite() | IssueAlreadyExists():
+            return _body(409, str(exc))
+        case Unavailable():
+            return _body(503, str(exc))
+        case HTTPException() if exc.status_code < 500:
+            return _body(exc.status_code, str(exc.detail))
+        case _:
+            log.error(
+                "unhandled error in %s %s",
+                request.method,
+                request.url.path,
+                exc_info=exc,
+            )
+            return _body(500, "Internal Server Error")

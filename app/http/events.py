@@ -1,0 +1,35 @@
+"""``/api/events``: the global issue event log in position order (auditors, replays)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from app.history import History
+from app.integration import EventItem
+
+
+class LogPage(msgspec.Struct):
+    items: list[EventItem]
+    # The position to ask after for the next page; null once the page reached the end
+    # (poll again later with after = the last item's position).
+    next_after: int | None
+
+
+class EventLogController(Controller):
+    path = "/api/events"
+    tags = ["events"]
+
+    @get("/", summary="The global issue event log, after a position")
+    async def log(
+        self,
+        history: History,
+        after: Annotated[int, Parameter(ge=0)] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    ) -> LogPage:
+        items = await history.log(after=after, limit=limit)
+        next_after = items[-1].position if len(items) == limit else None
+        return LogPage(items, next_after)

@@ -1,0 +1,338 @@
+"""``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
+
+Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
+``Command`` to the bus, map the result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import HeaderParameter, Parameter
+from prometheus_client import Counter
+
+from app.bootstrap import COMMANDS
+from app.history import History
+from app.http.errors import BadRequest, NotFound, Unprocessable
+from app.integration import EventItem, IssueView, issue_view
+from app.service import Command, CommandBus
+from domain.issue import OrderIssue, issue_id_for
+from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
+
+AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
+OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+
+# A free-form JSON object (evidence, action details) may encode to at most this many bytes,
+# which with the batch size bounds the bytes of one save() (DESIGN.md, "Known traps").
+MAX_OBJECT_BYTES = 8192
+
+
+class ReportIssue(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    kind: Kind
+    severity: Severity
+    vertical: Vertical
+    country: Country
+    city: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Escalate(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    severity: Severity
+    reason: Text
+
+
+class Assign(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    assignee: AgentId | None = None
+
+
+class ActorOnly(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+
+
+class AddNote(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    text: Text
+
+
+class TakeAction(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    action: Action
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Snooze(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    until: AwareDatetime
+
+
+class Resolve(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    resolution: Resolution
+    note: OptionalText = ""
+
+
+class Reopen(msgspec.Struct, forbid_unknown_fields=True):
+    agent_id: AgentId
+    reason: Text
+
+
+class CommandAccepted(msgspec.Struct):
+    issue_id: UUID
+    version: int
+    position: int
+
+
+class EventPage(msgspec.Struct):
+    items: list[EventItem]
+
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(name="If-Match", required=False, description='Expected version, e.g. "3"'),
+]
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """The version an ``If-Match`` header names; ``*`` or no header means any version."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    found = _IF_MATCH.match(if_match)
+    if found is None:
+        raise BadRequest("If-Match", 'must be a version in quotes, e.g. "3"')
+    return int(found.group(1))
+
+
+def _check_object_size(field: str, value: dict[str, Any]) -> None:
+    if len(msgspec.json.encode(value)) > MAX_OBJECT_BYTES:
+        raise Unprocessable(field, f"must encode to at most {MAX_OBJECT_BYTES} bytes of JSON")
+
+
+async def _send(bus: CommandBus, command: Command, counter: Counter = COMMANDS) -> CommandAccepted:
+    try:
+        result = await bus.submit(command)
+    except Exception as exc:
+        counter.labels(command.name, type(exc).__name__).inc()
+        raise
+    counter.labels(command.name, "ok").inc()
+    return CommandAccepted(result.issue_id, result.version, result.position)
+
+
+def _on(
+    issue_id: UUID,
+    name: str,
+    if_match: str | None,
+    act: Callable[[OrderIssue, datetime], None],
+) -> Command:
+    return Command(issue_id, name, act=act, expected_version=expected_version(if_match))
+
+
+class IssueController(Controller):
+    path = "/api/issues"
+    tags = ["issues"]
+
+    @post("/", status_code=201, summary="Raise an issue by hand")
+    async def report(self, data: ReportIssue, bus: CommandBus) -> CommandAccepted:
+        _check_object_size("evidence", data.evidence)
+
+        def create(at: datetime) -> OrderIssue:
+            return OrderIssue.detect(
+                order_id=data.order_id,
+                kind=data.kind,
+                severity=data.severity,
+                vertical=data.vertical,
+                country=data.country,
+                city=data.city,
+                evidence=data.evidence,
+                at=at,
+                by=data.agent_id,
+            )
+
+        issue_id = issue_id_for(data.order_id, data.kind)
+        return await _send(bus, Command(issue_id, "report", create=create))
+
+    @post("/{issue_id:uuid}/escalate", status_code=200)
+    async def escalate(
+        self, issue_id: UUID, data: Escalate, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        evidence = {"escalation_reason": data.reason}
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "escalate",
+                if_match,
+                lambda issue, at: issue.escalate(
+                    severity=data.severity, evidence=evidence, at=at, by=data.agent_id
+                ),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/assign", status_code=200)
+    async def assign(
+        self, issue_id: UUID, data: Assign, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        assignee = data.assignee or data.agent_id
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "assign",
+                if_match,
+                lambda issue, at: issue.assign(assignee=assignee, at=at, by=data.agent_id),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/unassign", status_code=200)
+    async def unassign(
+        self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "unassign",
+                if_match,
+                lambda issue, at: issue.unassign(at=at, by=data.agent_id),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/acknowledge", status_code=200)
+    async def acknowledge(
+        self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "acknowledge",
+                if_match,
+                lambda issue, at: issue.acknowledge(at=at, by=data.agent_id),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/notes", status_code=200)
+    async def add_note(
+        self, issue_id: UUID, data: AddNote, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "add_note",
+                if_match,
+                lambda issue, at: issue.add_note(text=data.text, at=at, by=data.agent_id),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/actions", status_code=200)
+    async def take_action(
+        self, issue_id: UUID, data: TakeAction, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        _check_object_size("details", data.details)
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "take_action",
+                if_match,
+                lambda issue, at: issue.take_action(
+                    action=data.action, details=data.details, at=at, by=data.agent_id
+                ),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/snooze", status_code=200)
+    async def snooze(
+        self, issue_id: UUID, data: Snooze, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "snooze",
+                if_match,
+                lambda issue, at: issue.snooze(until=data.until, at=at, by=data.agent_id),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/wake", status_code=200)
+    async def wake(
+        self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(issue_id, "wake", if_match, lambda issue, at: issue.wake(at=at, by=data.agent_id)),
+        )
+
+    @post("/{issue_id:uuid}/resolve", status_code=200)
+    async def resolve(
+        self, issue_id: UUID, data: Resolve, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "resolve",
+                if_match,
+                lambda issue, at: issue.resolve(
+                    resolution=data.resolution, note=data.note, at=at, by=data.agent_id
+                ),
+            ),
+        )
+
+    @post("/{issue_id:uuid}/reopen", status_code=200)
+    async def reopen(
+        self, issue_id: UUID, data: Reopen, bus: CommandBus, if_match: IfMatch = None
+    ) -> CommandAccepted:
+        return await _send(
+            bus,
+            _on(
+                issue_id,
+                "reopen",
+                if_match,
+                lambda issue, at: issue.reopen(reason=data.reason, at=at, by=data.agent_id),
+            ),
+        )
+
+    @get("/{issue_id:uuid}", summary="One issue's current state")
+    async def get_issue(self, issue_id: UUID, history: History) -> Response[IssueView]:
+        issue = await history.issue_state(issue_id)
+        if issue is None:
+            raise NotFound(f"issue {issue_id} not found")
+        return Response(issue_view(issue), headers={"ETag": f'"{issue.version}"'})
+
+    @get("/{issue_id:uuid}/events", summary="One issue's full history, oldest first")
+    async def events(self, issue_id: UUID, history: History) -> EventPage:
+        items = await history.issue_history(issue_id)
+        if not items:
+            raise NotFound(f"issue {issue_id} not found")
+        return EventPage(items)
+
+    @get("/{issue_id:uuid}/state", summary="One issue's state as it was at a version")
+    async def state(
+        self,
+        issue_id: UUID,
+        history: History,
+        version: Annotated[int, Parameter(ge=1, le=10**12)],
+    ) -> Response[IssueView]:
+        issue = await history.issue_state(issue_id, version)
+        if issue is None:
+            raise NotFound(f"issue {issue_id} not found")
+        if issue.version < version:
+            raise NotFound(f"issue {issue_id} has no version {version} (latest {issue.version})")
+        return Response(issue_view(issue), headers={"ETag": f'"{issue.version}"'})

@@ -1,0 +1,73 @@
+"""Typed settings, read from ``INBOX_*`` environment variables once, in the composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(Exception):
+    """A bad configuration value: one line that names the variable and the reason."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. A value left unset takes the default shown here."""
+
+    model_config = SettingsConfigDict(env_prefix="INBOX_", extra="ignore", frozen=True)
+
+    # Where the servers are; unset means "start the embedded ones under data_dir".
+    database_url: str | None = None
+    nats_url: str | None = None
+    data_dir: Path = Path(".inbox")
+
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8000
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    rules_file: Path | None = None
+    migrations_dir: Path = _REPO_ROOT / "migrations"
+
+    # asyncpg pool of the read side (queries, health).
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    # Commands are grouped into shared save() calls: at most this many per save ...
+    command_batch_size: Annotated[int, Field(ge=1, le=500)] = 100
+    # ... by this many writer threads, each owning a hash partition of the issue ids.
+    command_writers: Annotated[int, Field(ge=1, le=16)] = 2
+    # How long a command may wait for its batch before it is answered 503.
+    command_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    orders_stream: str = "ORDERS"
+    orders_subject_prefix: str = "orders"
+    inbox_stream: str = "INBOX"
+    inbox_subject_prefix: str = "inbox.issue"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must start with nats://")
+        return value
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "INBOX_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise SettingsError(f"{name}: {first['msg']}") from None

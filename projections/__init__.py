@@ -1,0 +1,1 @@
+"""Read models: one module per model, each a function from issue event to SQL."""

@@ -1,0 +1,111 @@
+"""Shared fixtures: real PostgreSQL and NATS, a database of this run's own.
+
+The servers are the ones ``INBOX_DATABASE_URL`` / ``INBOX_NATS_URL`` name, or embedded ones
+started under ``.inbox/test`` when unset (CONTRACT §1). Each run creates its own database
+(and, later, stream names), so runs never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from adapters import postgres
+from adapters.embedded import embedded_nats, embedded_postgres
+from app.bootstrap import Endpoints
+from app.settings import Settings
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Endpoints]:
+    """Server URLs (admin database), embedded where no URL is configured."""
+    with contextlib.ExitStack() as stack:
+        data_dir = REPO / ".inbox" / "test"
+        database_url = os.environ.get("INBOX_DATABASE_URL") or stack.enter_context(
+            embedded_postgres(data_dir)
+        )
+        nats_url = os.environ.get("INBOX_NATS_URL") or stack.enter_context(embedded_nats(data_dir))
+        yield Endpoints(database_url, nats_url)
+
+
+async def _create_database(admin_url: str, name: str) -> str:
+    conn = await postgres.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return postgres.with_database(admin_url, name)
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await postgres.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def endpoints(servers: Endpoints) -> AsyncIterator[Endpoints]:
+    """This run's own migrated database on the servers."""
+    name = f"inbox_test_{RUN_ID}"
+    url = await _create_database(servers.database_url, name)
+    await postgres.apply_migrations(url, REPO / "migrations")
+    yield Endpoints(url, servers.nats_url)
+    await _drop_database(servers.database_url, name)
+
+
+@pytest.fixture
+async def fresh_database(servers: Endpoints) -> AsyncIterator[str]:
+    """An empty database (not migrated) of this test's own."""
+    name = f"inbox_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    url = await _create_database(servers.database_url, name)
+    yield url
+    await _drop_database(servers.database_url, name)
+
+
+@pytest.fixture(scope="session")
+def settings(endpoints: Endpoints) -> Settings:
+    return Settings(
+        database_url=endpoints.database_url,
+        nats_url=endpoints.nats_url,
+        orders_stream=f"ORDERS_{RUN_ID}",
+        orders_subject_prefix=f"orders_{RUN_ID}",
+        inbox_stream=f"INBOX_{RUN_ID}",
+        inbox_subject_prefix=f"inbox_{RUN_ID}.issue",
+    )
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns a truthy value, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+async def async_wait_until(
+    condition: Callable[[], object], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():  # type: ignore[misc]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)

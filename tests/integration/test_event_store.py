@@ -1,0 +1,219 @@
+"""The write side against real PostgreSQL: conflicts, concurrent writers, followers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import pytest
+
+from adapters import postgres
+from app.bootstrap import Endpoints
+from app.service import (
+    Command,
+    CommandResult,
+    ConcurrentWrite,
+    IssueAlreadyExists,
+    IssueNotFound,
+    IssueService,
+    VersionMismatch,
+)
+from domain.errors import TransitionNotAllowed
+from tests.integration.helpers import note, report, service
+
+
+@pytest.fixture(scope="module")
+def replicas(endpoints: Endpoints) -> list[IssueService]:
+    """Two services with their own pools: two replicas of the API."""
+    built = [service(endpoints.database_url), service(endpoints.database_url)]
+    yield built  # type: ignore[misc]
+    for one in built:
+        one.app.close()
+
+
+def order() -> str:
+    return f"ord-{uuid.uuid4().hex[:12]}"
+
+
+def test_commands_return_version_and_global_position(replicas: list[IssueService]) -> None:
+    created = replicas[0].execute(report(order()))
+    noted = replicas[0].execute(note(created.issue_id, "first"))
+    assert (created.version, noted.version) == (1, 2)
+    assert noted.position > created.position
+
+
+def test_a_batch_stores_many_issues_and_answers_each_command(
+    replicas: list[IssueService],
+) -> None:
+    first = replicas[0].execute(report(order()))
+    missing = uuid.uuid4()
+    commands = [
+        report(order()),
+        note(first.issue_id, "a"),
+        note(first.issue_id, "b"),  # the same issue twice in one batch: applied in order
+        note(missing, "nobody"),
+        report(order()),
+        note(first.issue_id, "stale", expected_version=1),
+        Command(
+            first.issue_id,
+            "reopen",
+            act=lambda issue, at: issue.reopen(reason="x", at=at, by="ann"),
+        ),
+    ]
+    outcomes = replicas[0].execute_batch(commands)
+    assert isinstance(outcomes[0], CommandResult)
+    assert isinstance(outcomes[1], CommandResult)
+    assert isinstance(outcomes[2], CommandResult)
+    assert (outcomes[1].version, outcomes[2].version) == (2, 3)
+    assert outcomes[1].position < outcomes[2].position
+    assert isinstance(outcomes[3], IssueNotFound)
+    assert isinstance(outcomes[4], CommandResult)
+    assert isinstance(outcomes[5], VersionMismatch)
+    assert outcomes[5].actual == 3
+    assert isinstance(outcomes[6], TransitionNotAllowed)
+
+
+def test_reporting_an_issue_twice_is_refused(replicas: list[IssueService]) -> None:
+    command = report(order())
+    replicas[0].execute(command)
+    with pytest.raises(IssueAlreadyExists):
+        replicas[1].execute(command)
+
+
+def test_two_writers_on_one_issue_exactly_one_wins(replicas: list[IssueService]) -> None:
+    issue_id = replicas[0].execute(report(order())).issue_id
+    both_have_read = threading.Barrier(2, timeout=10)
+
+    def act_after_both_read(text: str) -> Command:
+        first_attempt = threading.Event()
+
+        def act(issue, at):  # type: ignore[no-untyped-def]
+            if not first_attempt.is_set():
+                first_attempt.set()
+                both_have_read.wait()  # both replicas now hold version 1
+            issue.add_note(text=text, at=at, by="ann")
+
+        return Command(issue_id, "add_note", act=act)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(replicas[n].execute_batch, [act_after_both_read(f"writer {n}")])
+            for n in range(2)
+        ]
+        outcomes = [f.result(timeout=30)[0] for f in futures]
+    winners = [o for o in outcomes if isinstance(o, CommandResult)]
+    losers = [o for o in outcomes if isinstance(o, ConcurrentWrite)]
+    assert len(winners) == 1, outcomes
+    assert len(losers) == 1, outcomes
+    assert winners[0].version == 2
+    stored = replicas[0].app.repository.get(issue_id)
+    assert stored.version == 2
+    assert len(stored.notes) == 1
+
+
+def test_a_conflict_fails_only_the_command_that_raced(replicas: list[IssueService]) -> None:
+    """A batch whose save hits a conflict retries its commands alone: the others land."""
+    contested = replicas[0].execute(report(order())).issue_id
+    bystander = replicas[0].execute(report(order())).issue_id
+    read = threading.Event()
+    written = threading.Event()
+
+    def act(issue, at):  # type: ignore[no-untyped-def]
+        read.set()
+        written.wait(10)
+        issue.add_note(text="slow", at=at, by="ann")
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            replicas[0].execute_batch,
+            [note(bystander, "innocent"), Command(contested, "add_note", act=act)],
+        )
+        assert read.wait(10)
+        replicas[1].execute(note(contested, "fast"))
+        written.set()
+        innocent, raced = slow.result(timeout=30)
+    assert isinstance(innocent, CommandResult)
+    assert innocent.version == 2
+    assert isinstance(raced, ConcurrentWrite)
+
+
+def test_twenty_concurrent_writers_lose_nothing(endpoints: Endpoints) -> None:
+    writers = [service(endpoints.database_url, pool_size=1) for _ in range(20)]
+    per_writer = 30
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            results = list(
+                pool.map(lambda w: [w.execute(report(order())) for _ in range(per_writer)], writers)
+            )
+        ids = {r.issue_id for batch in results for r in batch}
+        with writers[0].app.recorder.datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n FROM inbox_events WHERE originator_id = ANY(%s)",
+                [list(ids)],
+            ).fetchone()
+    finally:
+        for writer in writers:
+            writer.app.close()
+    positions = [r.position for batch in results for r in batch]
+    assert len(ids) == 20 * per_writer
+    assert len(set(positions)) == len(positions)
+    assert row is not None
+    assert row["n"] == len(ids)
+
+
+async def test_a_follower_after_position_sees_every_event_exactly_once(
+    endpoints: Endpoints,
+) -> None:
+    """DESIGN.md trap: with concurrent writers, reading "after P" must never skip an event."""
+    pool: asyncpg.Pool = await postgres.create_pool(endpoints.database_url, max_size=2)
+    start = await pool.fetchval("SELECT coalesce(max(notification_id), 0) FROM inbox_events")
+    writers = [service(endpoints.database_url, pool_size=1) for _ in range(5)]
+    batches, batch_size = 40, 10
+    done = threading.Event()
+
+    def write(writer: IssueService) -> list[int]:
+        positions = []
+        for _ in range(batches):
+            outcomes = writer.execute_batch([report(order()) for _ in range(batch_size)])
+            positions += [o.position for o in outcomes if isinstance(o, CommandResult)]
+        return positions
+
+    seen: list[int] = []
+
+    async def follow() -> None:
+        last = start
+        while True:
+            finished = done.is_set()  # read before the query: a final pass after the end
+            rows = await pool.fetch(
+                "SELECT notification_id FROM inbox_events WHERE notification_id > $1"
+                " ORDER BY notification_id LIMIT 100",
+                last,
+            )
+            seen.extend(row["notification_id"] for row in rows)
+            if rows:
+                last = rows[-1]["notification_id"]
+            elif finished:
+                return
+            else:
+                await asyncio.sleep(0.001)
+
+    try:
+        follower = asyncio.create_task(follow())
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(5) as threads:
+            written = await asyncio.gather(
+                *(loop.run_in_executor(threads, write, w) for w in writers)
+            )
+        done.set()
+        await asyncio.wait_for(follower, 30)
+    finally:
+        for writer in writers:
+            writer.app.close()
+        await pool.close()
+    expected = sorted(p for positions in written for p in positions)
+    assert len(expected) == 5 * batches * batch_size
+    assert len(seen) == len(set(seen)), "an event was seen twice"
+    assert sorted(seen) == expected, "the follower missed events"
