@@ -28,8 +28,16 @@ from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
 
 from adapters.clock import Clock
 from domain.errors import DomainError
@@ -130,19 +138,21 @@ class IssueService:
     def execute_batch(self, commands: Sequence[Command]) -> list[Outcome]:
         now = self.clock.now()
         outcomes: list[Outcome | None] = [None] * len(commands)
-        aggregates: dict[UUID, OrderIssue] = {}
+        # Every issue the batch names, read in one round trip rather than one per issue.
+        known = self._load({command.issue_id for command in commands})
+        touched: dict[UUID, OrderIssue] = {}
         applied: list[_Applied] = []
         for index, command in enumerate(commands):
             try:
-                base, aggregate = self._act(command, aggregates, now)
+                base, aggregate = self._act(command, known, now)
             except (DomainError, ApplicationError) as exc:
                 outcomes[index] = exc
                 continue
-            aggregates[command.issue_id] = aggregate
+            known[command.issue_id] = touched[command.issue_id] = aggregate
             applied.append(_Applied(index, command, base, aggregate.version))
         if applied:
             try:
-                positions = self._save(list(aggregates.values()))
+                positions = self._save(list(touched.values()))
             except IntegrityError:
                 # Another process wrote one of these issues since we read it. Find which:
                 # each command again, alone, on a fresh read of its issue.
@@ -159,25 +169,26 @@ class IssueService:
     def _act(
         self,
         command: Command,
-        aggregates: dict[UUID, OrderIssue],
+        known: dict[UUID, OrderIssue],
         now: datetime,
         *,
         retry_of: _Applied | None = None,
     ) -> tuple[int | None, OrderIssue]:
         """Apply one command in memory; returns the version it acted on and the aggregate.
 
+        ``known`` holds the issues as read (and as changed so far in this batch).
         ``retry_of`` is the same command's first attempt in a batch whose save conflicted:
         if its issue moved on since that attempt read it, another writer won the race.
         """
-        aggregate = aggregates.get(command.issue_id)
+        aggregate = known.get(command.issue_id)
         if command.create is not None:
-            if aggregate is not None or self._exists(command.issue_id):
+            if aggregate is not None:
                 if retry_of is not None:
                     raise ConcurrentWrite(command.issue_id)
                 raise IssueAlreadyExists(command.issue_id)
             return None, command.create(now)
         if aggregate is None:
-            aggregate = self._get(command.issue_id)
+            raise IssueNotFound(command.issue_id)
         base = aggregate.version
         if retry_of is not None and retry_of.base_version != base:
             raise ConcurrentWrite(command.issue_id)
@@ -191,18 +202,17 @@ class IssueService:
         self, applied: list[_Applied], outcomes: list[Outcome | None], now: datetime
     ) -> None:
         for item in applied:
+            issue_id = item.command.issue_id
             try:
-                _, aggregate = self._act(item.command, {}, now, retry_of=item)
+                _, aggregate = self._act(item.command, self._load({issue_id}), now, retry_of=item)
                 positions = self._save([aggregate])
             except IntegrityError:
-                outcomes[item.index] = ConcurrentWrite(item.command.issue_id)
+                outcomes[item.index] = ConcurrentWrite(issue_id)
             except (DomainError, ApplicationError) as exc:
                 outcomes[item.index] = exc
             else:
-                position = positions[(item.command.issue_id, aggregate.version)]
-                outcomes[item.index] = CommandResult(
-                    item.command.issue_id, aggregate.version, position
-                )
+                position = positions[(issue_id, aggregate.version)]
+                outcomes[item.index] = CommandResult(issue_id, aggregate.version, position)
 
     def _save(self, aggregates: list[OrderIssue]) -> dict[tuple[UUID, int], int]:
         recordings = self.app.save(*aggregates)
@@ -211,15 +221,37 @@ class IssueService:
             for r in recordings
         }
 
-    def _get(self, issue_id: UUID) -> OrderIssue:
-        try:
-            aggregate: OrderIssue = self.app.repository.get(issue_id)
-        except AggregateNotFoundError:
-            raise IssueNotFound(issue_id) from None
-        return aggregate
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _load(self, issue_ids: set[UUID]) -> dict[UUID, OrderIssue]:
+        """The current state of each existing issue among ``issue_ids``, in one query.
 
-    def _exists(self, issue_id: UUID) -> bool:
-        return bool(self.app.recorder.select_events(issue_id, limit=1))
+        The library's repository reads one aggregate per round trip; a batch needs many,
+        so this selects their stored events together and replays them with the
+        application's own mapper, exactly as the repository would.
+        """
+        recorder = self.app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        query = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, (list(issue_ids),), prepare=True)
+            rows = cursor.fetchall()
+        aggregates: dict[UUID, OrderIssue] = {}
+        for row in rows:
+            event = self.app.mapper.to_domain_event(
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+            )
+            aggregates[row["originator_id"]] = event.mutate(  # type: ignore[attr-defined]
+                aggregates.get(row["originator_id"])
+            )
+        return aggregates
 
 
 class CommandBus:

@@ -1,0 +1,101 @@
+"""What the benchmarks share: servers, a scratch database, timing and reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from adapters import postgres
+from adapters.embedded import embedded_nats, embedded_postgres
+from app.bootstrap import Endpoints
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench-results"
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[Endpoints]:
+    with contextlib.ExitStack() as stack:
+        data_dir = REPO / ".inbox" / "bench"
+        database_url = os.environ.get("INBOX_DATABASE_URL") or stack.enter_context(
+            embedded_postgres(data_dir)
+        )
+        nats_url = os.environ.get("INBOX_NATS_URL") or stack.enter_context(embedded_nats(data_dir))
+        yield Endpoints(database_url, nats_url)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[str]:
+    """A migrated database of this run's own, dropped afterwards."""
+    name = f"inbox_bench_{uuid.uuid4().hex[:10]}"
+    conn = await postgres.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = postgres.with_database(admin_url, name)
+    try:
+        await postgres.apply_migrations(url, REPO / "migrations")
+        yield url
+    finally:
+        conn = await postgres.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@dataclass
+class Figure:
+    name: str
+    operations: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.operations / self.seconds
+
+    def line(self, raw: Figure | None = None) -> str:
+        ratio = f"  {self.rate / raw.rate:6.2f}x raw" if raw is not None else ""
+        return (
+            f"{self.name:<44} {self.rate:9.0f}/s  p50 {self.p50_ms:7.2f} ms"
+            f"  p99 {self.p99_ms:7.2f} ms{ratio}"
+        )
+
+
+def figure(name: str, latencies: list[float], seconds: float) -> Figure:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return Figure(name, len(ordered), seconds, statistics.median(ordered) * 1e3, p99 * 1e3)
+
+
+def report(title: str, figures: list[Figure], raw: Figure, notes: dict[str, object]) -> None:
+    print(f"\n== {title} ==")
+    print(raw.line())
+    for one in figures:
+        print(one.line(raw))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{title.replace(' ', '_')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "raw": asdict(raw) | {"rate": raw.rate},
+                "figures": [
+                    asdict(f) | {"rate": f.rate, "ratio": f.rate / raw.rate} for f in figures
+                ],
+                **notes,
+            },
+            indent=2,
+        )
+    )
+    print(f"(written to {out.relative_to(REPO)})")
