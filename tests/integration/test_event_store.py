@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import asyncpg
 import pytest
@@ -164,29 +165,37 @@ def test_twenty_concurrent_writers_lose_nothing(endpoints: Endpoints) -> None:
     assert row["n"] == len(ids)
 
 
-async def test_a_follower_after_position_sees_every_event_exactly_once(
-    endpoints: Endpoints,
-) -> None:
-    """DESIGN.md trap: with concurrent writers, reading "after P" must never skip an event."""
-    pool: asyncpg.Pool = await postgres.create_pool(endpoints.database_url, max_size=2)
-    start = await pool.fetchval("SELECT coalesce(max(notification_id), 0) FROM inbox_events")
-    writers = [service(endpoints.database_url, pool_size=1) for _ in range(5)]
-    batches, batch_size = 40, 10
-    done = threading.Event()
-
-    def write(writer: IssueService) -> list[int]:
+def _write_batches(url: str, batches: int, batch_size: int) -> list[int]:
+    """One writer process: its own interpreter and connection, as a replica has."""
+    writer = service(url, pool_size=1)
+    try:
         positions = []
         for _ in range(batches):
             outcomes = writer.execute_batch([report(order()) for _ in range(batch_size)])
             positions += [o.position for o in outcomes if isinstance(o, CommandResult)]
         return positions
+    finally:
+        writer.app.close()
 
+
+async def test_a_follower_after_position_sees_every_event_exactly_once(
+    endpoints: Endpoints,
+) -> None:
+    """DESIGN.md trap: with concurrent writers, reading "after P" must never skip an event.
+
+    Writers are separate processes so that their commits truly interleave (threads
+    sharing the GIL hide the race: with POSTGRES_ENABLE_DB_FUNCTIONS=y this test fails).
+    """
+    pool: asyncpg.Pool = await postgres.create_pool(endpoints.database_url, max_size=2)
+    start = await pool.fetchval("SELECT coalesce(max(notification_id), 0) FROM inbox_events")
+    writers, batches, batch_size = 5, 40, 50
+    done = asyncio.Event()
     seen: list[int] = []
 
     async def follow() -> None:
         last = start
         while True:
-            finished = done.is_set()  # read before the query: a final pass after the end
+            finished = done.is_set()  # read before the query: one final pass after the end
             rows = await pool.fetch(
                 "SELECT notification_id FROM inbox_events WHERE notification_id > $1"
                 " ORDER BY notification_id LIMIT 100",
@@ -203,17 +212,23 @@ async def test_a_follower_after_position_sees_every_event_exactly_once(
     try:
         follower = asyncio.create_task(follow())
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(5) as threads:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(writers, mp_context=context) as processes:
             written = await asyncio.gather(
-                *(loop.run_in_executor(threads, write, w) for w in writers)
+                *(
+                    loop.run_in_executor(
+                        processes, _write_batches, endpoints.database_url, batches, batch_size
+                    )
+                    for _ in range(writers)
+                )
             )
         done.set()
-        await asyncio.wait_for(follower, 30)
+        await asyncio.wait_for(follower, 60)
     finally:
-        for writer in writers:
-            writer.app.close()
         await pool.close()
     expected = sorted(p for positions in written for p in positions)
-    assert len(expected) == 5 * batches * batch_size
+    assert len(expected) == writers * batches * batch_size
     assert len(seen) == len(set(seen)), "an event was seen twice"
-    assert sorted(seen) == expected, "the follower missed events"
+    missed = set(expected) - set(seen)
+    assert not missed, f"the follower missed {len(missed)} of {len(expected)} events"
+    assert sorted(seen) == expected
