@@ -8,8 +8,6 @@ started under ``.inbox/test`` when unset (CONTRACT §1). Each run creates its ow
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from adapters import postgres
-from adapters.embedded import embedded_nats, embedded_postgres
+from app import bootstrap
 from app.bootstrap import Endpoints
 from app.settings import Settings
 
@@ -31,14 +29,9 @@ RUN_ID = uuid.uuid4().hex[:10]
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Endpoints]:
-    """Server URLs (admin database), embedded where no URL is configured."""
-    with contextlib.ExitStack() as stack:
-        data_dir = REPO / ".inbox" / "test"
-        database_url = os.environ.get("INBOX_DATABASE_URL") or stack.enter_context(
-            embedded_postgres(data_dir)
-        )
-        nats_url = os.environ.get("INBOX_NATS_URL") or stack.enter_context(embedded_nats(data_dir))
-        yield Endpoints(database_url, nats_url)
+    """Server URLs (admin database): INBOX_DATABASE_URL / INBOX_NATS_URL, else embedded."""
+    with bootstrap.servers(Settings(data_dir=REPO / ".inbox" / "test")) as endpoints:
+        yield endpoints
 
 
 async def _create_database(admin_url: str, name: str) -> str:

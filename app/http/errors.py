@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -88,6 +89,9 @@ def exception_to_response(  # noqa: PLR0911 (one case per error kind)
             return _body(409, str(exc))
         case Unavailable():
             return _body(503, str(exc))
+        case asyncpg.PostgresConnectionError() | asyncpg.InterfaceError() | OSError():
+            log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
+            return _body(503, "the database is unavailable; try again")
         case HTTPException() if exc.status_code < 500:
             return _body(exc.status_code, str(exc.detail))
         case _:

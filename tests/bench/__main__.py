@@ -11,12 +11,9 @@ BENCHES = {"commands": bench_commands.main}
 
 
 def run(argv: list[str]) -> int:
-    names = [a for a in argv if not a.startswith("-")] or list(BENCHES)
-    options = [a for a in argv if a.startswith("-")]
-    unknown = [n for n in names if n not in BENCHES]
-    if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}")
-        return 2
+    """Arguments naming a benchmark pick it; the rest are passed to each one picked."""
+    names = [a for a in argv if a in BENCHES] or list(BENCHES)
+    options = [a for a in argv if a not in BENCHES]
     for name in names:
         asyncio.run(BENCHES[name](options))
     return 0

@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +21,9 @@ import anyio.to_thread
 from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.eventstore import eventstore_env
+from app.bootstrap import Endpoints
 from app.service import CommandBus, IssueApplication, IssueService
+from tests.api_process import running_api
 from tests.bench.common import Figure, figure, report, scratch_database, servers
 from tests.integration.helpers import note
 from tests.integration.helpers import report as report_issue
@@ -106,47 +103,20 @@ async def through_application(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def through_http(
+    endpoints: Endpoints,
     url: str,
-    nats_url: str,
     clients: int,
     total: int,
     issue_ids: list,  # type: ignore[type-arg]
 ) -> list[Figure]:
-    port = _free_port()
     log = Path(tempfile.mkstemp(prefix="bench-api-", suffix=".log")[1])
-    env = os.environ | {
-        "INBOX_DATABASE_URL": url,
-        "INBOX_NATS_URL": nats_url,
-        "INBOX_HTTP_PORT": str(port),
-        "INBOX_LOG_LEVEL": "WARNING",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "api"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
     figures = []
-    try:
+    with running_api(Endpoints(url, endpoints.nats_url), log, log_level="WARNING") as base:
         # aiohttp, not httpx: with 50 connections httpx's pool itself tops out near
         # 400 requests/s here, far below the server.
         connector = aiohttp.TCPConnector(limit=clients)
         async with aiohttp.ClientSession(base, connector=connector) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get("/ready") as ready:
-                        if ready.status == 200:
-                            break
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"API did not start: {log.read_text()}")
-                await asyncio.sleep(0.1)
 
             async def health(_: int) -> None:
                 async with http.get("/health") as response:
@@ -167,9 +137,6 @@ async def through_http(
             figures.append(
                 figure(f"HTTP POST /notes ({clients} clients, 1 API process)", latencies, seconds)
             )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
     return figures
 
 
@@ -190,9 +157,7 @@ async def main(argv: list[str]) -> None:
             figures = [
                 await through_application(url, args.clients, args.commands // 4, issue_ids, 1, 1),
                 await through_application(url, args.clients, args.commands, issue_ids, 100, 2),
-                *await through_http(
-                    url, endpoints.nats_url, args.clients, args.commands, issue_ids
-                ),
+                *await through_http(endpoints, url, args.clients, args.commands, issue_ids),
             ]
             report(
                 "commands",

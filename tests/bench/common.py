@@ -4,31 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from adapters import postgres
-from adapters.embedded import embedded_nats, embedded_postgres
+from app import bootstrap
 from app.bootstrap import Endpoints
+from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench-results"
 
 
-@contextlib.contextmanager
-def servers() -> Iterator[Endpoints]:
-    with contextlib.ExitStack() as stack:
-        data_dir = REPO / ".inbox" / "bench"
-        database_url = os.environ.get("INBOX_DATABASE_URL") or stack.enter_context(
-            embedded_postgres(data_dir)
-        )
-        nats_url = os.environ.get("INBOX_NATS_URL") or stack.enter_context(embedded_nats(data_dir))
-        yield Endpoints(database_url, nats_url)
+def servers() -> contextlib.AbstractContextManager[Endpoints]:
+    """INBOX_DATABASE_URL / INBOX_NATS_URL, else embedded servers under .inbox/bench."""
+    return bootstrap.servers(Settings(data_dir=REPO / ".inbox" / "bench"))
 
 
 @contextlib.asynccontextmanager
