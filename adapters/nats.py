@@ -1,4 +1,5 @@
-"""NATS: one connection with endless reconnects (DESIGN.md: nats-py gives up after 60)."""
+"""NATS: one connection with endless reconnects (DESIGN.md: nats-py gives up after 60), and
+the streams this service owns."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import logging
 
 import nats
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -31,3 +35,48 @@ async def connect(url: str, *, name: str) -> Client:
         error_cb=on_error,
     )
     return client
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    *,
+    name: str,
+    subjects: list[str],
+    duplicate_window: float,
+    max_bytes: int = -1,
+    max_msgs: int = -1,
+    replicas: int = 1,
+) -> StreamInfo:
+    """Create the stream, or bring the settings we own up to date on an existing one.
+
+    File storage; ``discard=new`` so that a full stream refuses new messages (a relay then
+    stalls and retries) instead of silently dropping old ones.
+    """
+    config = StreamConfig(
+        name=name,
+        subjects=subjects,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=duplicate_window,
+        max_bytes=max_bytes,
+        max_msgs=max_msgs,
+        num_replicas=replicas,
+    )
+    try:
+        info: StreamInfo = await js.stream_info(name)
+    except NotFoundError:
+        log.info("creating stream %s (%s)", name, ", ".join(subjects))
+        created: StreamInfo = await js.add_stream(config)
+        return created
+    current = info.config
+    if (
+        current.subjects != subjects
+        or current.duplicate_window != duplicate_window
+        or current.discard != DiscardPolicy.NEW
+        or (current.max_bytes or -1) != max_bytes
+        or (current.max_msgs or -1) != max_msgs
+    ):
+        log.info("updating stream %s to the configured settings", name)
+        updated: StreamInfo = await js.update_stream(config)
+        return updated
+    return info

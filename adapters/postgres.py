@@ -34,8 +34,16 @@ def with_database(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + quote(dbname)))
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(**_asyncpg_kwargs(url))
+async def connect(
+    url: str, *, name: str = "inbox", command_timeout: float | None = None
+) -> asyncpg.Connection:
+    """One connection; ``name`` shows as application_name in pg_stat_activity."""
+    return await asyncpg.connect(
+        **_asyncpg_kwargs(url),
+        server_settings={"application_name": name},
+        command_timeout=command_timeout,
+        timeout=30,
+    )
 
 
 async def create_pool(url: str, *, max_size: int, min_size: int = 1) -> asyncpg.Pool:
@@ -120,3 +128,18 @@ async def apply_migrations(url: str, directory: Path) -> Sequence[str]:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATIONS_LOCK_KEY)
     finally:
         await conn.close()
+
+
+# What a lost or refused database connection raises: worth reconnecting for, unlike a
+# programming error (an unknown table, a bad query), which should stop the process.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    # asyncpg raises this when the server ends a session while a query is in flight
+    # ("cannot switch to state ...; another operation is in progress"), seen here with
+    # pg_terminate_backend; the connection is useless afterwards, like the others.
+    asyncpg.exceptions.InternalClientError,
+)

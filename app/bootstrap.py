@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 import asyncpg
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from adapters import nats as nats_adapter
@@ -23,6 +24,7 @@ from adapters.eventstore import eventstore_env
 from app.history import History
 from app.service import CommandBus, IssueApplication, IssueService
 from app.settings import Settings
+from app.workers.relay import Relay, RelayConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class Container:
     clock: Clock
     pool: asyncpg.Pool
     nats: NATS
+    js: JetStreamContext
     issues: IssueService
     bus: CommandBus
     history: History
@@ -107,7 +110,32 @@ async def container(
             clock=clock,
             pool=pool,
             nats=nc,
+            js=nc.jetstream(),
             issues=issues,
             bus=bus,
             history=History(pool, app.mapper),
         )
+
+
+def relay(built: Container) -> Relay:
+    """The outbox relay of the configured INBOX stream."""
+    settings = built.settings
+    return Relay(
+        database_url=built.endpoints.database_url,
+        js=built.js,
+        mapper=built.issues.app.mapper,
+        config=RelayConfig(
+            stream=settings.inbox_stream,
+            subject_prefix=settings.inbox_subject_prefix,
+            source=settings.event_source,
+            duplicate_window=settings.inbox_duplicate_window_seconds,
+            max_bytes=settings.inbox_stream_max_bytes,
+            max_msgs=settings.inbox_stream_max_msgs,
+            replicas=settings.inbox_stream_replicas,
+            create_stream=settings.create_streams,
+            batch_size=settings.relay_batch_size,
+            ack_timeout=settings.relay_ack_timeout_seconds,
+            poll_interval=settings.relay_poll_seconds,
+            max_backoff=settings.relay_max_backoff_seconds,
+        ),
+    )

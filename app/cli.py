@@ -7,16 +7,24 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from adapters.postgres import MigrationError, apply_migrations
-from app.bootstrap import Endpoints, container, servers
+from app import bootstrap
+from app.bootstrap import Container, Endpoints, container, servers
 from app.http.app import create_app
+from app.integration import write_schemas
 from app.settings import Settings, SettingsError, load_settings
+from app.workers.relay import RelayError
 
 log = logging.getLogger("inbox")
+
+Worker = Callable[[Container, asyncio.Event], Awaitable[None]]
 
 
 async def _migrate(settings: Settings, endpoints: Endpoints) -> None:
@@ -24,10 +32,26 @@ async def _migrate(settings: Settings, endpoints: Endpoints) -> None:
     log.info("migrations: %s", ", ".join(applied) if applied else "none pending")
 
 
-async def _serve(settings: Settings, endpoints: Endpoints, *, migrate: bool) -> None:
-    if migrate:
-        await _migrate(settings, endpoints)
+async def _run_relay(built: Container, stop: asyncio.Event) -> None:
+    await bootstrap.relay(built).run(stop)
+
+
+async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.Event) -> None:
+    """Run a worker inside ``inbox up``: its failure is logged, the API keeps serving."""
+    try:
+        await worker(built, stop)
+    except RelayError as exc:
+        log.error("%s stopped: %s", name, exc)  # noqa: TRY400 (the reason is the message)
+    except Exception:
+        log.exception("%s crashed", name)
+
+
+async def _serve(settings: Settings, endpoints: Endpoints, *, workers: list[Worker]) -> None:
     async with container(settings, endpoints) as built:
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(_supervise(w.__name__.strip("_"), w, built, stop)) for w in workers
+        ]
         config = uvicorn.Config(
             create_app(built),
             host=settings.http_host,
@@ -41,15 +65,34 @@ async def _serve(settings: Settings, endpoints: Endpoints, *, migrate: bool) -> 
             f"Support Inbox serving on http://{settings.http_host}:{settings.http_port}/",
             flush=True,
         )
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+async def _work(settings: Settings, endpoints: Endpoints, worker: Worker) -> None:
+    """One worker alone in its process, until SIGTERM/SIGINT."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.http_host)
+    async with container(settings, endpoints) as built:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker(built, stop)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbox", description="Support Inbox")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="migrate, then run everything in one process")
+    commands.add_parser("up", help="migrate, then run the API and every worker in one process")
     commands.add_parser("migrate", help="apply pending SQL migrations, idempotent")
     commands.add_parser("api", help="the HTTP server only")
+    commands.add_parser("relay", help="the outbox relay only (event store -> NATS INBOX)")
+    schemas = commands.add_parser("schemas", help="write the integration events' JSON Schemas")
+    schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
     return parser
 
 
@@ -63,6 +106,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schemas":
+        for path in write_schemas(args.out):
+            print(path)
+        return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         settings = load_settings()
@@ -78,11 +125,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "migrate":
                 asyncio.run(_migrate(settings, endpoints))
             elif args.command == "api":
-                asyncio.run(_serve(settings, endpoints, migrate=False))
+                asyncio.run(_serve(settings, endpoints, workers=[]))
             elif args.command == "up":
-                asyncio.run(_serve(settings, endpoints, migrate=True))
+                asyncio.run(_migrate(settings, endpoints))
+                asyncio.run(_serve(settings, endpoints, workers=[_run_relay]))
+            elif args.command == "relay":
+                asyncio.run(_work(settings, endpoints, _run_relay))
     except MigrationError as exc:
         print(f"inbox: migration failed: {exc}", file=sys.stderr)
+        return 1
+    except RelayError as exc:
+        print(f"inbox: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, _Terminated):
         return 0

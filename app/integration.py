@@ -1,18 +1,26 @@
-"""Domain → public shapes: the issue as the API shows it, and each event as history shows it.
+"""Domain → public shapes.
 
-Only the fields listed here leave the service; a new domain field stays private until it is
-added on purpose.
+- :class:`IssueView`: the issue as the API shows it.
+- :class:`EventItem`: one event as the history API shows it.
+- Integration events (CONTRACT §4): versioned msgspec Structs published on NATS. The
+  allow-list :data:`INTEGRATION_EVENTS` says which domain event becomes which public event;
+  a domain event that is not in it is never published by accident (the relay halts).
+  Their JSON Schemas are generated into ``docs/schemas/`` by ``inbox schemas``.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 
 from domain.issue import EVENT_NAMES, OrderIssue
+from domain.values import Action, Kind, Resolution, ResolvedBy, Severity, Vertical
 
 # Attributes of every stored event that the item carries in its own fields.
 _ENVELOPE = frozenset(
@@ -99,3 +107,173 @@ def event_item(position: int, event: Any) -> EventItem:
         recorded_at=event.timestamp,
         data={key: value for key, value in attributes.items() if key not in _ENVELOPE},
     )
+
+
+# ---- integration events (NATS) ---------------------------------------------------------
+
+
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class IssueEventV1(msgspec.Struct, kw_only=True):
+    """Fields every issue event carries, whatever happened."""
+
+    issue_id: UUID
+    order_id: str
+    kind: Kind
+    vertical: Vertical
+    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+    city: str
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    occurred_at: Timestamp
+    actor: str  # the agent id, or "system"
+
+
+class IssueDetectedV1(IssueEventV1, kw_only=True):
+    severity: Severity
+    evidence: dict[str, Any]
+
+
+class IssueEscalatedV1(IssueEventV1, kw_only=True):
+    severity: Severity
+    evidence: dict[str, Any]
+
+
+class IssueAssignedV1(IssueEventV1, kw_only=True):
+    assignee: str
+
+
+class IssueUnassignedV1(IssueEventV1, kw_only=True):
+    previous_assignee: str | None
+
+
+class IssueAcknowledgedV1(IssueEventV1, kw_only=True):
+    pass
+
+
+class IssueNoteAddedV1(IssueEventV1, kw_only=True):
+    text: str
+
+
+class IssueActionTakenV1(IssueEventV1, kw_only=True):
+    action: Action
+    details: dict[str, Any]
+
+
+class IssueSnoozedV1(IssueEventV1, kw_only=True):
+    until: Timestamp
+
+
+class IssueWokenV1(IssueEventV1, kw_only=True):
+    pass
+
+
+class IssueResolvedV1(IssueEventV1, kw_only=True):
+    resolution: Resolution
+    note: str
+    resolved_by: ResolvedBy
+
+
+class IssueReopenedV1(IssueEventV1, kw_only=True):
+    reason: str
+
+
+@dataclass(frozen=True)
+class IntegrationEvent:
+    """One entry of the allow-list: the public name, schema version and payload type."""
+
+    name: str
+    version: int
+    struct: type[IssueEventV1]
+
+    @property
+    def ce_type(self) -> str:
+        return f"inbox.issue.{self.name}.v{self.version}"
+
+    @property
+    def own_fields(self) -> tuple[str, ...]:
+        common = set(IssueEventV1.__struct_fields__)
+        return tuple(f for f in self.struct.__struct_fields__ if f not in common)
+
+
+_ALLOWED: list[tuple[Any, type[IssueEventV1]]] = [
+    (OrderIssue.Detected, IssueDetectedV1),  # type: ignore[attr-defined]
+    (OrderIssue.Escalated, IssueEscalatedV1),  # type: ignore[attr-defined]
+    (OrderIssue.Assigned, IssueAssignedV1),  # type: ignore[attr-defined]
+    (OrderIssue.Unassigned, IssueUnassignedV1),  # type: ignore[attr-defined]
+    (OrderIssue.Acknowledged, IssueAcknowledgedV1),  # type: ignore[attr-defined]
+    (OrderIssue.NoteAdded, IssueNoteAddedV1),  # type: ignore[attr-defined]
+    (OrderIssue.ActionTaken, IssueActionTakenV1),  # type: ignore[attr-defined]
+    (OrderIssue.Snoozed, IssueSnoozedV1),  # type: ignore[attr-defined]
+    (OrderIssue.Woken, IssueWokenV1),  # type: ignore[attr-defined]
+    (OrderIssue.Resolved, IssueResolvedV1),  # type: ignore[attr-defined]
+    (OrderIssue.Reopened, IssueReopenedV1),  # type: ignore[attr-defined]
+]
+
+# The allow-list: domain event class → what it is published as.
+INTEGRATION_EVENTS: dict[type[Any], IntegrationEvent] = {
+    domain_class: IntegrationEvent(EVENT_NAMES[domain_class], 1, struct)
+    for domain_class, struct in _ALLOWED
+}
+
+
+@dataclass(frozen=True)
+class IssueFacts:
+    """What every event of one issue repeats: from its Detected event."""
+
+    order_id: str
+    kind: Kind
+    vertical: Vertical
+    country: str
+    city: str
+
+    @classmethod
+    def of(cls, detected: Any) -> IssueFacts:
+        return cls(
+            detected.order_id, detected.kind, detected.vertical, detected.country, detected.city
+        )
+
+
+def integration_event(event: Any, facts: IssueFacts) -> tuple[IntegrationEvent, IssueEventV1]:
+    """The public event for one domain event; UnmappedEvent when it is not allowed out."""
+    try:
+        entry = INTEGRATION_EVENTS[type(event)]
+    except KeyError:
+        raise UnmappedEvent(
+            f"{type(event).__module__}.{type(event).__qualname__} is not in the "
+            "integration allow-list (app/integration.py)"
+        ) from None
+    payload = entry.struct(
+        issue_id=event.originator_id,
+        order_id=facts.order_id,
+        kind=facts.kind,
+        vertical=facts.vertical,
+        country=facts.country,
+        city=facts.city,
+        version=event.originator_version,
+        occurred_at=event.at,
+        actor=event.by,
+        **{name: getattr(event, name) for name in entry.own_fields},
+    )
+    return entry, payload
+
+
+def schema_documents() -> dict[str, str]:
+    """File name → JSON Schema text of every integration event, generated from the Structs."""
+    documents = {}
+    for entry in INTEGRATION_EVENTS.values():
+        schema = msgspec.json.schema(entry.struct)
+        schema["$id"] = f"urn:support-inbox:schema:{entry.ce_type}"
+        schema["title"] = entry.ce_type
+        documents[f"{entry.ce_type}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return documents
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in schema_documents().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written

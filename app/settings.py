@@ -47,6 +47,25 @@ class Settings(BaseSettings):
     orders_subject_prefix: str = "orders"
     inbox_stream: str = "INBOX"
     inbox_subject_prefix: str = "inbox.issue"
+    # Create (or update) the streams at start; an operator who manages them turns it off.
+    create_streams: bool = True
+    # JetStream drops a repeated Nats-Msg-Id within this window: it must outlast any
+    # relay crash and restart, so that a re-published batch is dropped, not doubled.
+    inbox_duplicate_window_seconds: Annotated[float, Field(ge=60)] = 20 * 60.0
+    inbox_stream_max_bytes: Annotated[int, Field(ge=-1)] = -1
+    inbox_stream_max_msgs: Annotated[int, Field(ge=-1)] = -1
+    inbox_stream_replicas: Annotated[int, Field(ge=1, le=5)] = 1
+
+    # Outbox relay: events read per batch, PubAck wait, idle poll when no NOTIFY comes.
+    relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    relay_ack_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    relay_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    relay_max_backoff_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # CloudEvents ce-source of every published event.
+    event_source: str = "/support-inbox"
+
+    # Worker processes without the API (inbox relay, ...) serve /metrics on this port.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 
     @field_validator("database_url")
     @classmethod

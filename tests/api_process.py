@@ -31,19 +31,33 @@ def _ready(base_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_api(endpoints: Endpoints, log_path: Path, *, log_level: str = "INFO") -> Iterator[str]:
-    """Start ``inbox api`` on a free port, wait for ``/ready``, yield its base URL; on exit
-    stop it with SIGTERM and check that it exited 0."""
+def running_api(
+    endpoints: Endpoints,
+    log_path: Path,
+    *,
+    log_level: str = "INFO",
+    command: str = "api",
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Start ``inbox api`` (or ``inbox up``) on a free port, wait for ``/ready``, yield its
+    base URL; on exit stop it with SIGTERM and check that it exited 0."""
     port = free_port()
-    env = os.environ | {
-        "INBOX_DATABASE_URL": endpoints.database_url,
-        "INBOX_NATS_URL": endpoints.nats_url,
-        "INBOX_HTTP_PORT": str(port),
-        "INBOX_LOG_LEVEL": log_level,
-    }
+    environment = (
+        os.environ
+        | {
+            "INBOX_DATABASE_URL": endpoints.database_url,
+            "INBOX_NATS_URL": endpoints.nats_url,
+            "INBOX_HTTP_PORT": str(port),
+            "INBOX_LOG_LEVEL": log_level,
+        }
+        | (env or {})
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "api"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app.cli", command],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
     try:

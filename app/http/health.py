@@ -8,6 +8,7 @@ import logging
 import msgspec
 from litestar import Controller, Response, get
 
+from adapters.postgres import CONNECTION_ERRORS
 from app.bootstrap import Container
 
 log = logging.getLogger(__name__)
@@ -15,37 +16,63 @@ log = logging.getLogger(__name__)
 _CHECK_TIMEOUT = 2.0
 
 
+class RelayStatus(msgspec.Struct):
+    stream: str
+    status: str  # running | halted | not started
+    position: int
+    lag: int  # stored events not yet published
+    halted_at: int | None = None
+    error: str | None = None
+
+
 class Readiness(msgspec.Struct):
     ready: bool
     database: bool
     nats: bool
     event_store_position: int | None
+    relay: RelayStatus | None
 
 
 class HealthController(Controller):
-    include_in_schema = True
     tags = ["operations"]
 
     @get("/health", summary="Liveness")
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: database and NATS reachable")
+    @get("/ready", summary="Readiness: database and NATS reachable; relay progress")
     async def ready(self, container: Container) -> Response[Readiness]:
-        position: int | None = None
+        newest: int | None = None
+        relay: RelayStatus | None = None
+        stream = container.settings.inbox_stream
         try:
-            position = await asyncio.wait_for(
-                container.pool.fetchval(
+            async with asyncio.timeout(_CHECK_TIMEOUT):
+                newest = await container.pool.fetchval(
                     "SELECT coalesce(max(notification_id), 0) FROM inbox_events"
-                ),
-                _CHECK_TIMEOUT,
-            )
+                )
+                row = await container.pool.fetchrow(
+                    "SELECT position, status, halted_at, error FROM relay_state WHERE stream = $1",
+                    stream,
+                )
             database = True
-        except (TimeoutError, OSError, Exception) as exc:  # any failure means "not ready"
+        except CONNECTION_ERRORS as exc:
             log.warning("readiness: database check failed: %s", exc)
             database = False
+        else:
+            assert newest is not None
+            if row is None:
+                relay = RelayStatus(stream, "not started", 0, newest)
+            else:
+                relay = RelayStatus(
+                    stream,
+                    row["status"],
+                    row["position"],
+                    max(0, newest - row["position"]),
+                    row["halted_at"],
+                    row["error"],
+                )
         nats = container.nats.is_connected
         ready = database and nats
         return Response(
-            Readiness(ready, database, nats, position), status_code=200 if ready else 503
+            Readiness(ready, database, nats, newest, relay), status_code=200 if ready else 503
         )

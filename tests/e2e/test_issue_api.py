@@ -360,6 +360,7 @@ def test_health_ready_openapi_metrics(http: httpx.Client) -> None:
     assert ready.status_code == 200
     assert ready.json()["database"] is True
     assert ready.json()["nats"] is True
+    assert ready.json()["relay"]["lag"] >= 0
     schema = http.get("/schema/openapi.json").json()
     for path in (
         "/api/issues/{issue_id}/assign",

@@ -1,0 +1,37 @@
+"""A relay process that kills itself with SIGKILL right after JetStream acknowledged its
+Nth batch and before it stored its position: the worst moment to die."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+from app import bootstrap
+from app.settings import load_settings
+from app.workers.relay import Relay
+
+KILL_AFTER = int(os.environ["KILL_AFTER_BATCHES"])
+_original_publish = Relay._publish
+_batches = 0
+
+
+async def _publish_then_die(self: Relay, *args: Any, **kwargs: Any) -> bool:
+    global _batches  # noqa: PLW0603
+    acked = await _original_publish(self, *args, **kwargs)
+    _batches += 1
+    if _batches == KILL_AFTER:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return acked
+
+
+async def main() -> None:
+    settings = load_settings()
+    endpoints = bootstrap.Endpoints(settings.database_url or "", settings.nats_url or "")
+    async with bootstrap.container(settings, endpoints) as built:
+        await bootstrap.relay(built).run(asyncio.Event())
+
+
+Relay._publish = _publish_then_die  # type: ignore[method-assign]
+asyncio.run(main())
