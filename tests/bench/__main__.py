@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import bench_commands
+from tests.bench import bench_commands, bench_relay
 
-BENCHES = {"commands": bench_commands.main}
+BENCHES = {"commands": bench_commands.main, "relay": bench_relay.main}
 
 
 def run(argv: list[str]) -> int:

@@ -51,25 +51,27 @@ class Figure:
     name: str
     operations: int
     seconds: float
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    # False for a figure whose rate is set by the benchmark (a paced load), not measured.
+    compare: bool = True
 
     @property
     def rate(self) -> float:
         return self.operations / self.seconds
 
     def line(self, raw: Figure | None = None) -> str:
-        ratio = f"  {self.rate / raw.rate:6.2f}x raw" if raw is not None else ""
-        return (
-            f"{self.name:<44} {self.rate:9.0f}/s  p50 {self.p50_ms:7.2f} ms"
-            f"  p99 {self.p99_ms:7.2f} ms{ratio}"
+        ratio = f"  {self.rate / raw.rate:6.2f}x raw" if raw is not None and self.compare else ""
+        latency = (
+            f"  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms" if self.p99_ms else " " * 34
         )
+        return f"{self.name:<44} {self.rate:9.0f}/s{latency}{ratio}"
 
 
-def figure(name: str, latencies: list[float], seconds: float) -> Figure:
+def figure(name: str, latencies: list[float], seconds: float, *, compare: bool = True) -> Figure:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return Figure(name, len(ordered), seconds, statistics.median(ordered) * 1e3, p99 * 1e3)
+    return Figure(name, len(ordered), seconds, statistics.median(ordered) * 1e3, p99 * 1e3, compare)
 
 
 def report(title: str, figures: list[Figure], raw: Figure, notes: dict[str, object]) -> None:
