@@ -34,10 +34,9 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from prometheus_client import Counter, Gauge
 
-from adapters import postgres
+from adapters.leadership import run_as_leader, wait_any, wait_or_stop
 from adapters.nats import ensure_stream
 from app.integration import IssueFacts, UnmappedEvent, integration_event
-from app.workers import wait_or_stop
 from domain.issue import OrderIssue
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ HALTED = Gauge("inbox_relay_halted", "1 while the relay is halted on an unmappab
 
 _DETECTED: type[Any] = OrderIssue.Detected  # type: ignore[attr-defined]
 _FACTS_CACHE_SIZE = 100_000
-_STANDBY_POLL_SECONDS = 1.0
 _COMMAND_TIMEOUT_SECONDS = 15.0
 _EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 
@@ -130,47 +128,16 @@ class Relay:
                 max_msgs=config.max_msgs,
                 replicas=config.replicas,
             )
-        failures = 0
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            try:
-                # A bounded wait on every query: a connection that went silent is
-                # replaced rather than waited on for ever.
-                conn = await postgres.connect(
-                    self._database_url,
-                    name=f"inbox-relay:{config.stream}",
-                    command_timeout=_COMMAND_TIMEOUT_SECONDS,
-                )
-                if await self._elect(conn, stop):
-                    failures = 0
-                    await self._relay(conn, stop)
-            except postgres.CONNECTION_ERRORS as exc:
-                failures += 1
-                delay = min(config.max_backoff, 0.2 * 2**failures)
-                log.warning(
-                    "relay: database connection lost (%s: %s); reconnecting in %.1fs",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await wait_or_stop(stop, delay)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-
-    async def _elect(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
-        """Wait until this relay holds the stream's advisory lock; False when stopped."""
-        key = f"inbox-relay:{self._config.stream}"
-        said = False
-        while not stop.is_set():
-            if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
-                log.info("relay: active for stream %s", self._config.stream)
-                return True
-            if not said:
-                log.info("relay: another relay is active for %s; standing by", key)
-                said = True
-            await wait_or_stop(stop, _STANDBY_POLL_SECONDS)
-        return False
+        await run_as_leader(
+            database_url=self._database_url,
+            role=f"inbox-relay:{config.stream}",
+            stop=stop,
+            work=lambda conn: self._relay(conn, stop),
+            max_backoff=config.max_backoff,
+            # A bounded wait on every query: a connection that went silent is replaced
+            # rather than waited on for ever.
+            command_timeout=_COMMAND_TIMEOUT_SECONDS,
+        )
 
     async def _relay(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         stream = self._config.stream
@@ -202,7 +169,7 @@ class Relay:
                 )
                 if not rows:
                     LAG.set(0)
-                    await _wait_any(wake, stop, self._config.poll_interval)
+                    await wait_any(wake, stop, self._config.poll_interval)
                     continue
                 outgoing, halt = await self._prepare(conn, rows)
                 if outgoing:
@@ -410,12 +377,3 @@ def _waves(outgoing: list[Outgoing]) -> list[list[Outgoing]]:
             waves.append([])
         waves[index].append(message)
     return waves
-
-
-async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
