@@ -22,9 +22,12 @@ from adapters.clock import Clock, SystemClock
 from adapters.embedded import embedded_nats, embedded_postgres
 from adapters.eventstore import eventstore_env
 from app.history import History
+from app.queries import Positions, ReadModels
 from app.service import CommandBus, IssueApplication, IssueService
 from app.settings import Settings
 from app.workers.relay import Relay, RelayConfig
+from projections import PROJECTIONS
+from projections.follower import Follower, FollowerConfig
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Container:
     issues: IssueService
     bus: CommandBus
     history: History
+    read_models: ReadModels
+    positions: Positions
 
 
 def _record_batch(size: int, seconds: float) -> None:
@@ -104,6 +109,10 @@ async def container(
         )
         bus.start()
         stack.push_async_callback(bus.stop)
+        read_models = ReadModels(pool)
+        positions = Positions(endpoints.database_url, read_models)
+        await positions.start()
+        stack.push_async_callback(positions.close)
         yield Container(
             settings=settings,
             endpoints=endpoints,
@@ -114,6 +123,8 @@ async def container(
             issues=issues,
             bus=bus,
             history=History(pool, app.mapper),
+            read_models=read_models,
+            positions=positions,
         )
 
 
@@ -139,3 +150,21 @@ def relay(built: Container) -> Relay:
             max_backoff=settings.relay_max_backoff_seconds,
         ),
     )
+
+
+def followers(built: Container, names: list[str] | None = None) -> list[Follower]:
+    """A follower for each named read model (all when None)."""
+    settings = built.settings
+    config = FollowerConfig(
+        batch_size=settings.projection_batch_size,
+        poll_interval=settings.projection_poll_seconds,
+    )
+    return [
+        Follower(
+            PROJECTIONS[name],
+            database_url=built.endpoints.database_url,
+            mapper=built.issues.app.mapper,
+            config=config,
+        )
+        for name in (names or list(PROJECTIONS))
+    ]

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 from prometheus_client import start_http_server
+from tqdm import tqdm
 
 from adapters.postgres import MigrationError, apply_migrations
 from app import bootstrap
@@ -21,6 +22,8 @@ from app.http.app import create_app
 from app.integration import write_schemas
 from app.settings import Settings, SettingsError, load_settings
 from app.workers.relay import RelayError
+from projections import PROJECTIONS
+from projections.rebuild import SUFFIX, rebuild
 
 log = logging.getLogger("inbox")
 
@@ -34,6 +37,10 @@ async def _migrate(settings: Settings, endpoints: Endpoints) -> None:
 
 async def _run_relay(built: Container, stop: asyncio.Event) -> None:
     await bootstrap.relay(built).run(stop)
+
+
+async def _run_projections(built: Container, stop: asyncio.Event) -> None:
+    await asyncio.gather(*(follower.run(stop) for follower in bootstrap.followers(built)))
 
 
 async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.Event) -> None:
@@ -84,6 +91,30 @@ async def _work(settings: Settings, endpoints: Endpoints, worker: Worker) -> Non
         await worker(built, stop)
 
 
+async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap: bool) -> None:
+    async with container(settings, endpoints) as built:
+        with tqdm(desc=f"rebuild {name}", unit=" events", unit_scale=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = await rebuild(
+                endpoints.database_url,
+                PROJECTIONS[name],
+                built.issues.app.mapper,
+                batch_size=settings.projection_batch_size,
+                progress=progress,
+                swap=swap,
+            )
+    where = "swapped in" if swap else f"left in its {SUFFIX} tables"
+    print(
+        f"rebuilt {name}: {result.events} events to position {result.position} in "
+        f"{result.seconds:.1f}s ({result.rate:.0f} events/s), {where}",
+        flush=True,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbox", description="Support Inbox")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending SQL migrations, idempotent")
     commands.add_parser("api", help="the HTTP server only")
     commands.add_parser("relay", help="the outbox relay only (event store -> NATS INBOX)")
+    commands.add_parser("project", help="the projection workers only (read models)")
+    rebuild_cmd = commands.add_parser(
+        "rebuild", help="rebuild one read model from the event store, then swap it in"
+    )
+    rebuild_cmd.add_argument("name", choices=sorted(PROJECTIONS))
+    rebuild_cmd.add_argument(
+        "--no-swap", action="store_true", help=f"leave the result in <table>{SUFFIX}"
+    )
     schemas = commands.add_parser("schemas", help="write the integration events' JSON Schemas")
     schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
     return parser
@@ -128,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_serve(settings, endpoints, workers=[]))
             elif args.command == "up":
                 asyncio.run(_migrate(settings, endpoints))
-                asyncio.run(_serve(settings, endpoints, workers=[_run_relay]))
+                asyncio.run(_serve(settings, endpoints, workers=[_run_relay, _run_projections]))
             elif args.command == "relay":
                 asyncio.run(_work(settings, endpoints, _run_relay))
+            elif args.command == "project":
+                asyncio.run(_work(settings, endpoints, _run_projections))
+            elif args.command == "rebuild":
+                asyncio.run(_rebuild(settings, endpoints, args.name, swap=not args.no_swap))
     except MigrationError as exc:
         print(f"inbox: migration failed: {exc}", file=sys.stderr)
         return 1

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     # CloudEvents ce-source of every published event.
     event_source: str = "/support-inbox"
 
+    # Projections: events per transaction, idle poll when no NOTIFY comes.
+    projection_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    projection_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # How long a read with min_position waits for the read model before answering 503.
+    min_position_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+
     # Worker processes without the API (inbox relay, ...) serve /metrics on this port.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 

@@ -15,7 +15,7 @@ Statuses (CONTRACT §3)::
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -35,9 +35,24 @@ from domain.values import (
 
 ISSUE_NAMESPACE = uuid5(NAMESPACE_URL, "https://support-inbox.invalid/order-issue")
 
-# Priority is a number where higher is more urgent. Severity dominates; within one
-# severity, a customer who already contacted support comes first (issue 5 adds contacts).
+# Priority is a number where higher is more urgent; severity decides it.
 _PRIORITY_BY_SEVERITY = {"low": 100, "medium": 200, "high": 300, "critical": 400}
+# How soon an agent should act on an issue of each severity (its SLA), from detection.
+SLA_BY_SEVERITY = {
+    "low": timedelta(minutes=60),
+    "medium": timedelta(minutes=30),
+    "high": timedelta(minutes=15),
+    "critical": timedelta(minutes=5),
+}
+
+
+def priority_of(severity: str) -> int:
+    return _PRIORITY_BY_SEVERITY[severity]
+
+
+def due_at(detected_at: datetime, severity: str) -> datetime:
+    """When an issue of this severity, detected then, should have been acted on."""
+    return detected_at + SLA_BY_SEVERITY[severity]
 
 
 def issue_id_for(order_id: str, kind: str) -> UUID:
@@ -148,7 +163,11 @@ class OrderIssue(Aggregate):
 
     @property
     def priority(self) -> int:
-        return _PRIORITY_BY_SEVERITY[self.severity]
+        return priority_of(self.severity)
+
+    @property
+    def due_at(self) -> datetime:
+        return due_at(self.detected_at, self.severity)
 
     @property
     def is_resolved(self) -> bool:

@@ -39,9 +39,9 @@ CREATE TABLE inbox_issues (
 CREATE INDEX inbox_issues_open_priority_idx ON inbox_issues
     (priority DESC, detected_at, issue_id) WHERE status <> 'resolved';
 CREATE INDEX inbox_issues_open_detected_idx ON inbox_issues
-    (detected_at DESC, issue_id) WHERE status <> 'resolved';
+    (detected_at DESC, issue_id DESC) WHERE status <> 'resolved';
 CREATE INDEX inbox_issues_open_updated_idx ON inbox_issues
-    (updated_at DESC, issue_id) WHERE status <> 'resolved';
+    (updated_at DESC, issue_id DESC) WHERE status <> 'resolved';
 -- ... and over everything, for views that include resolved issues.
 CREATE INDEX inbox_issues_priority_idx ON inbox_issues (priority DESC, detected_at, issue_id);
 CREATE INDEX inbox_issues_country_idx ON inbox_issues (country, status);
@@ -65,6 +65,7 @@ CREATE TABLE stats_counts (
 CREATE TABLE stats_issues (
     issue_id uuid PRIMARY KEY,
     status text NOT NULL,
+    status_before_snooze text,
     severity text NOT NULL,
     kind text NOT NULL,
     vertical text NOT NULL,
@@ -72,15 +73,19 @@ CREATE TABLE stats_issues (
     city text NOT NULL
 );
 
--- projections/orders.py: what is known of each order from its issues.
-CREATE TABLE order_view (
-    order_id text PRIMARY KEY,
+-- projections/orders.py: each order's issues, for GET /api/orders/{order_id}.
+CREATE TABLE order_issues (
+    issue_id uuid PRIMARY KEY,
+    order_id text NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL,
+    status_before_snooze text,
+    severity text NOT NULL,
     vertical text NOT NULL,
     country text NOT NULL,
     city text NOT NULL,
-    first_detected_at timestamptz NOT NULL,
-    last_event_at timestamptz NOT NULL,
-    open_issues integer NOT NULL,
-    issues jsonb NOT NULL,  -- issue id -> {kind, status, severity, version}
-    position bigint NOT NULL
+    detected_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    version integer NOT NULL
 );
+CREATE INDEX order_issues_order_idx ON order_issues (order_id);

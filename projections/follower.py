@@ -85,12 +85,18 @@ async def read_batch(
     return [(row["notification_id"], decode(mapper, row)) for row in rows]
 
 
-async def stored_position(conn: asyncpg.Connection, name: str) -> int:
+async def lock_position(conn: asyncpg.Connection, name: str) -> int:
+    """The projection's position, locked until the caller's transaction ends.
+
+    The follower and ``inbox rebuild``'s swap both take this row lock first, before they
+    touch the model's tables: whoever comes second waits, then reads the position the
+    first one left, so no batch is applied twice or lost across a swap.
+    """
     await conn.execute(
         "INSERT INTO projection_positions (name) VALUES ($1) ON CONFLICT DO NOTHING", name
     )
     position: int = await conn.fetchval(
-        "SELECT position FROM projection_positions WHERE name = $1", name
+        "SELECT position FROM projection_positions WHERE name = $1 FOR UPDATE", name
     )
     return position
 
@@ -154,7 +160,7 @@ class Follower:
         """Apply one batch and move the position in one transaction; events applied."""
         name = self._projection.name
         async with conn.transaction():
-            position = await stored_position(conn, name)
+            position = await lock_position(conn, name)
             batch = await read_batch(conn, self._mapper, position, self._config.batch_size)
             if not batch:
                 LAG.labels(name).set(0)

@@ -16,8 +16,11 @@ from app.history import History
 from app.http.errors import exception_to_response
 from app.http.events import EventLogController
 from app.http.health import HealthController
+from app.http.inbox import InboxController, filters
 from app.http.issues import IssueController
+from app.queries import Positions, ReadModels
 from app.service import CommandBus
+from app.settings import Settings
 
 
 def _container(state: State) -> Container:
@@ -31,6 +34,18 @@ def _bus(state: State) -> CommandBus:
 
 def _history(state: State) -> History:
     return _container(state).history
+
+
+def _read_models(state: State) -> ReadModels:
+    return _container(state).read_models
+
+
+def _positions(state: State) -> Positions:
+    return _container(state).positions
+
+
+def _settings(state: State) -> Settings:
+    return _container(state).settings
 
 
 class MetricsController(PrometheusController):
@@ -47,11 +62,21 @@ def create_app(container: Container) -> Litestar:
 
     prometheus = PrometheusConfig(app_name="inbox", group_path=True, prefix="inbox_http")
     return Litestar(
-        route_handlers=[IssueController, EventLogController, HealthController, MetricsController],
+        route_handlers=[
+            IssueController,
+            InboxController,
+            EventLogController,
+            HealthController,
+            MetricsController,
+        ],
         dependencies={
             "container": Provide(_container, sync_to_thread=False),
             "bus": Provide(_bus, sync_to_thread=False),
             "history": Provide(_history, sync_to_thread=False),
+            "read_models": Provide(_read_models, sync_to_thread=False),
+            "positions": Provide(_positions, sync_to_thread=False),
+            "settings": Provide(_settings, sync_to_thread=False),
+            "filters": Provide(filters, sync_to_thread=False),
         },
         exception_handlers={Exception: exception_to_response},
         middleware=[prometheus.middleware],

@@ -13,6 +13,7 @@ import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from app.queries import InvalidQuery
 from app.service import (
     ConcurrentWrite,
     IssueAlreadyExists,
@@ -74,6 +75,8 @@ def exception_to_response(  # noqa: PLR0911 (one case per error kind)
     match exc:
         case ValidationException():
             return _validation(exc)
+        case InvalidQuery():
+            return _body(400, str(exc), field=exc.field)
         case BadRequest() | Unprocessable():
             status = 400 if isinstance(exc, BadRequest) else 422
             return _body(status, str(exc), field=exc.field)

@@ -20,8 +20,11 @@ from prometheus_client import Counter
 from app.bootstrap import COMMANDS
 from app.history import History
 from app.http.errors import BadRequest, NotFound, Unprocessable
+from app.http.inbox import InboxPage, MinPosition, inbox_page
 from app.integration import EventItem, IssueView, issue_view
+from app.queries import Filters, Positions, ReadModels, Sort
 from app.service import Command, CommandBus
+from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
 from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
 
@@ -144,6 +147,22 @@ def _on(
 class IssueController(Controller):
     path = "/api/issues"
     tags = ["issues"]
+
+    @get("/", summary="The inbox: filtered, sorted, keyset-paginated")
+    async def list_issues(
+        self,
+        filters: Filters,
+        read_models: ReadModels,
+        positions: Positions,
+        settings: Settings,
+        sort: Sort = "priority",
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=400)] = None,
+        min_position: MinPosition = None,
+    ) -> InboxPage:
+        return await inbox_page(
+            filters, read_models, positions, settings, sort, limit, cursor, min_position
+        )
 
     @post("/", status_code=201, summary="Raise an issue by hand")
     async def report(self, data: ReportIssue, bus: CommandBus) -> CommandAccepted:
@@ -308,13 +327,6 @@ class IssueController(Controller):
                 lambda issue, at: issue.reopen(reason=data.reason, at=at, by=data.agent_id),
             ),
         )
-
-    @get("/{issue_id:uuid}", summary="One issue's current state")
-    async def get_issue(self, issue_id: UUID, history: History) -> Response[IssueView]:
-        issue = await history.issue_state(issue_id)
-        if issue is None:
-            raise NotFound(f"issue {issue_id} not found")
-        return Response(issue_view(issue), headers={"ETag": f'"{issue.version}"'})
 
     @get("/{issue_id:uuid}/events", summary="One issue's full history, oldest first")
     async def events(self, issue_id: UUID, history: History) -> EventPage:

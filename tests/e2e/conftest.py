@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import httpx
+import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from app.bootstrap import Endpoints
+from app.settings import Settings
 from tests.api_process import running_api
 
 
 @pytest.fixture(scope="session")
-def api(endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api(
+    endpoints: Endpoints, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``inbox up``: the API with the relay and the projections, on this run's streams."""
     log_path = tmp_path_factory.mktemp("api") / "api.log"
-    with running_api(endpoints, log_path) as base_url:
+    env = {
+        "INBOX_INBOX_STREAM": settings.inbox_stream,
+        "INBOX_INBOX_SUBJECT_PREFIX": settings.inbox_subject_prefix,
+        "INBOX_PROJECTION_POLL_SECONDS": "0.2",
+    }
+    with running_api(endpoints, log_path, command="up", env=env) as base_url:
         yield base_url
+    asyncio.run(_delete_stream(endpoints.nats_url, settings.inbox_stream))
+
+
+async def _delete_stream(url: str, stream: str) -> None:
+    client = await nats.connect(url)
+    try:
+        with contextlib.suppress(NotFoundError):
+            await client.jetstream().delete_stream(stream)
+    finally:
+        await client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,258 @@
+"""The read side: the inbox list, one issue, one order, counts, and the live feed, all from
+the read models (CONTRACT §5). Every read takes ``min_position``: it answers only once the
+model it reads has applied that position (read-your-writes), else 503 with Retry-After."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.params import HeaderParameter, Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from app.http.errors import NotFound
+from app.queries import Filters, Positions, ReadModels
+from app.service import Unavailable
+from app.settings import Settings
+
+_FEED_PAGE = 200
+_KEEP_ALIVE_SECONDS = 15.0
+
+MinPosition = Annotated[
+    int | None,
+    Parameter(ge=0, description="Answer only once the read model has applied this position"),
+]
+_Values = Annotated[list[str] | None, Parameter(required=False)]
+
+
+class InboxItem(msgspec.Struct, kw_only=True):
+    issue_id: UUID
+    order_id: str
+    kind: str
+    status: str
+    severity: str
+    priority: int
+    vertical: str
+    country: str
+    city: str
+    assignee: str | None
+    detected_at: datetime
+    updated_at: datetime
+    due_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
+    snoozed_until: datetime | None
+    evidence: dict[str, Any]
+    note_count: int
+    action_count: int
+    reopen_count: int
+    version: int
+    position: int
+
+
+class InboxPage(msgspec.Struct):
+    items: list[InboxItem]
+    next_cursor: str | None
+
+
+class OrderIssue(msgspec.Struct, kw_only=True):
+    issue_id: UUID
+    kind: str
+    status: str
+    severity: str
+    detected_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class OrderView(msgspec.Struct, kw_only=True):
+    order_id: str
+    vertical: str
+    country: str
+    city: str
+    open_issues: int
+    issues: list[OrderIssue]
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    total: int
+    by_status: dict[str, int]
+    by_severity: dict[str, int]
+    by_kind: dict[str, int]
+    by_vertical: dict[str, int]
+    by_country: dict[str, int]
+
+
+def filters(
+    status: _Values = None,
+    severity: _Values = None,
+    kind: _Values = None,
+    vertical: _Values = None,
+    country: _Values = None,
+    city: _Values = None,
+    assignee: _Values = None,
+    order_id: _Values = None,
+) -> Filters:
+    """The repeatable filters of CONTRACT §5, checked (400 naming the parameter)."""
+    return Filters(
+        status=tuple(status or ()),
+        severity=tuple(severity or ()),
+        kind=tuple(kind or ()),
+        vertical=tuple(vertical or ()),
+        country=tuple(country or ()),
+        city=tuple(city or ()),
+        assignee=tuple(assignee or ()),
+        order_id=tuple(order_id or ()),
+    ).check()
+
+
+def _item(row: dict[str, Any]) -> InboxItem:
+    return msgspec.convert(row, InboxItem, from_attributes=False)
+
+
+async def _caught_up(
+    positions: Positions, settings: Settings, name: str, min_position: int | None
+) -> None:
+    if min_position is None:
+        return
+    if not await positions.wait_for(name, min_position, settings.min_position_wait_seconds):
+        raise Unavailable(
+            f"the {name} read model has not reached position {min_position} yet; retry"
+        )
+
+
+async def inbox_page(
+    filters: Filters,
+    read_models: ReadModels,
+    positions: Positions,
+    settings: Settings,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    min_position: int | None,
+) -> InboxPage:
+    """GET /api/issues (routed by the issues controller, which owns that path)."""
+    await _caught_up(positions, settings, "inbox", min_position)
+    rows, next_cursor = await read_models.issues(filters, sort, limit, cursor)
+    return InboxPage([_item(row) for row in rows], next_cursor)
+
+
+class InboxController(Controller):
+    tags = ["inbox"]
+
+    @get("/api/issues/{issue_id:uuid}", summary="One issue's current state")
+    async def get_issue(
+        self,
+        issue_id: UUID,
+        read_models: ReadModels,
+        positions: Positions,
+        settings: Settings,
+        min_position: MinPosition = None,
+    ) -> Response[InboxItem]:
+        await _caught_up(positions, settings, "inbox", min_position)
+        row = await read_models.issue(issue_id)
+        if row is None:
+            raise NotFound(f"issue {issue_id} not found")
+        return Response(_item(row), headers={"ETag": f'"{row["version"]}"'})
+
+    @get("/api/orders/{order_id:str}", summary="What is known of an order, and its issues")
+    async def get_order(
+        self,
+        order_id: Annotated[str, Parameter(max_length=200)],
+        read_models: ReadModels,
+        positions: Positions,
+        settings: Settings,
+        min_position: MinPosition = None,
+    ) -> OrderView:
+        await _caught_up(positions, settings, "orders", min_position)
+        if "\x00" in order_id:
+            raise NotFound(f"order {order_id!r} not found")
+        rows = await read_models.order(order_id)
+        if not rows:
+            raise NotFound(f"order {order_id} has no issues")
+        first = rows[0]
+        return OrderView(
+            order_id=order_id,
+            vertical=first["vertical"],
+            country=first["country"],
+            city=first["city"],
+            open_issues=sum(1 for row in rows if row["status"] != "resolved"),
+            issues=[msgspec.convert(row, OrderIssue) for row in rows],
+        )
+
+    @get("/api/stats", summary="Unresolved issue counts, with the inbox's filters")
+    async def stats(
+        self,
+        filters: Filters,
+        read_models: ReadModels,
+        positions: Positions,
+        settings: Settings,
+        min_position: MinPosition = None,
+    ) -> Stats:
+        model = "stats" if filters.dimensions_only else "inbox"
+        await _caught_up(positions, settings, model, min_position)
+        _, rows = await read_models.counts(filters)
+        by: dict[str, Counter[str]] = {
+            d: Counter() for d in ("status", "severity", "kind", "vertical", "country")
+        }
+        total = 0
+        for row in rows:
+            total += row["n"]
+            for dimension, counter in by.items():
+                counter[row[dimension]] += row["n"]
+        return Stats(
+            total=total,
+            by_status=dict(by["status"]),
+            by_severity=dict(by["severity"]),
+            by_kind=dict(by["kind"]),
+            by_vertical=dict(by["vertical"]),
+            by_country=dict(by["country"]),
+        )
+
+    @get("/api/stream", summary="Server-Sent Events: each change to the inbox")
+    async def stream(
+        self,
+        filters: Filters,
+        read_models: ReadModels,
+        positions: Positions,
+        last_event_id: Annotated[
+            str | None, HeaderParameter(name="Last-Event-ID", required=False)
+        ] = None,
+        after: Annotated[int | None, Parameter(ge=0)] = None,
+    ) -> ServerSentEvent:
+        """``event: issue`` with the issue as ``GET /api/issues/{id}`` shows it (its
+        ``position`` is the SSE id); resumes after ``Last-Event-ID`` or ``after``, else
+        starts from now. A comment every 15 s keeps idle connections open."""
+        start = after
+        if last_event_id is not None and last_event_id.isdigit():
+            start = int(last_event_id)
+        if start is None:
+            start = await read_models.position("inbox")
+
+        async def feed(position: int) -> AsyncGenerator[ServerSentEventMessage, None]:
+            while True:
+                # Every row of an event at or before `head` is committed (the projection
+                # writes rows and position in one transaction), so after reading past it
+                # with nothing left we may move on to it even if nothing matched.
+                head = await read_models.position("inbox")
+                rows = await read_models.changed_since(filters, position, _FEED_PAGE)
+                for row in rows:
+                    position = max(position, row["position"])
+                    yield ServerSentEventMessage(
+                        event="issue",
+                        data=msgspec.json.encode(_item(row)).decode(),
+                        id=str(row["position"]),
+                    )
+                if len(rows) == _FEED_PAGE:
+                    continue
+                position = max(position, head)
+                if not await positions.wait_for("inbox", position + 1, _KEEP_ALIVE_SECONDS):
+                    yield ServerSentEventMessage(comment="keep-alive")
+
+        return ServerSentEvent(feed(start))

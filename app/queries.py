@@ -1,0 +1,292 @@
+"""Reads of the read models: the inbox list with filters, sorts and keyset cursors, one
+issue, one order, the counts; and waiting for a projection to reach a position
+(read-your-writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from adapters import postgres
+from domain.values import KINDS, SEVERITIES, VERTICALS
+from projections.follower import POSITIONS_CHANNEL
+from projections.inbox import COLUMNS as INBOX_COLUMNS
+
+log = logging.getLogger(__name__)
+
+Sort = Literal["priority", "detected_at", "updated_at"]
+STATUSES = frozenset({"open", "acknowledged", "snoozed", "resolved"})
+MAX_FILTER_LENGTH = 200
+_FILTERS = ("status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id")
+
+
+class InvalidQuery(Exception):
+    """A filter, sort or cursor that cannot be answered: 400 naming the parameter."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: tuple[str, ...] = ()
+    severity: tuple[str, ...] = ()
+    kind: tuple[str, ...] = ()
+    vertical: tuple[str, ...] = ()
+    country: tuple[str, ...] = ()
+    city: tuple[str, ...] = ()
+    assignee: tuple[str, ...] = ()
+    order_id: tuple[str, ...] = ()
+
+    _ENUMS = {
+        "status": STATUSES,
+        "severity": frozenset(SEVERITIES),
+        "kind": KINDS,
+        "vertical": VERTICALS,
+    }
+
+    def check(self) -> Filters:
+        for name in (
+            "status",
+            "severity",
+            "kind",
+            "vertical",
+            "country",
+            "city",
+            "assignee",
+            "order_id",
+        ):
+            for value in getattr(self, name):
+                if "\x00" in value or len(value) > MAX_FILTER_LENGTH:
+                    raise InvalidQuery(
+                        name, f"values are at most {MAX_FILTER_LENGTH} characters, no NUL"
+                    )
+                allowed = self._ENUMS.get(name)
+                if allowed is not None and value not in allowed:
+                    raise InvalidQuery(
+                        name, f"{value!r} is not one of {', '.join(sorted(allowed))}"
+                    )
+        return self
+
+    def where(self, params: list[Any], *, columns: frozenset[str] | None = None) -> str:
+        """A SQL condition (appending its parameters). Without a status filter, resolved
+        issues are left out (the inbox's default view)."""
+        clauses = []
+        if not self.status:
+            clauses.append("status <> 'resolved'")
+        for name in (
+            "status",
+            "severity",
+            "kind",
+            "vertical",
+            "country",
+            "city",
+            "assignee",
+            "order_id",
+        ):
+            values = getattr(self, name)
+            if values:
+                if columns is not None and name not in columns:
+                    raise InvalidQuery(name, "cannot filter this view by it")
+                params.append(list(values))
+                clauses.append(f"{name} = ANY(${len(params)}::text[])")
+        return " AND ".join(clauses) or "TRUE"
+
+    @property
+    def dimensions_only(self) -> bool:
+        """True when the counts table alone can answer (no assignee or order filter)."""
+        return not self.assignee and not self.order_id
+
+
+_SORTS: dict[str, tuple[str, str]] = {
+    # sort: (ORDER BY, keyset condition on $a, $b, $c)
+    "priority": (
+        "priority DESC, detected_at ASC, issue_id ASC",
+        "(priority < {a} OR (priority = {a} AND (detected_at, issue_id) > ({b}, {c})))",
+    ),
+    "detected_at": ("detected_at DESC, issue_id DESC", "(detected_at, issue_id) < ({b}, {c})"),
+    "updated_at": ("updated_at DESC, issue_id DESC", "(updated_at, issue_id) < ({b}, {c})"),
+}
+
+
+class _Cursor(msgspec.Struct, array_like=True):
+    sort: str
+    priority: int
+    at: datetime
+    issue_id: UUID
+
+
+def encode_cursor(sort: str, row: dict[str, Any]) -> str:
+    at = row["detected_at"] if sort in ("priority", "detected_at") else row["updated_at"]
+    raw = msgspec.json.encode(_Cursor(sort, row["priority"], at, row["issue_id"]))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decoded = msgspec.json.decode(raw, type=_Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise InvalidQuery("cursor", "not a cursor this API gave out") from None
+    if decoded.sort != sort:
+        raise InvalidQuery("cursor", f"was given for sort={decoded.sort}, not sort={sort}")
+    return decoded
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    row = dict(record)
+    row["evidence"] = json.loads(row["evidence"])
+    return row
+
+
+_SELECT = ", ".join(c for c in INBOX_COLUMNS if c != "status_before_snooze")
+
+
+@dataclass
+class ReadModels:
+    pool: asyncpg.Pool
+
+    async def issues(
+        self, filters: Filters, sort: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        order_by, keyset = _SORTS[sort]
+        params: list[Any] = []
+        where = filters.where(params)
+        if cursor is not None:
+            after = decode_cursor(cursor, sort)
+            params += [after.priority, after.at, after.issue_id]
+            n = len(params)
+            where += " AND " + keyset.format(a=f"${n - 2}", b=f"${n - 1}", c=f"${n}")
+        params.append(limit + 1)
+        records = await self.pool.fetch(
+            f"SELECT {_SELECT} FROM inbox_issues WHERE {where}"
+            f" ORDER BY {order_by} LIMIT ${len(params)}",
+            *params,
+        )
+        rows = [_row(r) for r in records[:limit]]
+        next_cursor = encode_cursor(sort, rows[-1]) if len(records) > limit else None
+        return rows, next_cursor
+
+    async def issue(self, issue_id: UUID) -> dict[str, Any] | None:
+        record = await self.pool.fetchrow(
+            f"SELECT {_SELECT} FROM inbox_issues WHERE issue_id = $1", issue_id
+        )
+        return _row(record) if record is not None else None
+
+    async def changed_since(self, filters: Filters, after: int, limit: int) -> list[dict[str, Any]]:
+        """Issues whose row changed after a position, in position order (the SSE feed).
+
+        Unlike the list, a status filter left out means every status: a resolution is a
+        change the feed must show."""
+        params: list[Any] = [after]
+        where = filters.where(params) if filters.status else _without_default(filters, params)
+        params.append(limit)
+        records = await self.pool.fetch(
+            f"SELECT {_SELECT} FROM inbox_issues WHERE position > $1 AND {where}"
+            f" ORDER BY position LIMIT ${len(params)}",
+            *params,
+        )
+        return [_row(r) for r in records]
+
+    async def order(self, order_id: str) -> list[dict[str, Any]]:
+        records = await self.pool.fetch(
+            "SELECT issue_id, order_id, kind, status, severity, vertical, country, city,"
+            " detected_at, updated_at, version FROM order_issues WHERE order_id = $1"
+            " ORDER BY detected_at",
+            order_id,
+        )
+        return [dict(r) for r in records]
+
+    async def counts(self, filters: Filters) -> tuple[str, list[asyncpg.Record]]:
+        """Rows of (dimensions..., n) matching the filters, and which model answered."""
+        params: list[Any] = []
+        dims = "status, severity, kind, vertical, country"
+        if filters.dimensions_only:
+            where = filters.where(params)
+            return "stats", await self.pool.fetch(
+                f"SELECT {dims}, sum(n)::bigint AS n FROM stats_counts WHERE {where}"
+                f" GROUP BY {dims}",
+                *params,
+            )
+        where = filters.where(params)
+        return "inbox", await self.pool.fetch(
+            f"SELECT {dims}, count(*) AS n FROM inbox_issues WHERE {where} GROUP BY {dims}",
+            *params,
+        )
+
+    async def position(self, name: str) -> int:
+        position = await self.pool.fetchval(
+            "SELECT position FROM projection_positions WHERE name = $1", name
+        )
+        return int(position or 0)
+
+
+def _without_default(filters: Filters, params: list[Any]) -> str:
+    every_status = Filters(**{**filters.__dict__, "status": tuple(sorted(STATUSES))})
+    return every_status.where(params)
+
+
+@dataclass
+class Positions:
+    """What position each projection has reached, kept current by its NOTIFY; readers wait
+    here for read-your-writes (with a database poll as the fallback)."""
+
+    database_url: str
+    read_models: ReadModels
+    _known: dict[str, int] = field(default_factory=dict)
+    _changed: dict[str, asyncio.Event] = field(default_factory=dict)
+    _conn: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        try:
+            self._conn = await postgres.connect(self.database_url, name="inbox-api-positions")
+            await self._conn.add_listener(POSITIONS_CHANNEL, self._on_notify)
+        except postgres.CONNECTION_ERRORS as exc:
+            # Readers still poll; they just wake a little later.
+            log.warning("cannot listen for projection positions (%s); polling instead", exc)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(*postgres.CONNECTION_ERRORS):
+                await self._conn.close(timeout=2)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        name, _, position = str(payload).rpartition(":")
+        self._advance(name, int(position))
+
+    def _advance(self, name: str, position: int) -> None:
+        if position > self._known.get(name, 0):
+            self._known[name] = position
+            event = self._changed.pop(name, None)
+            if event is not None:
+                event.set()
+
+    async def wait_for(self, name: str, position: int, seconds: float) -> bool:
+        """True once projection ``name`` reached ``position``; False after ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if self._known.get(name, 0) < position:
+            self._advance(name, await self.read_models.position(name))
+        while self._known.get(name, 0) < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed = self._changed.setdefault(name, asyncio.Event())
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, 0.25))
+            except TimeoutError:
+                self._advance(name, await self.read_models.position(name))
+        return True

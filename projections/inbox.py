@@ -1,0 +1,156 @@
+"""The inbox read model: one row per issue in ``inbox_issues``, every field the API shows.
+
+:func:`fold` is the pure heart: (row or None, event, position) → row. A unit test checks
+that folding any command sequence's events gives what the aggregate itself holds, so the
+two cannot drift. :class:`InboxProjection` loads the rows a batch touches, folds the batch
+in memory, and writes each touched row once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from domain.issue import EVENT_NAMES, due_at, priority_of
+from projections import rows
+from projections.follower import Batch, ProjectionError
+from projections.rows import Row
+
+COLUMNS = (
+    "issue_id",
+    "order_id",
+    "kind",
+    "status",
+    "status_before_snooze",
+    "severity",
+    "priority",
+    "vertical",
+    "country",
+    "city",
+    "assignee",
+    "detected_at",
+    "updated_at",
+    "due_at",
+    "resolved_at",
+    "resolved_by",
+    "resolution",
+    "snoozed_until",
+    "evidence",
+    "note_count",
+    "action_count",
+    "reopen_count",
+    "version",
+    "position",
+)
+
+_JSON = frozenset({"evidence"})
+
+
+def fold(row: Row | None, event: Any, position: int) -> Row:
+    """The row after ``event``; ``row`` is the row before it (None before Detected)."""
+    name = EVENT_NAMES.get(type(event))
+    if name is None:
+        raise ProjectionError(f"no inbox mapping for {type(event).__qualname__}")
+    if name == "detected":
+        row = {
+            "issue_id": event.originator_id,
+            "order_id": event.order_id,
+            "kind": event.kind,
+            "status": "open",
+            "status_before_snooze": None,
+            "severity": event.severity,
+            "vertical": event.vertical,
+            "country": event.country,
+            "city": event.city,
+            "assignee": None,
+            "detected_at": event.at,
+            "resolved_at": None,
+            "resolved_by": None,
+            "resolution": None,
+            "snoozed_until": None,
+            "evidence": dict(event.evidence),
+            "note_count": 0,
+            "action_count": 0,
+            "reopen_count": 0,
+        }
+    elif row is None:
+        raise ProjectionError(f"{name} event of issue {event.originator_id} before detected")
+    else:
+        row = dict(row)
+        _transition(row, name, event)
+    row["priority"] = priority_of(row["severity"])
+    row["due_at"] = due_at(row["detected_at"], row["severity"])
+    row["updated_at"] = event.at
+    row["version"] = event.originator_version
+    row["position"] = position
+    return row
+
+
+def next_status(row: Row, name: str, event: Any) -> None:
+    """Move ``status``, ``status_before_snooze`` and ``severity`` of a row (the part of the
+    state machine every read model keeps; shared with the stats and order models)."""
+    if name == "escalated":
+        row["severity"] = event.severity
+    elif name == "acknowledged":
+        row["status"] = "acknowledged"
+    elif name == "snoozed":
+        row["status_before_snooze"] = event.previous_status
+        row["status"] = "snoozed"
+    elif name == "woken":
+        row["status"] = row["status_before_snooze"] or "open"
+        row["status_before_snooze"] = None
+    elif name == "resolved":
+        row["status"] = "resolved"
+        row["status_before_snooze"] = None
+    elif name == "reopened":
+        row["status"] = "open"
+
+
+def _transition(row: Row, name: str, event: Any) -> None:
+    next_status(row, name, event)
+    if name == "escalated":
+        row["evidence"] = {**row["evidence"], **event.evidence}
+    elif name == "assigned":
+        row["assignee"] = event.assignee
+    elif name == "unassigned":
+        row["assignee"] = None
+    elif name == "note_added":
+        row["note_count"] += 1
+    elif name == "action_taken":
+        row["action_count"] += 1
+    elif name == "snoozed":
+        row["snoozed_until"] = event.until
+    elif name in ("woken", "resolved"):
+        row["snoozed_until"] = None
+    if name == "resolved":
+        row["resolution"] = event.resolution
+        row["resolved_by"] = event.resolved_by
+        row["resolved_at"] = event.at
+    elif name == "reopened":
+        row["reopen_count"] += 1
+        row["resolution"] = None
+        row["resolved_at"] = None
+        row["resolved_by"] = None
+
+
+def fold_batch(rows: dict[UUID, Row], batch: Batch) -> dict[UUID, Row]:
+    """Fold a batch onto the rows it touches; returns the touched rows."""
+    touched: dict[UUID, Row] = {}
+    for position, event in batch:
+        issue_id = event.originator_id
+        touched[issue_id] = fold(touched.get(issue_id, rows.get(issue_id)), event, position)
+    return touched
+
+
+class InboxProjection:
+    name: str = "inbox"
+    tables: tuple[str, ...] = ("inbox_issues",)
+
+    async def apply(self, conn: asyncpg.Connection, batch: Batch, tables: dict[str, str]) -> None:
+        table = tables["inbox_issues"]
+        issue_ids = {event.originator_id for _, event in batch}
+        before = await rows.load(conn, table, COLUMNS, issue_ids, json_columns=_JSON)
+        touched = fold_batch(before, batch)
+        await rows.upsert(conn, table, COLUMNS, touched.values(), json_columns=_JSON)

@@ -1,0 +1,68 @@
+"""Each order's issues, for ``GET /api/orders/{order_id}``: ``order_issues`` holds one row per
+issue with the facts of its order, looked up by order id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from domain.issue import EVENT_NAMES
+from projections import rows
+from projections.follower import Batch, ProjectionError
+from projections.inbox import next_status
+from projections.rows import Row
+
+_COLUMNS = (
+    "issue_id",
+    "order_id",
+    "kind",
+    "status",
+    "status_before_snooze",
+    "severity",
+    "vertical",
+    "country",
+    "city",
+    "detected_at",
+    "updated_at",
+    "version",
+)
+
+
+def fold(row: Row | None, event: Any) -> Row:
+    name = EVENT_NAMES.get(type(event))
+    if name == "detected":
+        row = {
+            "issue_id": event.originator_id,
+            "order_id": event.order_id,
+            "kind": event.kind,
+            "status": "open",
+            "status_before_snooze": None,
+            "severity": event.severity,
+            "vertical": event.vertical,
+            "country": event.country,
+            "city": event.city,
+            "detected_at": event.at,
+        }
+    elif row is None or name is None:
+        raise ProjectionError(f"orders cannot apply {type(event).__qualname__} here")
+    else:
+        row = dict(row)
+        next_status(row, name, event)
+    row["updated_at"] = event.at
+    row["version"] = event.originator_version
+    return row
+
+
+class OrdersProjection:
+    name: str = "orders"
+    tables: tuple[str, ...] = ("order_issues",)
+
+    async def apply(self, conn: asyncpg.Connection, batch: Batch, tables: dict[str, str]) -> None:
+        table = tables["order_issues"]
+        before = await rows.load(conn, table, _COLUMNS, {e.originator_id for _, e in batch})
+        after: dict[Any, Row] = {}
+        for _, event in batch:
+            issue_id = event.originator_id
+            after[issue_id] = fold(after.get(issue_id, before.get(issue_id)), event)
+        await rows.upsert(conn, table, _COLUMNS, after.values())
