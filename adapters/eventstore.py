@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Mapper, StoredEvent
+
 from adapters.postgres import connection_params
 
 
@@ -31,3 +36,21 @@ def eventstore_env(url: str, *, pool_size: int, create_table: bool = False) -> d
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "CREATE_TABLE": "y" if create_table else "n",
     }
+
+
+# The columns of the library's events table that a stored event is decoded from, with
+# its global position.
+EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+
+
+def decode(mapper: Mapper[UUID], row: Any) -> Any:
+    """The domain event of one row of the events table (an asyncpg Record or a psycopg
+    dict row: anything indexed by column name)."""
+    return mapper.to_domain_event(
+        StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+    )

@@ -3,7 +3,9 @@ the streams this service owns."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -69,14 +71,17 @@ async def ensure_stream(
         created: StreamInfo = await js.add_stream(config)
         return created
     current = info.config
-    if (
-        current.subjects != subjects
-        or current.duplicate_window != duplicate_window
-        or current.discard != DiscardPolicy.NEW
-        or (current.max_bytes or -1) != max_bytes
-        or (current.max_msgs or -1) != max_msgs
-    ):
+    wanted: dict[str, Any] = {
+        "subjects": subjects,
+        "duplicate_window": duplicate_window,
+        "discard": DiscardPolicy.NEW,
+        "max_bytes": max_bytes,
+        "max_msgs": max_msgs,
+    }
+    if any(getattr(current, key) != value for key, value in wanted.items()):
+        # Change only the settings we own: an operator's other settings (max_age, ...)
+        # stay as they are.
         log.info("updating stream %s to the configured settings", name)
-        updated: StreamInfo = await js.update_stream(config)
+        updated: StreamInfo = await js.update_stream(dataclasses.replace(current, **wanted))
         return updated
     return info

@@ -138,6 +138,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    # Routine on a busy or failing-over server: too many connections, a cancelled query,
+    # a primary that became a read-only replica.
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     # asyncpg raises this when the server ends a session while a query is in flight
     # ("cannot switch to state ...; another operation is in progress"), seen here with
     # pg_terminate_backend; the connection is useless afterwards, like the others.

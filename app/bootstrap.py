@@ -105,6 +105,7 @@ async def container(
             batch_size=settings.command_batch_size,
             writers=settings.command_writers,
             timeout=settings.command_timeout_seconds,
+            queue_limit=settings.command_queue_limit,
             on_batch=_record_batch,
         )
         bus.start()
@@ -133,7 +134,7 @@ def relay(built: Container) -> Relay:
     settings = built.settings
     return Relay(
         database_url=built.endpoints.database_url,
-        js=built.js,
+        nats=built.nats,
         mapper=built.issues.app.mapper,
         config=RelayConfig(
             stream=settings.inbox_stream,

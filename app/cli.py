@@ -15,6 +15,7 @@ import uvicorn
 from prometheus_client import start_http_server
 from tqdm import tqdm
 
+from adapters.leadership import wait_or_stop
 from adapters.postgres import MigrationError, apply_migrations
 from app import bootstrap
 from app.bootstrap import Container, Endpoints, container, servers
@@ -44,13 +45,23 @@ async def _run_projections(built: Container, stop: asyncio.Event) -> None:
 
 
 async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.Event) -> None:
-    """Run a worker inside ``inbox up``: its failure is logged, the API keeps serving."""
-    try:
-        await worker(built, stop)
-    except RelayError as exc:
-        log.error("%s stopped: %s", name, exc)  # noqa: TRY400 (the reason is the message)
-    except Exception:
-        log.exception("%s crashed", name)
+    """Run a worker inside ``inbox up``, restarting it (with a growing pause, logged) when
+    it crashes; one that needs an operator (a halted relay) stays stopped, and the API
+    keeps serving either way."""
+    crashes = 0
+    while not stop.is_set():
+        try:
+            await worker(built, stop)
+        except RelayError as exc:
+            log.error("%s stopped: %s", name, exc)  # noqa: TRY400 (the reason is the message)
+            return
+        except Exception:
+            crashes += 1
+            delay = min(30.0, 0.5 * 2**crashes)
+            log.exception("%s crashed (%d so far); restarting in %.1fs", name, crashes, delay)
+            await wait_or_stop(stop, delay)
+        else:
+            return
 
 
 async def _serve(settings: Settings, endpoints: Endpoints, *, workers: list[Worker]) -> None:

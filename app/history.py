@@ -8,12 +8,11 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper
 
+from adapters.eventstore import EVENT_COLUMNS, decode
 from app.integration import EventItem, event_item
 from domain.issue import OrderIssue
-
-_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 
 
 class History:
@@ -24,13 +23,13 @@ class History:
     async def issue_events(self, issue_id: UUID, *, up_to_version: int | None = None) -> list[Any]:
         """(position, domain event) pairs of one issue, oldest first."""
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM inbox_events WHERE originator_id = $1"
+            f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE originator_id = $1"
             " AND ($2::bigint IS NULL OR originator_version <= $2)"
             " ORDER BY originator_version",
             issue_id,
             up_to_version,
         )
-        return [(row["notification_id"], self._decode(row)) for row in rows]
+        return [(row["notification_id"], decode(self._mapper, row)) for row in rows]
 
     async def issue_history(self, issue_id: UUID) -> list[EventItem]:
         return [event_item(pos, event) for pos, event in await self.issue_events(issue_id)]
@@ -44,19 +43,9 @@ class History:
 
     async def log(self, *, after: int, limit: int) -> list[EventItem]:
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM inbox_events WHERE notification_id > $1"
+            f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
             " ORDER BY notification_id LIMIT $2",
             after,
             limit,
         )
-        return [event_item(row["notification_id"], self._decode(row)) for row in rows]
-
-    def _decode(self, row: asyncpg.Record) -> Any:
-        return self._mapper.to_domain_event(
-            StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-        )
+        return [event_item(row["notification_id"], decode(self._mapper, row)) for row in rows]

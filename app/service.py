@@ -13,13 +13,13 @@ Exception tree (mapped to HTTP in ``app/http/errors.py``)::
     ├── IssueAlreadyExists   detect on an (order, kind) that already has an issue
     ├── VersionMismatch      If-Match named another version than the current one
     ├── ConcurrentWrite      another writer saved the issue between our read and our write
-    └── Unavailable          shutting down, or the database did not answer in time
+    └── Unavailable          the database did not answer in time: outcome unknown
+        └── NotApplied       never carried out (queue full, timed out waiting, shutdown)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,13 +33,13 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     OperationalError,
-    StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 from adapters.clock import Clock
+from adapters.eventstore import decode
 from domain.errors import DomainError
 from domain.issue import OrderIssue
 
@@ -77,7 +77,11 @@ class ConcurrentWrite(ApplicationError):
 
 
 class Unavailable(ApplicationError):
-    """The command was not carried out; trying again later may work."""
+    """No answer in time: the command may or may not have been carried out."""
+
+
+class NotApplied(Unavailable):
+    """The command was not carried out; trying again is safe."""
 
 
 class IssueApplication(Application[UUID]):
@@ -210,6 +214,13 @@ class IssueService:
                 outcomes[item.index] = ConcurrentWrite(issue_id)
             except (DomainError, ApplicationError) as exc:
                 outcomes[item.index] = exc
+            except (OperationalError, InterfaceError):
+                # Commands before this one are saved: answer each for itself, never the
+                # whole batch as failed.
+                log.exception("event store failed retrying a command on %s", issue_id)
+                outcomes[item.index] = Unavailable(
+                    "the event store failed; the command may not have been applied"
+                )
             else:
                 position = positions[(issue_id, aggregate.version)]
                 outcomes[item.index] = CommandResult(issue_id, aggregate.version, position)
@@ -240,17 +251,8 @@ class IssueService:
             rows = cursor.fetchall()
         aggregates: dict[UUID, OrderIssue] = {}
         for row in rows:
-            event = self.app.mapper.to_domain_event(
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-            )
-            aggregates[row["originator_id"]] = event.mutate(  # type: ignore[attr-defined]
-                aggregates.get(row["originator_id"])
-            )
+            event = decode(self.app.mapper, row)
+            aggregates[row["originator_id"]] = event.mutate(aggregates.get(row["originator_id"]))
         return aggregates
 
 
@@ -260,7 +262,9 @@ class CommandBus:
     Each writer owns one hash partition of the issue ids and one thread at a time: it takes
     what has queued up (at most ``batch_size``) while its previous batch was being saved,
     so under load batches grow by themselves and under light load a command waits for no
-    one.
+    one. What a caller hears matches what happened: :class:`NotApplied` when its command
+    was never taken (queue full, timed out while waiting, shutting down), a plain
+    :class:`Unavailable` ("may have been applied") only when a writer had taken it.
     """
 
     def __init__(
@@ -270,90 +274,118 @@ class CommandBus:
         batch_size: int,
         writers: int,
         timeout: float,
+        queue_limit: int = 10_000,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._service = service
         self._batch_size = batch_size
         self._timeout = timeout
         self._on_batch = on_batch
-        self._queues: list[asyncio.Queue[tuple[Command, asyncio.Future[CommandResult]]]] = [
-            asyncio.Queue() for _ in range(writers)
+        self._queues: list[asyncio.Queue[_Pending]] = [
+            asyncio.Queue(maxsize=queue_limit) for _ in range(writers)
         ]
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+
+    @property
+    def queued(self) -> int:
+        return sum(queue.qsize() for queue in self._queues)
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(queue), name=f"command-writer-{n}")
             for n, queue in enumerate(self._queues)
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_writer_end)
 
     async def submit(self, command: Command) -> CommandResult:
         if self._closing:
-            raise Unavailable("shutting down")
-        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        queue = self._queues[command.issue_id.int % len(self._queues)]
-        queue.put_nowait((command, future))
+            raise NotApplied("shutting down")
+        pending = _Pending(command, asyncio.get_running_loop().create_future())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+            self._queues[command.issue_id.int % len(self._queues)].put_nowait(pending)
+        except asyncio.QueueFull:
+            raise NotApplied("too many commands are waiting for the event store") from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), self._timeout)
         except TimeoutError:
-            # The batch may still commit; the caller learns the outcome by reading the issue.
-            future.add_done_callback(_consume_outcome)
+            if not pending.taken:
+                pending.abandoned = True  # the writer will skip it
+                raise NotApplied(
+                    f"the event store did not take the command within {self._timeout:g}s"
+                ) from None
+            pending.future.add_done_callback(_consume_outcome)
             raise Unavailable(
-                f"no answer from the event store within {self._timeout:g}s; "
-                "the command may still have been applied"
+                f"no answer from the event store within {self._timeout:g}s; the command "
+                "may still have been applied: read the issue before retrying"
             ) from None
 
     async def stop(self) -> None:
-        """Refuse new commands, finish the batches already taken, fail the rest."""
+        """Refuse new commands, fail the ones no writer took yet, finish the batches
+        already taken (waiting at most the command timeout for them)."""
         self._closing = True
         for queue in self._queues:
-            queue.put_nowait(_STOP)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for queue in self._queues:
             while not queue.empty():
-                item = queue.get_nowait()
-                if item is not _STOP and not item[1].done():
-                    item[1].set_exception(Unavailable("shutting down"))
+                pending = queue.get_nowait()
+                if not pending.future.done():
+                    pending.future.set_exception(NotApplied("shutting down"))
+            queue.put_nowait(_STOP)
+        if not self._tasks:
+            return
+        _, running = await asyncio.wait(self._tasks, timeout=self._timeout)
+        for task in running:
+            log.error("a command writer did not finish its batch in time; abandoning it")
+            task.cancel()
 
-    async def _run(
-        self, queue: asyncio.Queue[tuple[Command, asyncio.Future[CommandResult]]]
-    ) -> None:
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             first = await queue.get()
             if first is _STOP:
                 return
             batch = [first]
-            stop_after = False
             while len(batch) < self._batch_size and not queue.empty():
-                item = queue.get_nowait()
-                if item is _STOP:
-                    stop_after = True
-                    break
-                batch.append(item)
-            started = loop.time()
-            try:
-                outcomes = await anyio.to_thread.run_sync(
-                    self._service.execute_batch, [command for command, _ in batch]
-                )
-            except Exception as exc:
-                log.exception("command batch of %d failed", len(batch))
-                outcomes = [Unavailable(f"the event store failed: {exc}")] * len(batch)
-            if self._on_batch is not None:
-                self._on_batch(len(batch), loop.time() - started)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+                batch.append(queue.get_nowait())
+            stop_after = any(item is _STOP for item in batch)
+            batch = [item for item in batch if item is not _STOP and not item.abandoned]
+            for item in batch:
+                item.taken = True
+            if batch:
+                started = loop.time()
+                outcomes = await self._execute([item.command for item in batch])
+                if self._on_batch is not None:
+                    self._on_batch(len(batch), loop.time() - started)
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    if item.future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        item.future.set_exception(outcome)
+                    else:
+                        item.future.set_result(outcome)
             if stop_after:
                 return
 
+    async def _execute(self, commands: list[Command]) -> list[Outcome]:
+        try:
+            return await anyio.to_thread.run_sync(self._service.execute_batch, commands)
+        except Exception:
+            log.exception("a batch of %d commands failed in the event store", len(commands))
+            return [
+                Unavailable("the event store failed; the command may not have been applied")
+                for _ in commands
+            ]
 
-_STOP: Any = object()
+
+@dataclass(eq=False)
+class _Pending:
+    command: Command
+    future: asyncio.Future[CommandResult]
+    taken: bool = False  # a writer has it: its outcome is no longer ours to decide
+    abandoned: bool = False  # its caller gave up before a writer took it
+
+
+_STOP: Any = _Pending(Command(UUID(int=0), "stop"), None)  # type: ignore[arg-type]
 
 
 def _consume_outcome(future: asyncio.Future[CommandResult]) -> None:
@@ -361,11 +393,6 @@ def _consume_outcome(future: asyncio.Future[CommandResult]) -> None:
         log.info("a timed-out command finished late: %s", future.exception())
 
 
-@contextlib.contextmanager
-def issue_application(env: dict[str, str]) -> Any:
-    """An :class:`IssueApplication` whose connection pool is closed on exit."""
-    app = IssueApplication(env=env)
-    try:
-        yield app
-    finally:
-        app.close()
+def _report_writer_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("command writer %s died", task.get_name(), exc_info=task.exception())

@@ -36,12 +36,15 @@ class Settings(BaseSettings):
 
     # asyncpg pool of the read side (queries, health).
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
-    # Commands are grouped into shared save() calls: at most this many per save ...
-    command_batch_size: Annotated[int, Field(ge=1, le=500)] = 100
+    # Commands are grouped into shared save() calls: at most this many per save (250
+    # commands of at most ~16 KB each stay under the ~6 MB insert that hangs the library) ...
+    command_batch_size: Annotated[int, Field(ge=1, le=250)] = 100
     # ... by this many writer threads, each owning a hash partition of the issue ids.
     command_writers: Annotated[int, Field(ge=1, le=16)] = 2
     # How long a command may wait for its batch before it is answered 503.
     command_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # Commands waiting for a writer, per writer; past it a command is refused at once (503).
+    command_queue_limit: Annotated[int, Field(ge=1)] = 10_000
 
     orders_stream: str = "ORDERS"
     orders_subject_prefix: str = "orders"

@@ -73,6 +73,25 @@ def _check_actor(by: str) -> None:
         raise InvalidValue("agent_id", "must be at most 200 characters")
 
 
+_MAX_OBJECT_DEPTH = 16
+
+
+def _check_object(field: str, value: Any, depth: int = 0) -> None:
+    """A free-form JSON object (evidence, action details) the event store reads back as
+    it was written: the library's JSON transcoder turns a dict holding both ``_type_``
+    and ``_data_`` into a custom type, so such a dict would make the issue unreadable."""
+    if depth > _MAX_OBJECT_DEPTH:
+        raise InvalidValue(field, f"nested more than {_MAX_OBJECT_DEPTH} deep")
+    if isinstance(value, dict):
+        if "_type_" in value and "_data_" in value:
+            raise InvalidValue(field, "an object with both _type_ and _data_ keys is reserved")
+        for item in value.values():
+            _check_object(field, item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_object(field, item, depth + 1)
+
+
 def _check_severity(severity: str) -> None:
     if severity not in SEVERITY_RANK:
         raise InvalidValue("severity", f"must be one of {', '.join(SEVERITIES)}")
@@ -111,6 +130,7 @@ class OrderIssue(Aggregate):
         if len(country) != 2 or not country.isascii() or not country.isupper():
             raise InvalidValue("country", "must be an ISO 3166-1 alpha-2 code, e.g. FI")
         _check_text("city", city, required=False)
+        _check_object("evidence", evidence)
         _check_actor(by)
         return cls(
             order_id=order_id,
@@ -178,6 +198,7 @@ class OrderIssue(Aggregate):
     def escalate(self, *, severity: str, evidence: dict[str, Any], at: datetime, by: str) -> None:
         """Raise the severity as the condition worsens; new evidence adds to the old."""
         _check_severity(severity)
+        _check_object("evidence", evidence)
         _check_actor(by)
         self._check_not_resolved("escalate")
         if SEVERITY_RANK[severity] <= SEVERITY_RANK[self.severity]:
@@ -215,6 +236,7 @@ class OrderIssue(Aggregate):
         _check_actor(by)
         if action not in ACTIONS:
             raise InvalidValue("action", f"must be one of {', '.join(sorted(ACTIONS))}")
+        _check_object("details", details)
         self._check_not_resolved("take action on")
         self._action_taken(action=action, details=details, at=at, by=by)
 

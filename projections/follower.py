@@ -22,9 +22,10 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper
 from prometheus_client import Counter, Gauge
 
+from adapters.eventstore import EVENT_COLUMNS, decode
 from adapters.leadership import run_as_leader, wait_any
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ POSITION = Gauge("inbox_projection_position", "A projection's stored position", 
 LAG = Gauge("inbox_projection_lag_events", "Stored events not yet applied", ["projection"])
 
 POSITIONS_CHANNEL = "projection_positions"
-_EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 _COMMAND_TIMEOUT_SECONDS = 60.0
 
 Batch = Sequence[tuple[int, Any]]
@@ -60,22 +60,11 @@ class ProjectionError(Exception):
     """An event the projection cannot apply (a bug or a corrupt store): it stops."""
 
 
-def decode(mapper: Mapper[UUID], row: asyncpg.Record) -> Any:
-    return mapper.to_domain_event(
-        StoredEvent(
-            originator_id=row["originator_id"],
-            originator_version=row["originator_version"],
-            topic=row["topic"],
-            state=bytes(row["state"]),
-        )
-    )
-
-
 async def read_batch(
     conn: asyncpg.Connection, mapper: Mapper[UUID], after: int, limit: int, upto: int | None = None
 ) -> list[tuple[int, Any]]:
     rows = await conn.fetch(
-        f"SELECT {_EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
+        f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
         " AND ($3::bigint IS NULL OR notification_id <= $3)"
         " ORDER BY notification_id LIMIT $2",
         after,

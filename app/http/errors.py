@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from adapters.postgres import CONNECTION_ERRORS
 from app.queries import InvalidQuery
 from app.service import (
     ConcurrentWrite,
@@ -69,12 +69,15 @@ def _validation(exc: ValidationException) -> Response[dict[str, Any]]:
     return _body(status, detail, field=field, errors=errors)
 
 
-def exception_to_response(  # noqa: PLR0911 (one case per error kind)
+def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[Any]:
     match exc:
         case ValidationException():
             return _validation(exc)
+        case RecursionError():
+            # msgspec gives up on absurdly deep JSON with a RecursionError.
+            return _body(400, "the JSON body is nested too deeply")
         case InvalidQuery():
             return _body(400, str(exc), field=exc.field)
         case BadRequest() | Unprocessable():
@@ -92,7 +95,7 @@ def exception_to_response(  # noqa: PLR0911 (one case per error kind)
             return _body(409, str(exc))
         case Unavailable():
             return _body(503, str(exc))
-        case asyncpg.PostgresConnectionError() | asyncpg.InterfaceError() | OSError():
+        case _ if isinstance(exc, CONNECTION_ERRORS):
             log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
             return _body(503, "the database is unavailable; try again")
         case HTTPException() if exc.status_code < 500:

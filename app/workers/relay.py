@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
-from eventsourcing.persistence import Mapper, StoredEvent
-from nats.js import JetStreamContext
+from eventsourcing.persistence import Mapper
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js.api import PubAck
 from prometheus_client import Counter, Gauge
 
+from adapters.eventstore import EVENT_COLUMNS, decode
 from adapters.leadership import run_as_leader, wait_any, wait_or_stop
 from adapters.nats import ensure_stream
 from app.integration import IssueFacts, UnmappedEvent, integration_event
@@ -53,7 +55,6 @@ HALTED = Gauge("inbox_relay_halted", "1 while the relay is halted on an unmappab
 _DETECTED: type[Any] = OrderIssue.Detected  # type: ignore[attr-defined]
 _FACTS_CACHE_SIZE = 100_000
 _COMMAND_TIMEOUT_SECONDS = 15.0
-_EVENT_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
 
 
 class RelayError(Exception):
@@ -105,10 +106,18 @@ class RelayConfig:
 
 class Relay:
     def __init__(
-        self, *, database_url: str, js: JetStreamContext, mapper: Mapper[UUID], config: RelayConfig
+        self,
+        *,
+        database_url: str,
+        nats: NATS,
+        mapper: Mapper[UUID],
+        config: RelayConfig,
+        max_pending: int = 4000,
     ) -> None:
         self._database_url = database_url
-        self._js = js
+        self._nats = nats
+        self._max_pending = max_pending
+        self._js = nats.jetstream(publish_async_max_pending=max_pending)
         self._mapper = mapper
         self._config = config
         self._facts: dict[UUID, IssueFacts] = {}
@@ -118,16 +127,30 @@ class Relay:
         """Stand by, relay while active, reconnect after losing the database; return when
         ``stop`` is set. Raises :class:`RelayError` when an operator must act."""
         config = self._config
-        if config.create_stream:
-            await ensure_stream(
-                self._js,
-                name=config.stream,
-                subjects=[f"{config.subject_prefix}.>"],
-                duplicate_window=config.duplicate_window,
-                max_bytes=config.max_bytes,
-                max_msgs=config.max_msgs,
-                replicas=config.replicas,
-            )
+        attempt = 0
+        while config.create_stream and not stop.is_set():
+            try:
+                await ensure_stream(
+                    self._js,
+                    name=config.stream,
+                    subjects=[f"{config.subject_prefix}.>"],
+                    duplicate_window=config.duplicate_window,
+                    max_bytes=config.max_bytes,
+                    max_msgs=config.max_msgs,
+                    replicas=config.replicas,
+                )
+                break
+            except (NatsError, TimeoutError) as exc:
+                attempt += 1
+                delay = min(config.max_backoff, 0.2 * 2**attempt)
+                log.warning(
+                    "relay: cannot ensure stream %s (%s: %s); retrying in %.1fs",
+                    config.stream,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await wait_or_stop(stop, delay)
         await run_as_leader(
             database_url=self._database_url,
             role=f"inbox-relay:{config.stream}",
@@ -162,7 +185,7 @@ class Relay:
             while not stop.is_set():
                 wake.clear()  # before the read: a NOTIFY after it wakes the wait below
                 rows = await conn.fetch(
-                    f"SELECT {_EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
+                    f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
                     " ORDER BY notification_id LIMIT $2",
                     position,
                     self._config.batch_size,
@@ -173,21 +196,24 @@ class Relay:
                     continue
                 outgoing, halt = await self._prepare(conn, rows)
                 if outgoing:
-                    if not await self._publish(outgoing, stop):
-                        log.info("relay: stopping; the unacknowledged batch will be re-sent")
+
+                    async def commit(acked_to: int, count: int) -> None:
+                        await conn.execute(
+                            "UPDATE relay_state SET position = $2, status = 'running',"
+                            " halted_at = NULL, error = NULL, published = published + $3,"
+                            " updated_at = now() WHERE stream = $1",
+                            stream,
+                            acked_to,
+                            count,
+                        )
+                        POSITION.set(acked_to)
+                        HALTED.set(0)
+
+                    if not await self._publish(outgoing, stop, commit):
+                        log.info("relay: stopping; unacknowledged events will be re-sent")
                         return
                     position = outgoing[-1].position
-                    await conn.execute(
-                        "UPDATE relay_state SET position = $2, status = 'running',"
-                        " halted_at = NULL, error = NULL, published = published + $3,"
-                        " updated_at = now() WHERE stream = $1",
-                        stream,
-                        position,
-                        len(outgoing),
-                    )
-                    POSITION.set(position)
                     LAG.set(max(0, await self._newest(conn) - position))
-                    HALTED.set(0)
                 if halt is not None:
                     await self._record_halt(conn, halt)
                     raise halt
@@ -222,7 +248,7 @@ class Relay:
         halt: RelayHalted | None = None
         for row in rows:
             try:
-                decoded.append((row["notification_id"], self._decode(row)))
+                decoded.append((row["notification_id"], decode(self._mapper, row)))
             except Exception as exc:  # any failure to decode is a reason to halt
                 log.exception("relay: cannot decode the event at %s", row["notification_id"])
                 halt = RelayHalted(row["notification_id"], f"cannot decode: {exc}")
@@ -237,16 +263,6 @@ class Relay:
                 break
         return outgoing, halt
 
-    def _decode(self, row: asyncpg.Record) -> Any:
-        return self._mapper.to_domain_event(
-            StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-        )
-
     async def _learn_facts(self, conn: asyncpg.Connection, events: list[Any]) -> None:
         """Every event repeats its issue's order facts, which only Detected carries."""
         if len(self._facts) > _FACTS_CACHE_SIZE:
@@ -260,12 +276,12 @@ class Relay:
         if not missing:
             return
         rows = await conn.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM inbox_events"
+            f"SELECT {EVENT_COLUMNS} FROM inbox_events"
             " WHERE originator_id = ANY($1::uuid[]) AND originator_version = 1",
             list(missing),
         )
         for row in rows:
-            first = self._decode(row)
+            first = decode(self._mapper, row)
             if isinstance(first, _DETECTED):
                 self._facts[row["originator_id"]] = IssueFacts.of(first)
 
@@ -297,14 +313,32 @@ class Relay:
 
     # ---- publishing -------------------------------------------------------------------
 
-    async def _publish(self, outgoing: list[Outgoing], stop: asyncio.Event) -> bool:
-        """Publish everything, wave by wave; False when stopped before all were acked."""
+    async def _publish(
+        self,
+        outgoing: list[Outgoing],
+        stop: asyncio.Event,
+        commit: Callable[[int, int], Awaitable[None]],
+    ) -> bool:
+        """Publish everything, wave by wave; False when stopped before all were acked.
+
+        After each wave, ``commit`` stores the end of the acknowledged prefix of the batch
+        (every event up to it acked): a batch that stalls half way (NATS down, stream
+        full) for longer than the duplicate window is not re-sent from its start later.
+        """
+        positions = [message.position for message in outgoing]
+        acked: set[int] = set()
+        prefix = 0  # how many of `positions` (in order) are acknowledged
         for wave in _waves(outgoing):
             pending = wave
             attempt = 0
             while pending:
                 if stop.is_set():
                     return False
+                if not self._nats.is_connected:
+                    # Publishing now would only fill the client's buffer (and leak
+                    # nats-py's publish slots when it overflows): wait for the reconnect.
+                    await wait_or_stop(stop, 0.1)
+                    continue
                 failed = await self._publish_wave(pending)
                 if not failed:
                     break
@@ -325,16 +359,23 @@ class Relay:
                 )
                 pending = [message for message, _ in failed]
                 await wait_or_stop(stop, delay)
+            acked.update(message.position for message in wave)
+            start = prefix
+            while prefix < len(positions) and positions[prefix] in acked:
+                prefix += 1
+            if prefix > start:
+                await commit(positions[prefix - 1], prefix - start)
         return True
 
     async def _publish_wave(self, messages: list[Outgoing]) -> list[tuple[Outgoing, Exception]]:
         """Pipeline one wave (at most one message per issue); the ones that failed."""
         timeout = self._config.ack_timeout
         futures: list[asyncio.Future[PubAck] | Exception] = []
+        js = self._js
         for message in messages:
             try:
                 futures.append(
-                    await self._js.publish_async(
+                    await js.publish_async(
                         message.subject,
                         message.payload,
                         headers=dict(message.headers),
@@ -344,6 +385,9 @@ class Relay:
                 )
             except Exception as exc:  # reported with the failures below and retried
                 futures.append(exc)
+                # nats-py keeps the publish slot of a publish that raised: a fresh
+                # context (fresh slots) for what follows.
+                self._js = self._nats.jetstream(publish_async_max_pending=self._max_pending)
 
         async def outcome(future: asyncio.Future[PubAck] | Exception) -> PubAck | Exception:
             if isinstance(future, Exception):

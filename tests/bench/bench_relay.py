@@ -102,7 +102,7 @@ async def relay_throughput(
     await anyio.to_thread.run_sync(_write_events, service, events)
     client = await nats.connect(nats_url)
     config = _config(uuid.uuid4().hex[:8])
-    relay = Relay(database_url=url, js=client.jetstream(), mapper=app.mapper, config=config)
+    relay = Relay(database_url=url, nats=client, mapper=app.mapper, config=config)
     stop = asyncio.Event()
     try:
         started = time.perf_counter()
@@ -131,7 +131,7 @@ async def relay_latency(url: str, nats_url: str, rate: int, seconds: float) -> F
     service = IssueService(app=app, clock=SystemClock())
     client = await nats.connect(nats_url)
     config = _config(uuid.uuid4().hex[:8])
-    relay = Relay(database_url=url, js=client.jetstream(), mapper=app.mapper, config=config)
+    relay = Relay(database_url=url, nats=client, mapper=app.mapper, config=config)
     stop = asyncio.Event()
     committed: dict[int, float] = {}
     arrived: dict[int, float] = {}

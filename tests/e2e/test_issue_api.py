@@ -292,6 +292,11 @@ def test_reading_an_unknown_issue_is_404(http: httpx.Client, path: str) -> None:
             {"agent_id": AGENT, "action": "other", "details": {"x": "y" * 9000}},
             "details",
         ),
+        (
+            "actions",
+            {"agent_id": AGENT, "action": "other", "details": {"x": {"_type_": "t", "_data_": 1}}},
+            "details",
+        ),
         ("snooze", {"agent_id": AGENT, "until": "tomorrow"}, "until"),
         ("snooze", {"agent_id": AGENT, "until": "2020-01-01T00:00:00Z"}, "until"),
         ("snooze", {"agent_id": AGENT, "until": "2099-01-01T00:00:00"}, "until"),
@@ -349,6 +354,18 @@ def test_malformed_json_is_400(http: httpx.Client, raw: bytes) -> None:
     )
     assert response.status_code == 400, response.text
     assert response.json()["status_code"] == 400
+    assert "Traceback" not in response.text
+
+
+def test_absurdly_nested_json_is_400_not_500(http: httpx.Client) -> None:
+    issue_id = report(http)["issue_id"]
+    body = '{"agent_id": "a", "action": "other", "details": ' + '{"n": ' * 5000 + "1" + "}" * 5001
+    response = http.post(
+        f"/api/issues/{issue_id}/actions",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code in (400, 422), response.text
     assert "Traceback" not in response.text
 
 

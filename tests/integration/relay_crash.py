@@ -1,11 +1,12 @@
-"""A relay process that kills itself with SIGKILL right after JetStream acknowledged its
-Nth batch and before it stored its position: the worst moment to die."""
+"""A relay process that kills itself with SIGKILL right after JetStream acknowledged a wave
+of its Nth batch and before it stored the new position: the worst moment to die."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app import bootstrap
@@ -17,13 +18,18 @@ _original_publish = Relay._publish
 _batches = 0
 
 
-async def _publish_then_die(self: Relay, *args: Any, **kwargs: Any) -> bool:
+async def _publish_then_die(
+    self: Relay, outgoing: Any, stop: Any, commit: Callable[[int, int], Awaitable[None]]
+) -> bool:
     global _batches  # noqa: PLW0603
-    acked = await _original_publish(self, *args, **kwargs)
     _batches += 1
-    if _batches == KILL_AFTER:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return acked
+
+    async def die_before_commit(position: int, count: int) -> None:
+        if _batches == KILL_AFTER:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await commit(position, count)
+
+    return await _original_publish(self, outgoing, stop, die_before_commit)
 
 
 async def main() -> None:
@@ -33,5 +39,5 @@ async def main() -> None:
         await bootstrap.relay(built).run(asyncio.Event())
 
 
-Relay._publish = _publish_then_die  # type: ignore[method-assign]
+Relay._publish = _publish_then_die  # type: ignore[assignment]
 asyncio.run(main())

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from adapters import postgres
 from app.integration import INTEGRATION_EVENTS
 from app.service import IssueService
-from app.workers.relay import Relay, RelayConfig
+from app.workers.relay import Relay, RelayConfig, RelayError
 from tests.conftest import RUN_ID
 
 _STRUCTS = {entry.ce_type: entry.struct for entry in INTEGRATION_EVENTS.values()}
@@ -61,16 +61,24 @@ class RunningRelay:
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    url: str, js: JetStreamContext, service: IssueService, config: RelayConfig
+    url: str, nc: NATS, service: IssueService, config: RelayConfig, *, max_pending: int = 4000
 ) -> AsyncIterator[RunningRelay]:
-    relay = Relay(database_url=url, js=js, mapper=service.app.mapper, config=config)
+    relay = Relay(
+        database_url=url,
+        nats=nc,
+        mapper=service.app.mapper,
+        config=config,
+        max_pending=max_pending,
+    )
     running = RunningRelay(relay, config)
     running.task = asyncio.create_task(relay.run(running.stop))
     try:
         yield running
     finally:
         running.stop.set()
-        with contextlib.suppress(Exception):
+        if not running.task.done() or not isinstance(running.task.exception(), RelayError):
+            # A relay that crashed, or hangs on stop, fails the test (an expected halt
+            # was already checked by the test itself).
             await asyncio.wait_for(running.task, 30)
 
 
@@ -81,6 +89,14 @@ async def relay_position(url: str, stream: str) -> int:
         return int(position or 0)
     finally:
         await conn.close()
+
+
+async def wait_progress(url: str, stream: str, beyond: int, *, timeout: float = 30.0) -> None:
+    """Wait until the relay stores a position beyond ``beyond``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await relay_position(url, stream) <= beyond:
+        assert asyncio.get_running_loop().time() < deadline, f"relay stuck at {beyond}"
+        await asyncio.sleep(0.02)
 
 
 async def newest_position(url: str) -> int:

@@ -236,3 +236,40 @@ def test_commands_reject_bad_values(command: Command, field: str) -> None:
         command(issue)
     assert bad.value.field == field
     assert issue.version == 1
+
+
+# The event store's JSON transcoder reads a dict of exactly {"_type_", "_data_"} back as a
+# custom type: stored as-is, such input would make the issue's events unreadable.
+POISON = {"_type_": "nope", "_data_": 1}
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        (lambda i: i.take_action(action="other", details={"x": POISON}, at=T0, by="a"), "details"),
+        (
+            lambda i: i.take_action(action="other", details={"l": [1, POISON]}, at=T0, by="a"),
+            "details",
+        ),
+        (lambda i: i.escalate(severity="high", evidence=POISON, at=T0, by="a"), "evidence"),
+    ],
+)
+def test_objects_the_event_store_would_misread_are_refused(command: Command, field: str) -> None:
+    issue = detected()
+    with pytest.raises(InvalidValue) as bad:
+        command(issue)
+    assert bad.value.field == field
+
+
+def test_detect_refuses_misreadable_evidence() -> None:
+    with pytest.raises(InvalidValue) as bad:
+        detected(evidence={"deep": {"deeper": POISON}})
+    assert bad.value.field == "evidence"
+
+
+def test_too_deeply_nested_objects_are_refused() -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(40):
+        nested = {"n": nested}
+    with pytest.raises(InvalidValue, match="deep"):
+        detected().take_action(action="other", details=nested, at=T0, by="a")
