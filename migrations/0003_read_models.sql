@@ -58,7 +58,9 @@ CREATE TABLE stats_counts (
     vertical text NOT NULL,
     country text NOT NULL,
     city text NOT NULL,
-    n bigint NOT NULL CHECK (n >= 0),
+    -- Never negative once a batch is applied; no CHECK, because INSERT ... ON CONFLICT
+    -- checks the candidate row (a -1 delta) before it finds the row to add it to.
+    n bigint NOT NULL,
     PRIMARY KEY (status, severity, kind, vertical, country, city)
 );
 -- ... and where each issue is counted, to move it when its status or severity changes.

@@ -10,6 +10,7 @@ from litestar import Controller, Response, get
 
 from adapters.postgres import CONNECTION_ERRORS
 from app.bootstrap import Container
+from projections import PROJECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,18 @@ class RelayStatus(msgspec.Struct):
     error: str | None = None
 
 
+class ProjectionStatus(msgspec.Struct):
+    position: int
+    lag: int  # stored events not yet applied
+
+
 class Readiness(msgspec.Struct):
     ready: bool
     database: bool
     nats: bool
     event_store_position: int | None
     relay: RelayStatus | None
+    projections: dict[str, ProjectionStatus] | None = None
 
 
 class HealthController(Controller):
@@ -54,6 +61,9 @@ class HealthController(Controller):
                     "SELECT position, status, halted_at, error FROM relay_state WHERE stream = $1",
                     stream,
                 )
+                applied = await container.pool.fetch(
+                    "SELECT name, position FROM projection_positions"
+                )
             database = True
         except CONNECTION_ERRORS as exc:
             log.warning("readiness: database check failed: %s", exc)
@@ -71,8 +81,17 @@ class HealthController(Controller):
                     row["halted_at"],
                     row["error"],
                 )
+        projections = None
+        if database:
+            assert newest is not None
+            known = {r["name"]: r["position"] for r in applied}
+            projections = {
+                name: ProjectionStatus(known.get(name, 0), max(0, newest - known.get(name, 0)))
+                for name in PROJECTIONS
+            }
         nats = container.nats.is_connected
         ready = database and nats
         return Response(
-            Readiness(ready, database, nats, newest, relay), status_code=200 if ready else 503
+            Readiness(ready, database, nats, newest, relay, projections),
+            status_code=200 if ready else 503,
         )

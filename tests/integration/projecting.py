@@ -1,0 +1,136 @@
+"""Shared by the read-model tests: followers of the test's own, waiting for them, and the
+check that every read model says what the aggregates say."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+from adapters import postgres
+from app.service import Command, IssueService
+from domain.issue import OrderIssue
+from projections import PROJECTIONS
+from projections.follower import Follower, FollowerConfig
+from tests.integration.helpers import note, report
+
+
+@contextlib.asynccontextmanager
+async def running_projections(
+    url: str, service: IssueService, *, batch_size: int = 100
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    stop = asyncio.Event()
+    config = FollowerConfig(batch_size=batch_size, poll_interval=0.2)
+    tasks = [
+        asyncio.create_task(
+            Follower(p, database_url=url, mapper=service.app.mapper, config=config).run(stop)
+        )
+        for p in PROJECTIONS.values()
+    ]
+    try:
+        yield tasks
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+async def positions(url: str) -> dict[str, int]:
+    conn = await postgres.connect(url)
+    try:
+        rows = await conn.fetch("SELECT name, position FROM projection_positions")
+        return {r["name"]: r["position"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def wait_projected(url: str, *, timeout: float = 60.0) -> None:
+    """Wait until every projection has applied the newest stored event."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        conn = await postgres.connect(url)
+        try:
+            newest = await conn.fetchval(
+                "SELECT coalesce(max(notification_id), 0) FROM inbox_events"
+            )
+        finally:
+            await conn.close()
+        applied = await positions(url)
+        if all(applied.get(name, 0) >= newest for name in PROJECTIONS):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"projections at {applied}, newest event {newest}")
+        await asyncio.sleep(0.05)
+
+
+def _mixed(issue_id: UUID, rng: random.Random) -> Command:
+    choices = [
+        lambda issue, at: issue.acknowledge(at=at, by="ann"),
+        lambda issue, at: issue.add_note(text="n", at=at, by="ann"),
+        lambda issue, at: issue.escalate(severity="critical", evidence={}, at=at, by="sys"),
+        lambda issue, at: issue.resolve(resolution="fixed", note="", at=at, by="ann"),
+        lambda issue, at: issue.reopen(reason="again", at=at, by="ann"),
+        lambda issue, at: issue.assign(assignee=rng.choice(["bob", "eve"]), at=at, by="ann"),
+    ]
+    return Command(issue_id, "mixed", act=rng.choice(choices))
+
+
+def write_mixed(service: IssueService, issues: int, steps: int, seed: int = 7) -> list[UUID]:
+    """``issues`` issues with ``steps`` random commands each (refused ones record nothing)."""
+    rng = random.Random(seed)
+    ids: list[UUID] = []
+    for start in range(0, issues, 25):
+        created = service.execute_batch(
+            [
+                report(f"mix-{seed}-{start + n}-{rng.random()}")
+                for n in range(min(25, issues - start))
+            ]
+        )
+        ids += [c.issue_id for c in created]  # type: ignore[union-attr]
+    for _ in range(steps):
+        service.execute_batch([_mixed(i, rng) for i in ids] + [note(ids[0], "x")])
+    return ids
+
+
+async def assert_read_models_match(url: str, service: IssueService) -> None:
+    """Each inbox and order row equals its aggregate; the counts equal the inbox's."""
+    conn = await postgres.connect(url)
+    try:
+        inbox = {r["issue_id"]: r for r in await conn.fetch("SELECT * FROM inbox_issues")}
+        orders = {r["issue_id"]: r for r in await conn.fetch("SELECT * FROM order_issues")}
+        counts = {
+            tuple(r)[:-1]: r["n"]
+            for r in await conn.fetch(
+                "SELECT status, severity, kind, vertical, country, city, n FROM stats_counts"
+            )
+        }
+        ids = [
+            r["originator_id"]
+            for r in await conn.fetch("SELECT DISTINCT originator_id FROM inbox_events")
+        ]
+    finally:
+        await conn.close()
+    assert set(inbox) == set(ids) == set(orders)
+    expected_counts: Counter[tuple[str, ...]] = Counter()
+    for issue_id in ids:
+        issue: OrderIssue = service.app.repository.get(issue_id)
+        row = inbox[issue_id]
+        assert (row["status"], row["severity"], row["version"], row["assignee"]) == (
+            issue.status,
+            issue.severity,
+            issue.version,
+            issue.assignee,
+        ), issue_id
+        assert row["note_count"] == len(issue.notes)
+        assert json.loads(row["evidence"]) == issue.evidence
+        assert (orders[issue_id]["status"], orders[issue_id]["version"]) == (
+            issue.status,
+            issue.version,
+        )
+        expected_counts[
+            (issue.status, issue.severity, issue.kind, issue.vertical, issue.country, issue.city)
+        ] += 1
+    assert {k: v for k, v in counts.items() if v} == dict(expected_counts)
