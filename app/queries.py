@@ -167,7 +167,9 @@ class ReadModels:
         where = filters.where(params)
         if cursor is not None:
             after = decode_cursor(cursor, sort)
-            params += [after.priority, after.at, after.issue_id]
+            if sort == "priority":
+                params.append(after.priority)
+            params += [after.at, after.issue_id]
             n = len(params)
             where += " AND " + keyset.format(a=f"${n - 2}", b=f"${n - 1}", c=f"${n}")
         params.append(limit + 1)

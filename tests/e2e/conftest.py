@@ -26,6 +26,7 @@ def api(
         "INBOX_INBOX_STREAM": settings.inbox_stream,
         "INBOX_INBOX_SUBJECT_PREFIX": settings.inbox_subject_prefix,
         "INBOX_PROJECTION_POLL_SECONDS": "0.2",
+        "INBOX_MIN_POSITION_WAIT_SECONDS": "2",
     }
     with running_api(endpoints, log_path, command="up", env=env) as base_url:
         yield base_url

@@ -1,0 +1,169 @@
+"""The read side over HTTP: read-your-writes, filters, cursors, stats, orders, the live
+feed, and hostile input (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.e2e.test_issue_api import AGENT, HAPPY_PATH, command, report
+
+
+def test_read_your_writes_after_every_command(http: httpx.Client) -> None:
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    created = report(http, order_id=order_id)
+    issue_id, position = created["issue_id"], created["position"]
+    for name, body, status in HAPPY_PATH:
+        result = command(http, issue_id, name, body).json()
+        position = result["position"]
+        at = {"min_position": position}
+        one = http.get(f"/api/issues/{issue_id}", params=at)
+        assert (one.json()["version"], one.json()["status"]) == (result["version"], status), name
+        listed = http.get("/api/issues", params={**at, "order_id": order_id, "status": status})
+        assert [i["issue_id"] for i in listed.json()["items"]] == [issue_id], name
+        order = http.get(f"/api/orders/{order_id}", params=at).json()
+        assert order["issues"][0]["version"] == result["version"], name
+        counted = http.get("/api/stats", params={**at, "order_id": order_id, "status": status})
+        assert counted.json()["total"] == 1, name
+    assert order["open_issues"] == 1
+
+
+def test_a_position_not_reached_in_time_is_503_with_retry_after(http: httpx.Client) -> None:
+    for path in ("/api/issues", "/api/stats", f"/api/orders/x-{uuid.uuid4()}"):
+        response = http.get(path, params={"min_position": 10**15})
+        assert response.status_code == 503, (path, response.text)
+        assert response.headers["Retry-After"]
+
+
+def test_filters_sorts_and_cursors(http: httpx.Client) -> None:
+    city = f"city-{uuid.uuid4().hex[:6]}"
+    position = 0
+    for severity in ("low", "high", "critical", "high", "medium"):
+        position = report(http, city=city, severity=severity)["position"]
+    for sort in ("priority", "detected_at", "updated_at"):
+        seen: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {
+                "city": city,
+                "sort": sort,
+                "limit": 2,
+                "min_position": position,
+            }
+            if cursor:
+                params["cursor"] = cursor
+            page = http.get("/api/issues", params=params).json()
+            seen += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len({i["issue_id"] for i in seen}) == 5, sort
+        if sort == "priority":
+            assert [i["severity"] for i in seen] == ["critical", "high", "high", "medium", "low"]
+    both = http.get("/api/issues", params={"city": city, "severity": ["high", "critical"]})
+    assert len(both.json()["items"]) == 3
+    first = http.get("/api/issues", params={"city": city, "limit": 1}).json()["next_cursor"]
+    other = http.get("/api/issues", params={"city": city, "sort": "updated_at", "cursor": first})
+    assert other.status_code == 400
+    assert other.json()["field"] == "cursor"
+    stats = http.get("/api/stats", params={"city": city}).json()
+    assert stats["total"] == 5
+    assert stats["by_severity"] == {"low": 1, "medium": 1, "high": 2, "critical": 1}
+
+
+def test_resolved_issues_leave_the_default_view(http: httpx.Client) -> None:
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    issue_id = report(http, order_id=order_id)["issue_id"]
+    done = command(http, issue_id, "resolve", {"agent_id": AGENT, "resolution": "fixed"}).json()
+    at = {"min_position": done["position"], "order_id": order_id}
+    assert http.get("/api/issues", params=at).json()["items"] == []
+    resolved = http.get("/api/issues", params={**at, "status": "resolved"}).json()["items"]
+    assert resolved[0]["resolved_by"] == "agent"
+    assert http.get("/api/stats", params=at).json()["total"] == 0
+
+
+def test_the_stream_sends_each_change(http: httpx.Client, api: str) -> None:
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    received: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with (
+            httpx.Client(base_url=api, timeout=15) as client,
+            client.stream("GET", "/api/stream", params={"order_id": order_id}) as response,
+        ):
+            assert response.status_code == 200
+            connected.set()
+            event = None
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event == "issue":
+                    received.append(json.loads(line.split(":", 1)[1]))
+                    if len(received) == 2:
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    issue_id = report(http, order_id=order_id)["issue_id"]
+    report(http, order_id=f"other-{order_id}")  # filtered out
+    command(http, issue_id, "acknowledge", {"agent_id": AGENT})
+    listener.join(15)
+    assert [(i["issue_id"], i["status"]) for i in received] == [
+        (issue_id, "open"),
+        (issue_id, "acknowledged"),
+    ]
+    assert received[0]["position"] < received[1]["position"]
+
+
+texts = st.text(max_size=300)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(
+        [
+            "status",
+            "severity",
+            "kind",
+            "vertical",
+            "country",
+            "city",
+            "assignee",
+            "order_id",
+            "sort",
+            "limit",
+            "cursor",
+            "min_position",
+        ]
+    ),
+    values=st.lists(texts, min_size=1, max_size=3),
+    path=st.sampled_from(["/api/issues", "/api/stats", "/api/stream"]),
+)
+def test_hostile_filters_get_4xx_or_results_never_5xx(
+    http: httpx.Client, name: str, values: list[str], path: str
+) -> None:
+    if path == "/api/stream":  # a valid stream never ends: only invalid input is quick
+        if name not in ("status", "severity", "kind", "vertical"):
+            return
+        values = [v + "\x01" for v in values]
+    response = http.get(path, params={name: values})
+    assert response.status_code < 500, (name, values, response.text)
+    if response.status_code >= 400:
+        assert response.json()["status_code"] == response.status_code
+
+
+@pytest.mark.parametrize("order_id", ["%00", "a" * 300, "../../etc/passwd", "' OR 1=1 --"])
+def test_hostile_order_ids(http: httpx.Client, order_id: str) -> None:
+    response = http.get(f"/api/orders/{order_id}")
+    assert response.status_code in (400, 404), response.text
