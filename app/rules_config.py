@@ -1,0 +1,76 @@
+"""The detection thresholds file (``INBOX_RULES_FILE``, TOML; shipped: ``app/rules.toml``),
+read and validated at start: a mistake stops the start with one line saying where."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from domain.errors import InvalidValue
+from domain.rules import Tiers
+from domain.thresholds import Thresholds
+
+SHIPPED = Path(__file__).with_name("rules.toml")
+
+_Tiers = list[tuple[float, str]]
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True):
+    detector: dict[str, float] = msgspec.field(default_factory=dict)
+    defaults: dict[str, _Tiers] = msgspec.field(default_factory=dict)
+    vertical: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    country: dict[str, dict[str, _Tiers]] = msgspec.field(default_factory=dict)
+
+
+class RulesError(Exception):
+    """The rules file is unreadable or invalid."""
+
+
+def _tiers(kinds: dict[str, Any], where: str) -> dict[str, Tiers]:
+    try:
+        converted = msgspec.convert(kinds, dict[str, _Tiers])
+    except msgspec.ValidationError as exc:
+        raise RulesError(f"{where}: {exc}") from None
+    return {kind: tuple((float(m), s) for m, s in tiers) for kind, tiers in converted.items()}
+
+
+def parse(text: str, source: str = "rules") -> Thresholds:
+    try:
+        table = msgspec.convert(tomllib.loads(text), _Table)
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise RulesError(f"{source}: {exc}") from None
+    by_vertical: dict[str, dict[str, Tiers]] = {}
+    by_vertical_country: dict[tuple[str, str], dict[str, Tiers]] = {}
+    for vertical, kinds in table.vertical.items():
+        countries = kinds.pop("country", {})
+        by_vertical[vertical] = _tiers(kinds, f"{source}: vertical.{vertical}")
+        for country, country_kinds in countries.items():
+            by_vertical_country[(vertical, country)] = _tiers(
+                country_kinds, f"{source}: vertical.{vertical}.country.{country}"
+            )
+    unknown = set(table.detector) - {"clear_for_seconds"}
+    if unknown:
+        raise RulesError(f"{source}: detector: unknown setting(s) {', '.join(sorted(unknown))}")
+    try:
+        return Thresholds(
+            defaults=_tiers(table.defaults, f"{source}: defaults"),
+            by_vertical=by_vertical,
+            by_country={c: _tiers(k, f"{source}: country.{c}") for c, k in table.country.items()},
+            by_vertical_country=by_vertical_country,
+            clear_for_seconds=table.detector.get("clear_for_seconds", 60.0),
+        )
+    except InvalidValue as exc:
+        raise RulesError(f"{source}: {exc}") from None
+
+
+def load(path: Path | None) -> Thresholds:
+    """The thresholds of ``path``, or the shipped ones when None."""
+    chosen = path or SHIPPED
+    try:
+        text = chosen.read_text()
+    except OSError as exc:
+        raise RulesError(f"INBOX_RULES_FILE {chosen}: {exc.strerror}") from None
+    return parse(text, str(chosen))

@@ -1,0 +1,147 @@
+"""What is known of one order, folded from its lifecycle events (CONTRACT §2).
+
+Events arrive twice, late and out of order: :func:`fold` drops repeated event ids and
+applies the rest in ``occurred_at`` order (the event id breaks ties), so any arrival order
+of the same events gives the same state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+ORDER_EVENT_TYPES = frozenset(
+    {
+        "order_placed",
+        "venue_accepted",
+        "venue_rejected",
+        "order_ready",
+        "courier_assigned",
+        "courier_unassigned",
+        "courier_arrived_at_venue",
+        "order_picked_up",
+        "eta_updated",
+        "courier_location",
+        "order_delivered",
+        "order_cancelled",
+        "payment_failed",
+        "customer_contacted_support",
+    }
+)
+
+# A courier who moved less than this between two pings has not moved.
+STATIONARY_RADIUS_METRES = 50.0
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """One incoming order event, as the rules need it (validated before it gets here)."""
+
+    event_id: str
+    type: str
+    order_id: str
+    occurred_at: datetime
+    vertical: str
+    country: str
+    city: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OrderState:
+    order_id: str
+    vertical: str
+    country: str
+    city: str
+    placed_at: datetime | None = None
+    promised_delivery_at: datetime | None = None
+    accepted_at: datetime | None = None
+    rejected_at: datetime | None = None
+    rejection_reason: str | None = None
+    ready_at: datetime | None = None
+    courier_id: str | None = None
+    courier_assigned_at: datetime | None = None
+    unassignments: int = 0
+    courier_arrived_at: datetime | None = None
+    picked_up_at: datetime | None = None
+    estimated_delivery_at: datetime | None = None
+    delivered_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    payment_failed_at: datetime | None = None
+    last_event_at: datetime | None = None
+    last_position: tuple[float, float] | None = None
+    last_moved_at: datetime | None = None
+    contacts: tuple[datetime, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        """Delivered or cancelled: nothing more can go wrong."""
+        return self.delivered_at is not None or self.cancelled_at is not None
+
+
+def fold(events: Iterable[OrderEvent]) -> OrderState | None:
+    """The state after ``events`` (None when there are none)."""
+    unique = {event.event_id: event for event in events}
+    ordered = sorted(unique.values(), key=lambda e: (e.occurred_at, e.event_id))
+    state: OrderState | None = None
+    for event in ordered:
+        state = apply(state, event)
+    return state
+
+
+def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: PLR0912
+    """One event, in occurred_at order, onto the state before it."""
+    if state is None:
+        state = OrderState(event.order_id, event.vertical, event.country, event.city)
+    at, data, kind = event.occurred_at, event.data, event.type
+    changes: dict[str, Any] = {"last_event_at": max(at, state.last_event_at or at)}
+    if kind == "order_placed":
+        changes.update(placed_at=at, promised_delivery_at=data.get("promised_delivery_at"))
+    elif kind == "venue_accepted":
+        changes.update(accepted_at=at)
+    elif kind == "venue_rejected":
+        changes.update(rejected_at=at, rejection_reason=data.get("reason"))
+    elif kind == "order_ready":
+        changes.update(ready_at=at)
+    elif kind == "courier_assigned":
+        changes.update(courier_id=data.get("courier_id"), courier_assigned_at=at)
+        changes.update(courier_arrived_at=None, last_position=None, last_moved_at=None)
+    elif kind == "courier_unassigned":
+        changes.update(courier_id=None, courier_assigned_at=None, courier_arrived_at=None)
+        changes.update(unassignments=state.unassignments + 1)
+    elif kind == "courier_arrived_at_venue":
+        changes.update(courier_arrived_at=at)
+    elif kind == "order_picked_up":
+        changes.update(picked_up_at=at, last_moved_at=at)
+    elif kind == "eta_updated":
+        changes.update(estimated_delivery_at=data.get("estimated_delivery_at"))
+    elif kind == "courier_location":
+        position = (float(data["lat"]), float(data["lon"]))
+        moved = state.last_position is None or (
+            _metres(state.last_position, position) >= STATIONARY_RADIUS_METRES
+        )
+        changes.update(last_position=position)
+        if moved:
+            changes.update(last_moved_at=at)
+    elif kind == "order_delivered":
+        changes.update(delivered_at=at)
+    elif kind == "order_cancelled":
+        changes.update(cancelled_at=at)
+    elif kind == "payment_failed":
+        changes.update(payment_failed_at=at)
+    elif kind == "customer_contacted_support":
+        changes.update(contacts=(*state.contacts, at))
+    return replace(state, **changes)
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance (haversine), good to a metre at these scales."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6_371_000 * math.asin(math.sqrt(h))

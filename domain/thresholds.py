@@ -1,0 +1,59 @@
+"""Thresholds per vertical and country: which tiers each rule uses for one order.
+
+The most specific setting wins: defaults < vertical < country < (vertical, country).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from domain.errors import InvalidValue
+from domain.rules import RULES, Tiers
+from domain.values import SEVERITY_RANK
+
+KindTiers = Mapping[str, Tiers]
+
+
+def check_tiers(where: str, kind: str, tiers: Tiers) -> None:
+    """Tiers ascend in threshold and never lower the severity; names are known."""
+    if kind not in RULES:
+        raise InvalidValue(where, f"unknown rule {kind!r}; known: {', '.join(sorted(RULES))}")
+    previous_threshold, previous_rank = -1.0, -1
+    for threshold, severity in tiers:
+        if severity not in SEVERITY_RANK:
+            raise InvalidValue(f"{where}.{kind}", f"unknown severity {severity!r}")
+        if threshold < 0 or threshold <= previous_threshold:
+            raise InvalidValue(f"{where}.{kind}", "thresholds must be >= 0 and ascending")
+        if SEVERITY_RANK[severity] < previous_rank:
+            raise InvalidValue(f"{where}.{kind}", "a later tier cannot lower the severity")
+        previous_threshold, previous_rank = threshold, SEVERITY_RANK[severity]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    defaults: KindTiers
+    by_vertical: Mapping[str, KindTiers] = field(default_factory=dict)
+    by_country: Mapping[str, KindTiers] = field(default_factory=dict)
+    by_vertical_country: Mapping[tuple[str, str], KindTiers] = field(default_factory=dict)
+    # A condition must stay clear this long before its issue resolves itself (no flapping).
+    clear_for_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        for where, kinds in [
+            ("defaults", self.defaults),
+            *((f"vertical.{v}", k) for v, k in self.by_vertical.items()),
+            *((f"country.{c}", k) for c, k in self.by_country.items()),
+            *((f"vertical.{v}.country.{c}", k) for (v, c), k in self.by_vertical_country.items()),
+        ]:
+            for kind, tiers in kinds.items():
+                check_tiers(where, kind, tiers)
+        if self.clear_for_seconds < 0:
+            raise InvalidValue("clear_for_seconds", "must be >= 0")
+
+    def for_order(self, vertical: str, country: str) -> dict[str, Tiers]:
+        merged = dict(self.defaults)
+        merged.update(self.by_vertical.get(vertical, {}))
+        merged.update(self.by_country.get(country, {}))
+        merged.update(self.by_vertical_country.get((vertical, country), {}))
+        return merged

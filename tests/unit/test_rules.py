@@ -1,0 +1,207 @@
+"""Detection rules: table-driven, boundaries included; thresholds and the rules file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.rules_config import RulesError, load, parse
+from domain.order import OrderEvent, fold
+from domain.rules import RULES, evaluate, next_check
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SHIPPED = load(None)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def order(*steps: tuple[float, str, dict[str, Any]], vertical: str = "restaurant") -> Any:
+    events = [
+        OrderEvent(f"e{n}", kind, "o1", at(minute), vertical, "FI", "Helsinki", data)
+        for n, (minute, kind, data) in enumerate(steps)
+    ]
+    return fold(events)
+
+
+PLACED = (0, "order_placed", {"promised_delivery_at": at(40)})
+
+# (rule, order steps, minutes after T0 "now", expected severity or None)
+CASES: list[tuple[str, tuple[Any, ...], float, str | None]] = [
+    ("venue_acceptance_delayed", (PLACED,), 2.99, None),
+    ("venue_acceptance_delayed", (PLACED,), 3, "medium"),
+    ("venue_acceptance_delayed", (PLACED,), 5, "high"),
+    ("venue_acceptance_delayed", (PLACED,), 60, "critical"),
+    ("venue_acceptance_delayed", (PLACED, (1, "venue_accepted", {})), 60, None),
+    ("venue_acceptance_delayed", (PLACED, (20, "order_cancelled", {})), 60, None),
+    ("venue_rejected", (PLACED, (1, "venue_rejected", {"reason": "closed"})), 1, "high"),
+    ("venue_rejected", (PLACED, (1, "venue_rejected", {})), 11, "critical"),
+    ("venue_rejected", (PLACED, (1, "venue_rejected", {}), (2, "order_cancelled", {})), 3, None),
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", {})), 10.99, None),
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", {})), 11, "medium"),
+    (
+        "no_courier_assigned",
+        (PLACED, (1, "venue_accepted", {}), (5, "courier_assigned", {"courier_id": "c"})),
+        40,
+        None,
+    ),
+    ("courier_waiting_at_venue", (PLACED, (5, "courier_arrived_at_venue", {})), 14.9, None),
+    ("courier_waiting_at_venue", (PLACED, (5, "courier_arrived_at_venue", {})), 15, "medium"),
+    ("courier_waiting_at_venue", (PLACED, (5, "courier_arrived_at_venue", {})), 20, "high"),
+    (
+        "courier_waiting_at_venue",
+        (PLACED, (5, "courier_arrived_at_venue", {}), (6, "order_picked_up", {})),
+        30,
+        None,
+    ),
+    ("ready_not_picked_up", (PLACED, (10, "order_ready", {})), 20, "medium"),
+    ("ready_not_picked_up", (PLACED, (10, "order_ready", {})), 19.9, None),
+    ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(40)})), 5, None),
+    ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(50)})), 5, "low"),
+    ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(51)})), 5, "medium"),
+    ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(71)})), 5, "critical"),
+    ("delivery_overdue", (PLACED,), 40.9, None),
+    ("delivery_overdue", (PLACED,), 41, "low"),
+    ("delivery_overdue", (PLACED,), 71, "critical"),
+    ("delivery_overdue", (PLACED, (39, "order_delivered", {})), 90, None),
+    (
+        "courier_stationary",
+        (
+            PLACED,
+            (20, "order_picked_up", {}),
+            (21, "courier_location", {"lat": 60.17, "lon": 24.94}),
+            (25, "courier_location", {"lat": 60.17001, "lon": 24.94}),
+        ),
+        28.9,
+        None,
+    ),
+    (
+        "courier_stationary",
+        (
+            PLACED,
+            (20, "order_picked_up", {}),
+            (21, "courier_location", {"lat": 60.17, "lon": 24.94}),
+            (25, "courier_location", {"lat": 60.17001, "lon": 24.94}),
+        ),
+        29,
+        "medium",
+    ),
+    (
+        "courier_stationary",
+        (
+            PLACED,
+            (20, "order_picked_up", {}),
+            (21, "courier_location", {"lat": 60.17, "lon": 24.94}),
+            (28, "courier_location", {"lat": 60.18, "lon": 24.94}),
+        ),
+        35,
+        None,
+    ),
+    (
+        "courier_reassigned_repeatedly",
+        (
+            PLACED,
+            (2, "courier_unassigned", {}),
+        ),
+        3,
+        None,
+    ),
+    (
+        "courier_reassigned_repeatedly",
+        (PLACED, (2, "courier_unassigned", {}), (3, "courier_unassigned", {})),
+        3,
+        "medium",
+    ),
+    ("payment_failed", (PLACED, (1, "payment_failed", {"reason": "declined"})), 1, "high"),
+    ("order_stale", (PLACED, (1, "venue_accepted", {})), 45.9, None),
+    ("order_stale", (PLACED, (1, "venue_accepted", {})), 46, "medium"),
+]
+
+
+@pytest.mark.parametrize(("rule", "steps", "now", "expected"), CASES)
+def test_rule(rule: str, steps: tuple[Any, ...], now: float, expected: str | None) -> None:
+    state = order(*steps)
+    tiers = SHIPPED.for_order(state.vertical, state.country)[rule]
+    check = RULES[rule](state, at(now), tiers)
+    assert check.severity == expected
+    if expected is not None:
+        assert check.evidence
+
+
+def test_out_of_order_and_repeated_events_give_the_same_state() -> None:
+    steps = [
+        PLACED,
+        (1, "venue_accepted", {}),
+        (3, "courier_assigned", {"courier_id": "c"}),
+        (9, "order_ready", {}),
+    ]
+    events = [
+        OrderEvent(f"e{n}", k, "o1", at(m), "restaurant", "FI", "H", d)
+        for n, (m, k, d) in enumerate(steps)
+    ]
+    shuffled = [events[3], events[1], events[0], events[3], events[2], events[1]]
+    assert fold(shuffled) == fold(events)
+
+
+def test_a_deadline_already_passed_fires_at_once() -> None:
+    """Judged by occurred_at: placed 20 minutes ago with no acceptance is late now."""
+    checks = evaluate(order(PLACED), at(20), SHIPPED.for_order("restaurant", "FI"))
+    assert checks["venue_acceptance_delayed"].severity == "critical"
+
+
+def test_the_next_check_is_the_next_threshold() -> None:
+    checks = evaluate(order(PLACED), at(1), SHIPPED.for_order("restaurant", "FI"))
+    assert next_check(checks) == at(3)
+
+
+def test_verticals_have_their_own_thresholds() -> None:
+    grocery = SHIPPED.for_order("grocery", "FI")["venue_acceptance_delayed"]
+    restaurant = SHIPPED.for_order("restaurant", "FI")["venue_acceptance_delayed"]
+    assert grocery[0][0] > restaurant[0][0]
+
+
+def test_the_most_specific_table_wins() -> None:
+    thresholds = parse(
+        """
+        [defaults]
+        order_stale = [[45, "medium"]]
+        [vertical.grocery]
+        order_stale = [[50, "medium"]]
+        [country.FI]
+        order_stale = [[55, "medium"]]
+        [vertical.grocery.country.FI]
+        order_stale = [[60, "medium"]]
+        """
+    )
+    assert thresholds.for_order("restaurant", "SE")["order_stale"] == ((45.0, "medium"),)
+    assert thresholds.for_order("grocery", "SE")["order_stale"] == ((50.0, "medium"),)
+    assert thresholds.for_order("restaurant", "FI")["order_stale"] == ((55.0, "medium"),)
+    assert thresholds.for_order("grocery", "FI")["order_stale"] == ((60.0, "medium"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[defaults]\nbogus_rule = [[1, 'low']]", "unknown rule"),
+        ("[defaults]\norder_stale = [[1, 'apocalyptic']]", "unknown severity"),
+        ("[defaults]\norder_stale = [[5, 'low'], [3, 'high']]", "ascending"),
+        ("[defaults]\norder_stale = [[1, 'high'], [3, 'low']]", "lower the severity"),
+        ("[defaults]\norder_stale = 'soon'", "defaults"),
+        ("[defaults\n", "rules"),
+        ("[detector]\nflap = 3", "unknown setting"),
+        ("[weather]\nrain = 1", "weather"),
+    ],
+)
+def test_a_bad_rules_file_says_where(text: str, says: str) -> None:
+    with pytest.raises(RulesError, match=says) as bad:
+        parse(text)
+    assert "\n" not in str(bad.value)
+
+
+def test_a_missing_rules_file_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="INBOX_RULES_FILE"):
+        load(tmp_path / "nope.toml")
