@@ -1,0 +1,97 @@
+"""From rule checks to issue actions: what the detector should do to an order's issues.
+
+Pure: given what the rules see now, the issues as they stand and since when each
+condition has been clear, it says which issues to raise, escalate, reopen or resolve.
+Re-running it on the same inputs asks for nothing new, so redelivered events and re-fired
+timers have no second effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from domain.order import OrderState
+from domain.rules import Check
+from domain.values import SEVERITIES, SEVERITY_RANK
+
+
+@dataclass(frozen=True)
+class IssueSnapshot:
+    status: str
+    severity: str
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    op: str  # detect | escalate | reopen | resolve
+    severity: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: list[Action]
+    clear_since: dict[str, datetime]  # kind -> first seen clear (for open issues only)
+    recheck_at: datetime | None  # the earliest clear-for deadline still to come
+
+
+def plan(
+    order: OrderState,
+    checks: Mapping[str, Check],
+    issues: Mapping[str, IssueSnapshot],
+    clear_since: Mapping[str, datetime],
+    now: datetime,
+    clear_for: timedelta,
+) -> Plan:
+    actions: list[Action] = []
+    still_clear: dict[str, datetime] = {}
+    recheck: list[datetime] = []
+    for kind in sorted(set(checks) | set(issues)):
+        check = checks.get(kind, Check())
+        issue = issues.get(kind)
+        if check.holds and not order.finished:
+            assert check.severity is not None
+            if issue is None:
+                actions.append(Action(kind, "detect", check.severity, check.evidence))
+                continue
+            if issue.status == "resolved":
+                actions.append(Action(kind, "reopen", reason="the condition recurred"))
+            if SEVERITY_RANK[check.severity] > SEVERITY_RANK[issue.severity]:
+                actions.append(Action(kind, "escalate", check.severity, check.evidence))
+        elif issue is not None and issue.status != "resolved":
+            if order.finished:
+                why = "the order was delivered" if order.delivered_at else "the order was cancelled"
+                actions.append(Action(kind, "resolve", reason=why))
+                continue
+            since = clear_since.get(kind, now)
+            if now - since >= clear_for:
+                actions.append(Action(kind, "resolve", reason="the condition cleared"))
+            else:
+                still_clear[kind] = since
+                recheck.append(since + clear_for)
+    return Plan(actions, still_clear, min(recheck) if recheck else None)
+
+
+def contact_escalations(issues: Mapping[str, IssueSnapshot]) -> list[Action]:
+    """A customer contacted support: every open issue of the order goes up one level.
+    No open issue means the inbox missed it (the caller records a missed detection)."""
+    actions = []
+    for kind, issue in sorted(issues.items()):
+        if issue.status == "resolved":
+            continue
+        rank = SEVERITY_RANK[issue.severity]
+        if rank + 1 < len(SEVERITIES):
+            actions.append(
+                Action(
+                    kind,
+                    "escalate",
+                    SEVERITIES[rank + 1],
+                    {"customer_contacted_support": True},
+                )
+            )
+    return actions

@@ -1,0 +1,77 @@
+"""The detector's decisions: raise, escalate, reopen, resolve, without flapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from domain.detection import IssueSnapshot, contact_escalations, plan
+from domain.order import OrderState
+from domain.rules import Check
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CLEAR_FOR = timedelta(seconds=60)
+ORDER = OrderState("o1", "restaurant", "FI", "Helsinki", placed_at=NOW)
+DONE = OrderState("o1", "restaurant", "FI", "Helsinki", placed_at=NOW, delivered_at=NOW)
+HOLDS = {"order_stale": Check("high", {"minutes": 50})}
+CLEAR = {"order_stale": Check()}
+
+
+def ops(result: object) -> list[tuple[str, str]]:
+    return [(a.kind, a.op) for a in result.actions]  # type: ignore[attr-defined]
+
+
+def test_a_new_condition_raises_an_issue() -> None:
+    assert ops(plan(ORDER, HOLDS, {}, {}, NOW, CLEAR_FOR)) == [("order_stale", "detect")]
+
+
+def test_a_worse_condition_escalates_and_an_equal_one_does_nothing() -> None:
+    medium = {"order_stale": IssueSnapshot("open", "medium")}
+    high = {"order_stale": IssueSnapshot("acknowledged", "high")}
+    assert ops(plan(ORDER, HOLDS, medium, {}, NOW, CLEAR_FOR)) == [("order_stale", "escalate")]
+    assert ops(plan(ORDER, HOLDS, high, {}, NOW, CLEAR_FOR)) == []
+
+
+def test_a_resolved_issue_whose_condition_recurs_is_reopened_not_duplicated() -> None:
+    resolved = {"order_stale": IssueSnapshot("resolved", "high")}
+    assert ops(plan(ORDER, HOLDS, resolved, {}, NOW, CLEAR_FOR)) == [("order_stale", "reopen")]
+
+
+def test_a_cleared_condition_resolves_only_after_staying_clear() -> None:
+    issue = {"order_stale": IssueSnapshot("open", "high")}
+    first = plan(ORDER, CLEAR, issue, {}, NOW, CLEAR_FOR)
+    assert ops(first) == []
+    assert first.clear_since == {"order_stale": NOW}
+    assert first.recheck_at == NOW + CLEAR_FOR
+    almost = plan(ORDER, CLEAR, issue, first.clear_since, NOW + timedelta(seconds=59), CLEAR_FOR)
+    assert ops(almost) == []
+    later = plan(ORDER, CLEAR, issue, first.clear_since, NOW + CLEAR_FOR, CLEAR_FOR)
+    assert ops(later) == [("order_stale", "resolve")]
+
+
+def test_a_condition_back_before_the_moment_passed_keeps_the_issue() -> None:
+    issue = {"order_stale": IssueSnapshot("open", "high")}
+    back = plan(ORDER, HOLDS, issue, {"order_stale": NOW}, NOW + timedelta(seconds=30), CLEAR_FOR)
+    assert ops(back) == []
+    assert back.clear_since == {}
+
+
+def test_a_finished_order_resolves_every_open_issue_at_once() -> None:
+    issues = {
+        "order_stale": IssueSnapshot("open", "high"),
+        "eta_slipped": IssueSnapshot("snoozed", "low"),
+        "payment_failed": IssueSnapshot("resolved", "high"),
+    }
+    result = plan(DONE, HOLDS, issues, {}, NOW, CLEAR_FOR)
+    assert ops(result) == [("eta_slipped", "resolve"), ("order_stale", "resolve")]
+    assert "delivered" in result.actions[0].reason
+
+
+def test_a_contact_escalates_open_issues_one_level() -> None:
+    issues = {
+        "order_stale": IssueSnapshot("open", "medium"),
+        "eta_slipped": IssueSnapshot("open", "critical"),
+        "payment_failed": IssueSnapshot("resolved", "low"),
+    }
+    actions = contact_escalations(issues)
+    assert [(a.kind, a.severity) for a in actions] == [("order_stale", "high")]
+    assert contact_escalations({}) == []
