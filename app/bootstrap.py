@@ -21,6 +21,8 @@ from adapters import postgres
 from adapters.clock import Clock, SystemClock
 from adapters.embedded import embedded_nats, embedded_postgres
 from adapters.eventstore import eventstore_env
+from app import rules_config
+from app.detection import Detector
 from app.history import History
 from app.queries import Positions, ReadModels
 from app.service import CommandBus, IssueApplication, IssueService
@@ -77,6 +79,7 @@ class Container:
     history: History
     read_models: ReadModels
     positions: Positions
+    detector: Detector
 
 
 def _record_batch(size: int, seconds: float) -> None:
@@ -114,6 +117,9 @@ async def container(
         positions = Positions(endpoints.database_url, read_models)
         await positions.start()
         stack.push_async_callback(positions.close)
+        detector = Detector(
+            pool=pool, issues=issues, thresholds=rules_config.load(settings.rules_file), clock=clock
+        )
         yield Container(
             settings=settings,
             endpoints=endpoints,
@@ -126,6 +132,7 @@ async def container(
             history=History(pool, app.mapper),
             read_models=read_models,
             positions=positions,
+            detector=detector,
         )
 
 

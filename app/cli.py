@@ -21,7 +21,9 @@ from app import bootstrap
 from app.bootstrap import Container, Endpoints, container, servers
 from app.http.app import create_app
 from app.integration import write_schemas
+from app.rules_config import RulesError
 from app.settings import Settings, SettingsError, load_settings
+from app.workers.detector import ConsumerConfigValues, consume_orders, fire_timers
 from app.workers.relay import RelayError
 from projections import PROJECTIONS
 from projections.rebuild import SUFFIX, rebuild
@@ -38,6 +40,19 @@ async def _migrate(settings: Settings, endpoints: Endpoints) -> None:
 
 async def _run_relay(built: Container, stop: asyncio.Event) -> None:
     await bootstrap.relay(built).run(stop)
+
+
+async def _run_detector(built: Container, stop: asyncio.Event) -> None:
+    settings = built.settings
+    config = ConsumerConfigValues(
+        stream=settings.orders_stream,
+        subject_prefix=settings.orders_subject_prefix,
+        create_stream=settings.create_streams,
+    )
+    await asyncio.gather(
+        consume_orders(built.nats, built.detector, config, stop),
+        fire_timers(built.detector, stop),
+    )
 
 
 async def _run_projections(built: Container, stop: asyncio.Event) -> None:
@@ -134,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="the HTTP server only")
     commands.add_parser("relay", help="the outbox relay only (event store -> NATS INBOX)")
     commands.add_parser("project", help="the projection workers only (read models)")
+    commands.add_parser("detect", help="the order-event consumer and durable timers only")
     rebuild_cmd = commands.add_parser(
         "rebuild", help="rebuild one read model from the event store, then swap it in"
     )
@@ -154,7 +170,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 (a case per command)
     args = _parser().parse_args(argv)
     if args.command == "schemas":
         for path in write_schemas(args.out):
@@ -178,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_serve(settings, endpoints, workers=[]))
             elif args.command == "up":
                 asyncio.run(_migrate(settings, endpoints))
-                asyncio.run(_serve(settings, endpoints, workers=[_run_relay, _run_projections]))
+                workers: list[Worker] = [_run_relay, _run_projections, _run_detector]
+                asyncio.run(_serve(settings, endpoints, workers=workers))
             elif args.command == "relay":
                 asyncio.run(_work(settings, endpoints, _run_relay))
+            elif args.command == "detect":
+                asyncio.run(_work(settings, endpoints, _run_detector))
             elif args.command == "project":
                 asyncio.run(_work(settings, endpoints, _run_projections))
             elif args.command == "rebuild":
@@ -191,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except RelayError as exc:
         print(f"inbox: {exc}", file=sys.stderr)
         return 1
+    except RulesError as exc:
+        print(f"inbox: bad rules file: {exc}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, _Terminated):
         return 0
     return 0

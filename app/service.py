@@ -232,6 +232,11 @@ class IssueService:
             for r in recordings
         }
 
+    def current(self, issue_ids: set[UUID]) -> dict[UUID, OrderIssue]:
+        """The issues among ``issue_ids`` that exist, as they stand now."""
+        found: dict[UUID, OrderIssue] = self._load(issue_ids)
+        return found
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _load(self, issue_ids: set[UUID]) -> dict[UUID, OrderIssue]:
         """The current state of each existing issue among ``issue_ids``, in one query.

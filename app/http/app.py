@@ -12,12 +12,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from app.bootstrap import Container
+from app.detection import Detector
 from app.history import History
 from app.http.errors import exception_to_response
 from app.http.events import EventLogController
 from app.http.health import HealthController
 from app.http.inbox import InboxController, filters
 from app.http.issues import IssueController
+from app.http.orders import OrderEventsController
 from app.queries import Positions, ReadModels
 from app.service import CommandBus
 from app.settings import Settings
@@ -48,6 +50,10 @@ def _settings(state: State) -> Settings:
     return _container(state).settings
 
 
+def _detector(state: State) -> Detector:
+    return _container(state).detector
+
+
 class MetricsController(PrometheusController):
     path = "/metrics"
 
@@ -65,6 +71,7 @@ def create_app(container: Container) -> Litestar:
         route_handlers=[
             IssueController,
             InboxController,
+            OrderEventsController,
             EventLogController,
             HealthController,
             MetricsController,
@@ -77,6 +84,7 @@ def create_app(container: Container) -> Litestar:
             "positions": Provide(_positions, sync_to_thread=False),
             "settings": Provide(_settings, sync_to_thread=False),
             "filters": Provide(filters, sync_to_thread=False),
+            "detector": Provide(_detector, sync_to_thread=False),
         },
         exception_handlers={Exception: exception_to_response},
         middleware=[prometheus.middleware],

@@ -25,12 +25,15 @@ def api(
     env = {
         "INBOX_INBOX_STREAM": settings.inbox_stream,
         "INBOX_INBOX_SUBJECT_PREFIX": settings.inbox_subject_prefix,
+        "INBOX_ORDERS_STREAM": settings.orders_stream,
+        "INBOX_ORDERS_SUBJECT_PREFIX": settings.orders_subject_prefix,
         "INBOX_PROJECTION_POLL_SECONDS": "0.2",
         "INBOX_MIN_POSITION_WAIT_SECONDS": "2",
     }
     with running_api(endpoints, log_path, command="up", env=env) as base_url:
         yield base_url
     asyncio.run(_delete_stream(endpoints.nats_url, settings.inbox_stream))
+    asyncio.run(_delete_stream(endpoints.nats_url, settings.orders_stream))
 
 
 async def _delete_stream(url: str, stream: str) -> None:

@@ -19,7 +19,12 @@ def test_up_publishes_issue_events_and_reports_relay_progress(
 ) -> None:
     stream = f"INBOX_{RUN_ID}_UP"
     prefix = f"inbox_{RUN_ID}_up.issue"
-    env = {"INBOX_INBOX_STREAM": stream, "INBOX_INBOX_SUBJECT_PREFIX": prefix}
+    env = {
+        "INBOX_INBOX_STREAM": stream,
+        "INBOX_INBOX_SUBJECT_PREFIX": prefix,
+        "INBOX_ORDERS_STREAM": f"ORDERS_{RUN_ID}_UP",
+        "INBOX_ORDERS_SUBJECT_PREFIX": f"orders_{RUN_ID}_up",
+    }
     with (
         running_api(endpoints, tmp_path / "up.log", command="up", env=env) as base,
         httpx.Client(base_url=base, timeout=10) as http,

@@ -1,0 +1,145 @@
+"""Incoming order events (CONTRACT §2): validation shared by NATS and HTTP.
+
+The envelope and each type's ``data`` are msgspec Structs; an event that fails says which
+field and why, and never reaches the detector.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from domain.order import OrderEvent
+from domain.values import Vertical
+
+Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(max_length=1000)]
+
+EventType = Literal[
+    "order_placed",
+    "venue_accepted",
+    "venue_rejected",
+    "order_ready",
+    "courier_assigned",
+    "courier_unassigned",
+    "courier_arrived_at_venue",
+    "order_picked_up",
+    "eta_updated",
+    "courier_location",
+    "order_delivered",
+    "order_cancelled",
+    "payment_failed",
+    "customer_contacted_support",
+]
+
+
+class Envelope(msgspec.Struct):
+    event_id: Id
+    type: EventType
+    order_id: Id
+    occurred_at: Aware
+    vertical: Vertical
+    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+    city: Annotated[str, msgspec.Meta(max_length=200)]
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Placed(msgspec.Struct):
+    venue_id: Id
+    customer_id: Id
+    promised_delivery_at: Aware
+    amount: Annotated[int, msgspec.Meta(ge=0)]
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
+
+
+class Accepted(msgspec.Struct):
+    estimated_ready_at: Aware | None = None
+
+
+class Reason(msgspec.Struct):
+    reason: Text = ""
+
+
+class Courier(msgspec.Struct):
+    courier_id: Id
+
+
+class Unassigned(msgspec.Struct):
+    courier_id: Id
+    reason: Text = ""
+
+
+class Eta(msgspec.Struct):
+    estimated_delivery_at: Aware
+
+
+class Location(msgspec.Struct):
+    courier_id: Id
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+
+
+class Cancelled(msgspec.Struct):
+    reason: Text = ""
+    by: Literal["customer", "venue", "support", "system"] = "system"
+
+
+class Contact(msgspec.Struct):
+    channel: Literal["chat", "phone", "email"]
+
+
+class Empty(msgspec.Struct):
+    pass
+
+
+DATA: dict[str, type[msgspec.Struct]] = {
+    "order_placed": Placed,
+    "venue_accepted": Accepted,
+    "venue_rejected": Reason,
+    "order_ready": Empty,
+    "courier_assigned": Courier,
+    "courier_unassigned": Unassigned,
+    "courier_arrived_at_venue": Courier,
+    "order_picked_up": Courier,
+    "eta_updated": Eta,
+    "courier_location": Location,
+    "order_delivered": Empty,
+    "order_cancelled": Cancelled,
+    "payment_failed": Reason,
+    "customer_contacted_support": Contact,
+}
+
+
+class InvalidEvent(Exception):
+    def __init__(self, event_id: str | None, reason: str) -> None:
+        self.event_id = event_id
+        self.reason = reason
+        super().__init__(f"event {event_id or '?'}: {reason}")
+
+
+def validate(raw: Any) -> OrderEvent:
+    """One decoded JSON object → a domain OrderEvent, or InvalidEvent naming the field."""
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
+    named = str(event_id)[:200] if event_id else None
+    try:
+        envelope = msgspec.convert(raw, Envelope)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(named, str(exc)) from None
+    try:
+        data = msgspec.convert(envelope.data, DATA[envelope.type])
+    except msgspec.ValidationError as exc:
+        reason = str(exc).replace("`$", "`$.data")
+        raise InvalidEvent(named, reason if "$.data" in reason else f"data: {reason}") from None
+    return OrderEvent(
+        event_id=envelope.event_id,
+        type=envelope.type,
+        order_id=envelope.order_id,
+        occurred_at=envelope.occurred_at,
+        vertical=envelope.vertical,
+        country=envelope.country,
+        city=envelope.city,
+        data=msgspec.structs.asdict(data),
+    )

@@ -1,0 +1,107 @@
+"""``inbox detect``: the ORDERS stream consumer and the durable-timer loop.
+
+The consumer is a durable JetStream pull consumer shared by every detector replica. A
+batch is acknowledged only after the detector stored its effect; a malformed event is
+terminated, counted, logged with its id and parked in ``dead_letters``, and never stops
+the consumer. Timers are rows claimed with ``SKIP LOCKED``, so replicas share them and a
+restarted detector fires every one that came due meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from adapters.leadership import wait_or_stop
+from adapters.nats import ensure_stream
+from adapters.postgres import CONNECTION_ERRORS
+from app.detection import Detector
+from app.ingest import InvalidEvent, validate
+from domain.order import OrderEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerConfigValues:
+    stream: str
+    subject_prefix: str
+    durable: str = "inbox-detector"
+    batch_size: int = 256
+    create_stream: bool = True
+    duplicate_window: float = 20 * 60.0
+
+
+async def consume_orders(  # noqa: PLR0912 (fetch, sort, park, ingest, ack: one loop)
+    nats: NATS, detector: Detector, config: ConsumerConfigValues, stop: asyncio.Event
+) -> None:
+    js = nats.jetstream()
+    if config.create_stream:
+        await ensure_stream(
+            js,
+            name=config.stream,
+            subjects=[f"{config.subject_prefix}.>"],
+            duplicate_window=config.duplicate_window,
+        )
+    subscription = await js.pull_subscribe(
+        f"{config.subject_prefix}.>",
+        durable=config.durable,
+        stream=config.stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=20_000),
+    )
+    failures = 0
+    while not stop.is_set():
+        try:
+            messages = await subscription.fetch(config.batch_size, timeout=1)
+        except NatsTimeout:
+            continue
+        except NatsError as exc:
+            failures += 1
+            log.warning("detector: fetch failed (%s); retrying", exc)
+            await wait_or_stop(stop, min(5.0, 0.2 * 2**failures))
+            continue
+        failures = 0
+        valid: list[tuple[Msg, OrderEvent]] = []
+        invalid: list[tuple[Msg, str | None, str]] = []
+        for message in messages:
+            try:
+                valid.append((message, validate(msgspec.json.decode(message.data))))
+            except msgspec.DecodeError as exc:
+                invalid.append((message, None, f"malformed JSON: {exc}"))
+            except InvalidEvent as exc:
+                invalid.append((message, exc.event_id, exc.reason))
+        if invalid:
+            await detector.park("nats", [(i, r, m.data) for m, i, r in invalid])
+            for message, _, _ in invalid:
+                await message.term()
+        if not valid:
+            continue
+        try:
+            await detector.ingest([event for _, event in valid])
+        except CONNECTION_ERRORS as exc:
+            log.warning("detector: database unavailable (%s); events will be redelivered", exc)
+            for message, _ in valid:
+                await message.nak(delay=1)
+            await wait_or_stop(stop, 1.0)
+            continue
+        for message, _ in valid:
+            await message.ack()
+
+
+async def fire_timers(detector: Detector, stop: asyncio.Event, *, idle: float = 0.5) -> None:
+    while not stop.is_set():
+        try:
+            fired = await detector.fire_due(100)
+        except CONNECTION_ERRORS as exc:
+            log.warning("detector: timers paused, database unavailable (%s)", exc)
+            fired = 0
+        if fired < 100:
+            await wait_or_stop(stop, idle)

@@ -1,0 +1,232 @@
+"""The detector against real PostgreSQL: order events in, issues out, durable timers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from adapters import postgres
+from app import rules_config
+from app.detection import Detector
+from app.ingest import validate
+from app.service import IssueService
+from domain.issue import issue_id_for
+from domain.order import OrderEvent
+from tests.integration.helpers import service
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+async def db(fresh_database: str) -> str:
+    await postgres.apply_migrations(fresh_database, REPO / "migrations")
+    return fresh_database
+
+
+@pytest.fixture
+def issues(db: str) -> Iterator[IssueService]:
+    one = service(db)
+    yield one
+    one.app.close()
+
+
+@pytest.fixture
+async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await postgres.create_pool(db, max_size=4)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def detector(pool: asyncpg.Pool, issues: IssueService, clock: Clock) -> Detector:
+    return Detector(pool=pool, issues=issues, thresholds=rules_config.load(None), clock=clock)
+
+
+def ev(order_id: str, kind: str, minute: float, **data: Any) -> OrderEvent:
+    raw = {
+        "event_id": f"{order_id}-{kind}-{minute}",
+        "type": kind,
+        "order_id": order_id,
+        "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
+        "vertical": "restaurant",
+        "country": "FI",
+        "city": "Helsinki",
+        "data": data,
+    }
+    return validate(raw)
+
+
+def placed(order_id: str, minute: float = 0, promise: float = 40) -> OrderEvent:
+    return ev(
+        order_id,
+        "order_placed",
+        minute,
+        venue_id="v1",
+        customer_id="c1",
+        promised_delivery_at=(T0 + timedelta(minutes=promise)).isoformat(),
+        amount=1500,
+        currency="EUR",
+    )
+
+
+def state(issues: IssueService, order_id: str, kind: str) -> Any:
+    return issues.current({issue_id_for(order_id, kind)}).get(issue_id_for(order_id, kind))
+
+
+async def test_a_deadline_already_passed_fires_when_the_event_arrives(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    clock.at = T0 + timedelta(minutes=20)
+    await detector.ingest([placed("o1")])
+    issue = state(issues, "o1", "venue_acceptance_delayed")
+    assert (issue.status, issue.severity) == ("open", "critical")
+    assert issue.evidence["minutes"] == 20.0
+
+
+async def test_timers_raise_then_escalate_then_a_late_acceptance_resolves_without_flapping(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    await detector.ingest([placed("o2")])
+    assert state(issues, "o2", "venue_acceptance_delayed") is None
+    clock.at = T0 + timedelta(minutes=3)
+    assert await detector.fire_due() == 1
+    assert state(issues, "o2", "venue_acceptance_delayed").severity == "medium"
+    clock.at = T0 + timedelta(minutes=5)
+    await detector.fire_due()
+    assert state(issues, "o2", "venue_acceptance_delayed").severity == "high"
+    await detector.ingest([ev("o2", "venue_accepted", 5.5)])
+    assert state(issues, "o2", "venue_acceptance_delayed").status == "open"  # not yet: clear-for
+    clock.at += timedelta(seconds=60)
+    await detector.fire_due()
+    issue = state(issues, "o2", "venue_acceptance_delayed")
+    assert (issue.status, issue.resolved_by) == ("resolved", "system")
+
+
+async def test_duplicates_and_shuffled_arrival_give_the_same_issues(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    clock.at = T0 + timedelta(minutes=60)
+    steps = [
+        placed("a"),
+        ev("a", "venue_accepted", 1),
+        ev("a", "courier_assigned", 2, courier_id="k1"),
+        ev("a", "courier_unassigned", 3, courier_id="k1"),
+        ev("a", "courier_assigned", 4, courier_id="k2"),
+        ev("a", "courier_unassigned", 5, courier_id="k2"),
+        ev("a", "eta_updated", 6, estimated_delivery_at=(T0 + timedelta(minutes=65)).isoformat()),
+    ]
+    in_order = list(steps)
+    shuffled = [*steps, *steps[:3]]
+    random.Random(3).shuffle(shuffled)
+    await detector.ingest(in_order)
+    first = {
+        k: state(issues, "a", k)
+        for k in ("eta_slipped", "courier_reassigned_repeatedly", "no_courier_assigned")
+    }
+    again = [
+        OrderEvent(**{**e.__dict__, "order_id": "b", "event_id": e.event_id.replace("a-", "b-", 1)})
+        for e in shuffled
+    ]
+    for chunk in (again[:4], again[4:]):
+        await detector.ingest(chunk)
+    second = {k: state(issues, "b", k) for k in first}
+    for kind, issue in first.items():
+        other = second[kind]
+        assert (issue is None) == (other is None), kind
+        if issue is not None:
+            assert (issue.severity, issue.status) == (other.severity, other.status), kind
+    assert first["eta_slipped"].severity == "high"
+    assert first["courier_reassigned_repeatedly"].severity == "medium"
+    replay = await detector.ingest(in_order)
+    assert (replay.accepted, replay.duplicates) == (0, len(in_order))
+
+
+async def test_a_delivered_order_resolves_every_open_issue(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    clock.at = T0 + timedelta(minutes=50)
+    await detector.ingest([placed("d"), ev("d", "payment_failed", 1, reason="declined")])
+    assert state(issues, "d", "venue_acceptance_delayed").status == "open"
+    assert state(issues, "d", "payment_failed").status == "open"
+    await detector.ingest([ev("d", "order_delivered", 49)])
+    for kind in ("venue_acceptance_delayed", "payment_failed", "delivery_overdue"):
+        issue = state(issues, "d", kind)
+        assert issue is None or (issue.status, issue.resolved_by) == ("resolved", "system"), kind
+
+
+async def test_a_recurring_condition_reopens_the_issue(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    clock.at = T0 + timedelta(minutes=30)
+    await detector.ingest([placed("r"), ev("r", "venue_accepted", 1)])
+    await detector.ingest([ev("r", "courier_arrived_at_venue", 2, courier_id="k")])
+    issue_id = issue_id_for("r", "courier_waiting_at_venue")
+    assert state(issues, "r", "courier_waiting_at_venue").severity == "critical"
+    await detector.ingest([ev("r", "order_picked_up", 29, courier_id="k")])
+    clock.at += timedelta(minutes=2)
+    await detector.fire_due()
+    assert state(issues, "r", "courier_waiting_at_venue").status == "resolved"
+    assert issues.current({issue_id})[issue_id].version >= 2
+
+
+async def test_customer_contacts_escalate_or_count_as_missed(
+    detector: Detector, issues: IssueService, clock: Clock, pool: asyncpg.Pool
+) -> None:
+    clock.at = T0 + timedelta(minutes=4)
+    await detector.ingest([placed("c")])
+    assert state(issues, "c", "venue_acceptance_delayed").severity == "medium"
+    await detector.ingest([ev("c", "customer_contacted_support", 4, channel="chat")])
+    assert state(issues, "c", "venue_acceptance_delayed").severity == "high"
+    clock.at = T0 + timedelta(minutes=1)
+    await detector.ingest(
+        [placed("quiet"), ev("quiet", "customer_contacted_support", 1, channel="phone")]
+    )
+    rows = {r["order_id"]: r for r in await pool.fetch("SELECT * FROM support_contacts")}
+    assert rows["c"]["detected"] is True
+    assert rows["c"]["first_detected_at"] is not None
+    assert rows["quiet"]["detected"] is False
+
+
+async def test_replicas_share_due_timers_and_each_fires_once(
+    pool: asyncpg.Pool, issues: IssueService, clock: Clock
+) -> None:
+    thresholds = rules_config.load(None)
+    one = Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock)
+    two = Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock)
+    await one.ingest([placed(f"t{n}") for n in range(30)])
+    clock.at = T0 + timedelta(minutes=3)
+    fired = await asyncio.gather(
+        one.fire_due(10), two.fire_due(10), one.fire_due(10), two.fire_due(10)
+    )
+    assert sum(fired) == 30
+    for n in range(30):
+        issue = state(issues, f"t{n}", "venue_acceptance_delayed")
+        assert (issue.severity, issue.version) == ("medium", 1)
+    # a restarted detector (a new instance) fires what came due while it was away
+    clock.at = T0 + timedelta(minutes=5)
+    assert (
+        await Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock).fire_due(100)
+        == 30
+    )
+    assert state(issues, "t0", "venue_acceptance_delayed").severity == "high"
