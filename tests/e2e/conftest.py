@@ -12,6 +12,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from app.bootstrap import Endpoints
+from app.rules_config import SHIPPED
 from app.settings import Settings
 from tests.api_process import running_api
 
@@ -21,8 +22,12 @@ def api(
     endpoints: Endpoints, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``inbox up``: the API with the relay and the projections, on this run's streams."""
-    log_path = tmp_path_factory.mktemp("api") / "api.log"
+    folder = tmp_path_factory.mktemp("api")
+    log_path = folder / "api.log"
+    rules = folder / "rules.toml"  # the shipped rules, with a short clear-for moment
+    rules.write_text(SHIPPED.read_text().replace("clear_for_seconds = 60", "clear_for_seconds = 1"))
     env = {
+        "INBOX_RULES_FILE": str(rules),
         "INBOX_INBOX_STREAM": settings.inbox_stream,
         "INBOX_INBOX_SUBJECT_PREFIX": settings.inbox_subject_prefix,
         "INBOX_ORDERS_STREAM": settings.orders_stream,

@@ -175,19 +175,23 @@ async def test_a_delivered_order_resolves_every_open_issue(
         assert issue is None or (issue.status, issue.resolved_by) == ("resolved", "system"), kind
 
 
-async def test_a_recurring_condition_reopens_the_issue(
+async def test_a_recurring_condition_reopens_the_issue_not_a_new_one(
     detector: Detector, issues: IssueService, clock: Clock
 ) -> None:
-    clock.at = T0 + timedelta(minutes=30)
-    await detector.ingest([placed("r"), ev("r", "venue_accepted", 1)])
-    await detector.ingest([ev("r", "courier_arrived_at_venue", 2, courier_id="k")])
-    issue_id = issue_id_for("r", "courier_waiting_at_venue")
-    assert state(issues, "r", "courier_waiting_at_venue").severity == "critical"
-    await detector.ingest([ev("r", "order_picked_up", 29, courier_id="k")])
-    clock.at += timedelta(minutes=2)
+    def eta(minute: float, late_by: float) -> OrderEvent:
+        at = (T0 + timedelta(minutes=40 + late_by)).isoformat()
+        return ev("r", "eta_updated", minute, estimated_delivery_at=at)
+
+    clock.at = T0 + timedelta(minutes=10)
+    await detector.ingest([placed("r"), ev("r", "venue_accepted", 1), eta(9, 15)])
+    assert state(issues, "r", "eta_slipped").severity == "medium"
+    await detector.ingest([eta(10, 0)])  # back on time
+    clock.at += timedelta(seconds=61)
     await detector.fire_due()
-    assert state(issues, "r", "courier_waiting_at_venue").status == "resolved"
-    assert issues.current({issue_id})[issue_id].version >= 2
+    assert state(issues, "r", "eta_slipped").status == "resolved"
+    await detector.ingest([eta(12, 25)])  # slips again, worse
+    issue = state(issues, "r", "eta_slipped")
+    assert (issue.status, issue.severity, issue.reopen_count) == ("open", "high", 1)
 
 
 async def test_customer_contacts_escalate_or_count_as_missed(
