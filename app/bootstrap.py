@@ -89,9 +89,16 @@ def _record_batch(size: int, seconds: float) -> None:
 
 @contextlib.asynccontextmanager
 async def container(
-    settings: Settings, endpoints: Endpoints, *, clock: Clock | None = None
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    clock: Clock | None = None,
+    detector_clock: Clock | None = None,
 ) -> AsyncIterator[Container]:
-    """Build the container; close everything it opened on exit, in reverse order."""
+    """Build the container; close everything it opened on exit, in reverse order.
+
+    ``detector_clock`` lets the demo (``inbox up --speed``) run detection on compressed
+    time; everything else keeps ``clock``."""
     clock = clock or SystemClock()
     env = eventstore_env(endpoints.database_url, pool_size=settings.command_writers + 1)
     async with contextlib.AsyncExitStack() as stack:
@@ -118,7 +125,10 @@ async def container(
         await positions.start()
         stack.push_async_callback(positions.close)
         detector = Detector(
-            pool=pool, issues=issues, thresholds=rules_config.load(settings.rules_file), clock=clock
+            pool=pool,
+            issues=issues,
+            thresholds=rules_config.load(settings.rules_file),
+            clock=detector_clock or clock,
         )
         yield Container(
             settings=settings,

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from tqdm import tqdm
 
 from adapters.leadership import wait_or_stop
+from adapters.nats import ensure_stream
 from adapters.postgres import MigrationError, apply_migrations
 from app import bootstrap
 from app.bootstrap import Container, Endpoints, container, servers
@@ -23,6 +24,7 @@ from app.http.app import create_app
 from app.integration import write_schemas
 from app.rules_config import RulesError
 from app.settings import Settings, SettingsError, load_settings
+from app.simulator import ScaledClock, simulate
 from app.workers.detector import ConsumerConfigValues, consume_orders, fire_timers
 from app.workers.relay import RelayError
 from projections import PROJECTIONS
@@ -79,8 +81,14 @@ async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.
             return
 
 
-async def _serve(settings: Settings, endpoints: Endpoints, *, workers: list[Worker]) -> None:
-    async with container(settings, endpoints) as built:
+async def _serve(
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    workers: list[Worker],
+    detector_clock: ScaledClock | None = None,
+) -> None:
+    async with container(settings, endpoints, detector_clock=detector_clock) as built:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(_supervise(w.__name__.strip("_"), w, built, stop)) for w in workers
@@ -141,15 +149,67 @@ async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap:
     )
 
 
+def _simulator(orders: int | None, rate: float, seed: int, clock: ScaledClock) -> Worker:
+    async def run(built: Container, stop: asyncio.Event) -> None:
+        settings = built.settings
+        if settings.create_streams:
+            await ensure_stream(
+                built.nats.jetstream(),
+                name=settings.orders_stream,
+                subjects=[f"{settings.orders_subject_prefix}.>"],
+                duplicate_window=settings.inbox_duplicate_window_seconds,
+            )
+        await simulate(
+            built.nats,
+            subject_prefix=settings.orders_subject_prefix,
+            orders=orders,
+            rate=rate,
+            seed=seed,
+            clock=clock,
+            stop=stop,
+        )
+
+    run.__name__ = "simulator"
+    return run
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _simulation_options(parser: argparse.ArgumentParser, *, speed: float) -> None:
+    parser.add_argument("--orders", type=int, default=None, help="stop after N orders")
+    parser.add_argument("--rate", type=_positive, default=5.0, help="orders per minute")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (repeatable runs)")
+    parser.add_argument(
+        "--speed",
+        type=_positive,
+        default=speed,
+        help=f"time compression: simulated minutes per real minute (default {speed:g})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbox", description="Support Inbox")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="migrate, then run the API and every worker in one process")
+    up = commands.add_parser("up", help="migrate, then run the API and every worker in one process")
+    up.add_argument(
+        "--simulate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish simulated orders too, on compressed time (default: on)",
+    )
+    _simulation_options(up, speed=30.0)
     commands.add_parser("migrate", help="apply pending SQL migrations, idempotent")
     commands.add_parser("api", help="the HTTP server only")
     commands.add_parser("relay", help="the outbox relay only (event store -> NATS INBOX)")
     commands.add_parser("project", help="the projection workers only (read models)")
     commands.add_parser("detect", help="the order-event consumer and durable timers only")
+    simulate = commands.add_parser("simulate", help="publish realistic order lifecycles")
+    _simulation_options(simulate, speed=1.0)
     rebuild_cmd = commands.add_parser(
         "rebuild", help="rebuild one read model from the event store, then swap it in"
     )
@@ -195,9 +255,21 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 (a cas
             elif args.command == "up":
                 asyncio.run(_migrate(settings, endpoints))
                 workers: list[Worker] = [_run_relay, _run_projections, _run_detector]
-                asyncio.run(_serve(settings, endpoints, workers=workers))
+                clock = None
+                if args.simulate:
+                    clock = ScaledClock(args.speed)
+                    workers.append(_simulator(args.orders, args.rate, args.seed, clock))
+                    print(
+                        f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
+                        flush=True,
+                    )
+                asyncio.run(_serve(settings, endpoints, workers=workers, detector_clock=clock))
             elif args.command == "relay":
                 asyncio.run(_work(settings, endpoints, _run_relay))
+            elif args.command == "simulate":
+                clock = ScaledClock(args.speed)
+                worker = _simulator(args.orders, args.rate, args.seed, clock)
+                asyncio.run(_work(settings, endpoints, worker))
             elif args.command == "detect":
                 asyncio.run(_work(settings, endpoints, _run_detector))
             elif args.command == "project":
