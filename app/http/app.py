@@ -19,7 +19,7 @@ from app.http.events import EventLogController
 from app.http.health import HealthController
 from app.http.inbox import InboxController, filters
 from app.http.issues import IssueController
-from app.http.orders import OrderEventsController
+from app.http.orders import DetectionController, OrderEventsController
 from app.queries import Positions, ReadModels
 from app.service import CommandBus
 from app.settings import Settings
@@ -72,6 +72,7 @@ def create_app(container: Container) -> Litestar:
             IssueController,
             InboxController,
             OrderEventsController,
+            DetectionController,
             EventLogController,
             HealthController,
             MetricsController,

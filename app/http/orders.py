@@ -6,14 +6,16 @@ named with its reason (and parked in ``dead_letters``); a single invalid event i
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, get, post
 
 from app.detection import Detector
 from app.http.errors import BadRequest, Unprocessable
 from app.ingest import InvalidEvent, validate
+from app.queries import ReadModels
 from domain.order import OrderEvent
 
 MAX_EVENTS_PER_REQUEST = 1000
@@ -30,6 +32,52 @@ class IngestReport(msgspec.Struct):
     duplicate: int
     rejected: int
     rejections: list[Rejected]
+
+
+class DetectionKpi(msgspec.Struct):
+    since: datetime
+    until: datetime
+    contacts: int  # customers who contacted support about an order in the window
+    detected: int  # ... whose order already had an open issue then
+    missed: int
+    detected_share: float | None
+    median_lead_minutes: float | None  # how much earlier the inbox knew, for detected ones
+
+
+class DetectionController(Controller):
+    path = "/api/detection"
+    tags = ["order events"]
+
+    @get("/kpi", summary="Share of support contacts the inbox had already detected")
+    async def kpi(
+        self,
+        read_models: ReadModels,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> DetectionKpi:
+        until = until or datetime.now(UTC)
+        since = since or until - timedelta(days=1)
+        if since.tzinfo is None or until.tzinfo is None:
+            raise BadRequest("since", "give times with an offset, e.g. 2026-11-25T12:00:00Z")
+        row = await read_models.pool.fetchrow(
+            "SELECT count(*) AS contacts, count(*) FILTER (WHERE detected) AS detected,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
+            " contacted_at - first_detected_at) / 60) FILTER (WHERE detected) AS lead"
+            " FROM support_contacts WHERE contacted_at >= $1 AND contacted_at < $2",
+            since,
+            until,
+        )
+        assert row is not None
+        contacts, detected = row["contacts"], row["detected"]
+        return DetectionKpi(
+            since=since,
+            until=until,
+            contacts=contacts,
+            detected=detected,
+            missed=contacts - detected,
+            detected_share=detected / contacts if contacts else None,
+            median_lead_minutes=round(row["lead"], 2) if row["lead"] is not None else None,
+        )
 
 
 class OrderEventsController(Controller):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import json
 import os
 import random
 import resource
@@ -149,11 +150,12 @@ async def inbox_queries(
         connector = aiohttp.TCPConnector(limit=clients)
         async with aiohttp.ClientSession(base, connector=connector) as http:
 
-            async def get(path: str) -> Any:
+            async def get(path: str) -> bytes:
                 async with http.get(path) as response:
+                    body = await response.read()
                     if response.status != 200:
-                        raise RuntimeError(f"GET {path}: {response.status} {await response.text()}")
-                    return await response.json() if path != "/health" else None
+                        raise RuntimeError(f"GET {path}: {response.status} {body!r}")
+                    return body
 
             async def measure(name: str, path: str) -> Figure:
                 await _run_clients(clients, WARMUP, lambda _: get(path))
@@ -163,7 +165,7 @@ async def inbox_queries(
             raw = await measure(f"/health ({clients} clients)", "/health")
             for name, path in queries.items():
                 figures.append(await measure(name, path))
-            first = await get(queries["default (unresolved, priority)"])
+            first = json.loads(await get(queries["default (unresolved, priority)"]))
             assert len(first["items"]) == 50, first
             assert first["next_cursor"], first
             figures.append(

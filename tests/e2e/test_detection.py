@@ -115,3 +115,26 @@ def test_events_over_nats_with_malformed_ones_in_between(
     for order_id in good:
         found = wait_until(lambda o=order_id: issues_of(http, o), timeout=20, what=order_id)
         assert found[0]["kind"] == "venue_acceptance_delayed"
+
+
+def test_the_detection_kpi_counts_detected_and_missed_contacts(http: httpx.Client) -> None:
+    before = http.get("/api/detection/kpi").json()
+    late, quiet = f"ord-{uuid.uuid4().hex[:10]}", f"ord-{uuid.uuid4().hex[:10]}"
+    http.post("/api/order-events", json=placed(late, 20))
+    wait_until(lambda: issues_of(http, late), timeout=15, what="the issue")
+    http.post(
+        "/api/order-events",
+        json=[
+            event(late, "customer_contacted_support", 0, channel="chat"),
+            placed(quiet, 1),
+            event(quiet, "customer_contacted_support", 0, channel="phone"),
+        ],
+    )
+    after = http.get("/api/detection/kpi").json()
+    assert after["contacts"] - before["contacts"] == 2
+    assert after["detected"] - before["detected"] == 1
+    assert after["missed"] - before["missed"] == 1
+    assert after["median_lead_minutes"] is not None
+    escalated = issues_of(http, late)[0]
+    assert escalated["severity"] == "critical"
+    assert http.get("/api/detection/kpi", params={"since": "yesterday"}).status_code == 400
