@@ -37,6 +37,7 @@ def running_api(
     *,
     log_level: str = "INFO",
     command: str = "api",
+    args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Start ``inbox api`` (or ``inbox up``) on a free port, wait for ``/ready``, yield its
@@ -54,7 +55,7 @@ def running_api(
     )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command],
+            [sys.executable, "-m", "app.cli", command, *args],
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -35,7 +35,10 @@ def api(
         "INBOX_PROJECTION_POLL_SECONDS": "0.2",
         "INBOX_MIN_POSITION_WAIT_SECONDS": "2",
     }
-    with running_api(endpoints, log_path, command="up", env=env) as base_url:
+    # No simulator: the tests send their own orders, and judge time by the real clock.
+    with running_api(
+        endpoints, log_path, command="up", args=("--no-simulate",), env=env
+    ) as base_url:
         yield base_url
     asyncio.run(_delete_stream(endpoints.nats_url, settings.inbox_stream))
     asyncio.run(_delete_stream(endpoints.nats_url, settings.orders_stream))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import nats
+import nats.js.errors
 
 from app.bootstrap import Endpoints
 from tests.api_process import running_api
@@ -76,3 +79,44 @@ def test_up_publishes_issue_events_and_reports_relay_progress(
             await client.close()
 
     assert asyncio.run(published(f"{created['issue_id']}:1"))
+
+
+def test_up_with_the_simulator_fills_the_inbox_within_a_minute(
+    endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """`./dev run`'s promise: issues of several kinds within 60 s, some resolved."""
+    env = {
+        "INBOX_INBOX_STREAM": f"INBOX_{RUN_ID}_DEMO",
+        "INBOX_INBOX_SUBJECT_PREFIX": f"inbox_{RUN_ID}_demo.issue",
+        "INBOX_ORDERS_STREAM": f"ORDERS_{RUN_ID}_DEMO",
+        "INBOX_ORDERS_SUBJECT_PREFIX": f"orders_{RUN_ID}_demo",
+    }
+    started = time.monotonic()
+    with (
+        running_api(endpoints, tmp_path / "demo.log", command="up", env=env) as base,
+        httpx.Client(base_url=base, timeout=10) as http,
+    ):
+        kinds: set[str] = set()
+        resolved_by_system = 0
+
+        def lively() -> bool:
+            nonlocal kinds, resolved_by_system
+            kinds = set(http.get("/api/stats").json()["by_kind"])
+            done = http.get("/api/issues", params={"status": "resolved", "limit": 200})
+            resolved_by_system = sum(
+                1 for i in done.json()["items"] if i["resolved_by"] == "system"
+            )
+            return len(kinds) >= 3 and resolved_by_system >= 1
+
+        wait_until(lively, timeout=60 - (time.monotonic() - started), what="a lively inbox")
+    asyncio.run(_delete_streams(endpoints.nats_url, env))
+
+
+async def _delete_streams(url: str, env: dict[str, str]) -> None:
+    client = await nats.connect(url)
+    try:
+        for key in ("INBOX_INBOX_STREAM", "INBOX_ORDERS_STREAM"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await client.jetstream().delete_stream(env[key])
+    finally:
+        await client.close()
