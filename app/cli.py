@@ -50,6 +50,7 @@ async def _run_detector(built: Container, stop: asyncio.Event) -> None:
         stream=settings.orders_stream,
         subject_prefix=settings.orders_subject_prefix,
         create_stream=settings.create_streams,
+        ack_wait=settings.orders_ack_wait_seconds,
     )
     await asyncio.gather(
         consume_orders(built.nats, built.detector, config, stop),
@@ -192,6 +193,20 @@ def _simulation_options(parser: argparse.ArgumentParser, *, speed: float) -> Non
     )
 
 
+async def _dead_letters(settings: Settings, endpoints: Endpoints, *, replay: bool) -> None:
+    async with container(settings, endpoints) as built:
+        if replay:
+            done, invalid = await built.detector.replay_dead_letters()
+            print(f"replayed {done} dead letters; {invalid} still invalid", flush=True)
+            return
+        for letter in await built.detector.dead_letters(1000):
+            print(
+                f"{letter['id']}\t{letter['received_at']:%Y-%m-%dT%H:%M:%S}\t{letter['source']}"
+                f"\t{letter['event_id'] or '-'}\t{letter['reason']}",
+                flush=True,
+            )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inbox", description="Support Inbox")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +223,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("relay", help="the outbox relay only (event store -> NATS INBOX)")
     commands.add_parser("project", help="the projection workers only (read models)")
     commands.add_parser("detect", help="the order-event consumer and durable timers only")
+    letters = commands.add_parser(
+        "dead-letters", help="list the order events that were rejected (--replay: retry them)"
+    )
+    letters.add_argument("--replay", action="store_true", help="validate and ingest them again")
     simulate = commands.add_parser("simulate", help="publish realistic order lifecycles")
     _simulation_options(simulate, speed=1.0)
     rebuild_cmd = commands.add_parser(
@@ -270,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 (a cas
                 clock = ScaledClock(args.speed)
                 worker = _simulator(args.orders, args.rate, args.seed, clock)
                 asyncio.run(_work(settings, endpoints, worker))
+            elif args.command == "dead-letters":
+                asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
             elif args.command == "detect":
                 asyncio.run(_work(settings, endpoints, _run_detector))
             elif args.command == "project":

@@ -163,6 +163,31 @@ class Detector:
             ],
         )
 
+    async def dead_letters(self, limit: int = 100) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(
+                "SELECT id, source, event_id, reason, received_at, payload FROM dead_letters"
+                " ORDER BY id LIMIT $1",
+                limit,
+            )
+        )
+
+    async def replay_dead_letters(self, limit: int = 1000) -> tuple[int, int]:
+        """Validate parked events again (after a fix, or a corrected payload); ingest the
+        ones that pass and drop them from the table. Returns (replayed, still invalid)."""
+        replayed = still_invalid = 0
+        for letter in await self.dead_letters(limit):
+            try:
+                event = validate(msgspec.json.decode(letter["payload"]))
+            except (msgspec.DecodeError, InvalidEvent) as exc:
+                still_invalid += 1
+                log.info("dead letter %s still invalid: %s", letter["id"], exc)
+                continue
+            await self.ingest([event])
+            await self._pool.execute("DELETE FROM dead_letters WHERE id = $1", letter["id"])
+            replayed += 1
+        return replayed, still_invalid
+
     async def fire_due(self, limit: int = 100) -> int:
         """Evaluate up to ``limit`` orders whose timer is due; how many were."""
         async with self._pool.acquire() as conn, conn.transaction():

@@ -17,7 +17,6 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from adapters.leadership import wait_or_stop
@@ -38,6 +37,8 @@ class ConsumerConfigValues:
     batch_size: int = 256
     create_stream: bool = True
     duplicate_window: float = 20 * 60.0
+    # A batch fetched by a detector that died is redelivered after this long.
+    ack_wait: float = 30.0
 
 
 async def consume_orders(  # noqa: PLR0912 (fetch, sort, park, ingest, ack: one loop)
@@ -55,13 +56,15 @@ async def consume_orders(  # noqa: PLR0912 (fetch, sort, park, ingest, ack: one 
         f"{config.subject_prefix}.>",
         durable=config.durable,
         stream=config.stream,
-        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=20_000),
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=config.ack_wait, max_ack_pending=20_000
+        ),
     )
     failures = 0
     while not stop.is_set():
         try:
             messages = await subscription.fetch(config.batch_size, timeout=1)
-        except NatsTimeout:
+        except TimeoutError:  # nats-py raises its own and the builtin one, both mean "empty"
             continue
         except NatsError as exc:
             failures += 1

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import signal
+import subprocess
+import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
+import nats
 import pytest
 
 from adapters import postgres
+from adapters.nats import ensure_stream
 from app import rules_config
+from app.bootstrap import Endpoints
 from app.detection import Detector
 from app.ingest import validate
 from app.service import IssueService
 from domain.issue import issue_id_for
 from domain.order import OrderEvent
+from tests.conftest import RUN_ID
 from tests.integration.helpers import service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,3 +245,110 @@ async def test_replicas_share_due_timers_and_each_fires_once(
         == 30
     )
     assert state(issues, "t0", "venue_acceptance_delayed").severity == "high"
+
+
+async def test_dead_letters_are_listed_and_replayed_once_fixed(
+    detector: Detector, issues: IssueService, clock: Clock, pool: asyncpg.Pool
+) -> None:
+    good = {
+        "event_id": "dl-1",
+        "type": "payment_failed",
+        "order_id": "dl",
+        "occurred_at": T0.isoformat(),
+        "vertical": "grocery",
+        "country": "FI",
+        "city": "Oulu",
+        "data": {"reason": "declined"},
+    }
+    await detector.park("nats", [("dl-1", "was broken", msgspec.json.encode(good))])
+    await detector.park("nats", [(None, "not json", b"{nope")])
+    listed = await detector.dead_letters()
+    assert [(d["event_id"], d["reason"]) for d in listed] == [
+        ("dl-1", "was broken"),
+        (None, "not json"),
+    ]
+    assert await detector.replay_dead_letters() == (1, 1)
+    assert state(issues, "dl", "payment_failed").status == "open"
+    assert [d["reason"] for d in await detector.dead_letters()] == ["not json"]
+
+
+async def test_a_detector_killed_mid_stream_loses_and_doubles_nothing(
+    db: str, endpoints: Endpoints
+) -> None:
+    stream, prefix = f"ORDERS_{RUN_ID}_{uuid.uuid4().hex[:6]}", f"o_{uuid.uuid4().hex[:8]}"
+    env = os.environ | {
+        "INBOX_DATABASE_URL": db,
+        "INBOX_NATS_URL": endpoints.nats_url,
+        "INBOX_ORDERS_STREAM": stream,
+        "INBOX_ORDERS_SUBJECT_PREFIX": prefix,
+        "INBOX_ORDERS_ACK_WAIT_SECONDS": "3",  # the dead detector's batch comes back soon
+    }
+    client = await nats.connect(endpoints.nats_url)
+    js = client.jetstream()
+    await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
+    now = datetime.now(UTC)
+    orders = 200
+    for n in range(orders):
+        body = {
+            "event_id": f"k-{n}",
+            "type": "order_placed",
+            "order_id": f"k{n}",
+            "occurred_at": (now - timedelta(minutes=20)).isoformat(),
+            "vertical": "restaurant",
+            "country": "FI",
+            "city": "Turku",
+            "data": {
+                "venue_id": "v",
+                "customer_id": "c",
+                "promised_delivery_at": (now + timedelta(minutes=20)).isoformat(),
+                "amount": 100,
+                "currency": "EUR",
+            },
+        }
+        await js.publish(f"{prefix}.order_placed", msgspec.json.encode(body))
+
+    async def issues_so_far() -> int:
+        conn = await postgres.connect(db)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM inbox_events"))
+        finally:
+            await conn.close()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "detect"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    try:
+        first = start()
+        deadline = asyncio.get_running_loop().time() + 60
+        while await issues_so_far() < 20:
+            assert first.poll() is None
+            assert asyncio.get_running_loop().time() < deadline, "no progress"
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        second = start()
+        while await issues_so_far() < orders:
+            assert asyncio.get_running_loop().time() < deadline + 60, "not all orders"
+            await asyncio.sleep(0.05)
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=20)
+        assert second.returncode == 0, err.decode()[-3000:]
+        conn = await postgres.connect(db)
+        try:
+            versions = await conn.fetch(
+                "SELECT originator_id, max(originator_version) AS v FROM inbox_events"
+                " GROUP BY originator_id"
+            )
+        finally:
+            await conn.close()
+        assert len(versions) == orders
+        assert {r["v"] for r in versions} == {1}, "an issue was raised twice"
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+        await client.close()
