@@ -11,34 +11,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from domain.order import OrderEvent
+from domain.order import OrderEvent, OrderEventType
 from domain.values import Vertical
 
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
 
-EventType = Literal[
-    "order_placed",
-    "venue_accepted",
-    "venue_rejected",
-    "order_ready",
-    "courier_assigned",
-    "courier_unassigned",
-    "courier_arrived_at_venue",
-    "order_picked_up",
-    "eta_updated",
-    "courier_location",
-    "order_delivered",
-    "order_cancelled",
-    "payment_failed",
-    "customer_contacted_support",
-]
-
 
 class Envelope(msgspec.Struct):
     event_id: Id
-    type: EventType
+    type: OrderEventType
     order_id: Id
     occurred_at: Aware
     vertical: Vertical

@@ -11,26 +11,25 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-ORDER_EVENT_TYPES = frozenset(
-    {
-        "order_placed",
-        "venue_accepted",
-        "venue_rejected",
-        "order_ready",
-        "courier_assigned",
-        "courier_unassigned",
-        "courier_arrived_at_venue",
-        "order_picked_up",
-        "eta_updated",
-        "courier_location",
-        "order_delivered",
-        "order_cancelled",
-        "payment_failed",
-        "customer_contacted_support",
-    }
-)
+OrderEventType = Literal[
+    "order_placed",
+    "venue_accepted",
+    "venue_rejected",
+    "order_ready",
+    "courier_assigned",
+    "courier_unassigned",
+    "courier_arrived_at_venue",
+    "order_picked_up",
+    "eta_updated",
+    "courier_location",
+    "order_delivered",
+    "order_cancelled",
+    "payment_failed",
+    "customer_contacted_support",
+]
+ORDER_EVENT_TYPES: frozenset[str] = frozenset(OrderEventType.__args__)  # type: ignore[attr-defined]
 
 # A courier who moved less than this between two pings has not moved.
 STATIONARY_RADIUS_METRES = 50.0

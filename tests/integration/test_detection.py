@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ from app.service import IssueService
 from domain.issue import issue_id_for
 from domain.order import OrderEvent
 from tests.conftest import RUN_ID
-from tests.integration.helpers import service
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -45,16 +44,8 @@ class Clock:
 
 
 @pytest.fixture
-async def db(fresh_database: str) -> str:
-    await postgres.apply_migrations(fresh_database, REPO / "migrations")
-    return fresh_database
-
-
-@pytest.fixture
-def issues(db: str) -> Iterator[IssueService]:
-    one = service(db)
-    yield one
-    one.app.close()
+def issues(writer: IssueService) -> IssueService:
+    return writer
 
 
 @pytest.fixture

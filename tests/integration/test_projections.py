@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -18,7 +17,6 @@ from app.bootstrap import Endpoints
 from app.service import IssueService
 from projections import PROJECTIONS
 from projections.rebuild import rebuild
-from tests.integration.helpers import service
 from tests.integration.projecting import (
     assert_read_models_match,
     positions,
@@ -29,19 +27,6 @@ from tests.integration.projecting import (
 from tests.integration.test_relay import KeepWriting
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> str:
-    await postgres.apply_migrations(fresh_database, REPO / "migrations")
-    return fresh_database
-
-
-@pytest.fixture
-def writer(db: str) -> Iterator[IssueService]:
-    one = service(db)
-    yield one
-    one.app.close()
 
 
 async def test_read_models_match_the_aggregates(db: str, writer: IssueService) -> None:

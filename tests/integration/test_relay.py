@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,23 +46,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def db(fresh_database: str) -> str:
-    await postgres.apply_migrations(fresh_database, REPO / "migrations")
-    return fresh_database
-
-
-@pytest.fixture
 async def nc(endpoints: Endpoints) -> AsyncIterator[NATS]:
     client = await nats_adapter.connect(endpoints.nats_url, name="relay-test")
     yield client
     await client.close()
-
-
-@pytest.fixture
-def writer(db: str) -> Iterator[IssueService]:
-    one = service(db)
-    yield one
-    one.app.close()
 
 
 def order() -> str:

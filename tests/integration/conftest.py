@@ -1,0 +1,28 @@
+"""Fixtures of the integration tests: a migrated database of the test's own, and an
+issue service (with its own connection pool) writing to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters import postgres
+from app.service import IssueService
+from tests.integration.helpers import service
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def db(fresh_database: str) -> str:
+    await postgres.apply_migrations(fresh_database, REPO / "migrations")
+    return fresh_database
+
+
+@pytest.fixture
+def writer(db: str) -> Iterator[IssueService]:
+    one = service(db)
+    yield one
+    one.app.close()
