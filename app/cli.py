@@ -52,14 +52,17 @@ async def _run_detector(built: Container, stop: asyncio.Event) -> None:
         create_stream=settings.create_streams,
         ack_wait=settings.orders_ack_wait_seconds,
     )
-    await asyncio.gather(
-        consume_orders(built.nats, built.detector, config, stop),
-        fire_timers(built.detector, stop),
-    )
+    # A TaskGroup: when one part fails the other is cancelled, not left running beside
+    # the restarted worker.
+    async with asyncio.TaskGroup() as group:
+        group.create_task(consume_orders(built.nats, built.detector, config, stop))
+        group.create_task(fire_timers(built.detector, stop))
 
 
 async def _run_projections(built: Container, stop: asyncio.Event) -> None:
-    await asyncio.gather(*(follower.run(stop) for follower in bootstrap.followers(built)))
+    async with asyncio.TaskGroup() as group:
+        for follower in bootstrap.followers(built):
+            group.create_task(follower.run(stop))
 
 
 async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.Event) -> None:

@@ -30,7 +30,7 @@ from app.ingest import InvalidEvent, validate
 from app.service import Command, CommandResult, IssueService
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
-from domain.order import OrderEvent, OrderState, fold
+from domain.order import STATIONARY_RADIUS_METRES, OrderEvent, OrderState, fold, metres
 from domain.rules import RULES, evaluate, next_check
 from domain.thresholds import Thresholds
 
@@ -41,6 +41,9 @@ ISSUE_ACTIONS = Counter(
     "inbox_detector_actions_total", "Issue actions by kind and op", ["kind", "op"]
 )
 TIMERS = Counter("inbox_detector_timers_total", "Durable timers fired")
+
+# How long a timer that failed with a bug waits before it is tried again.
+_RETRY_BROKEN = timedelta(minutes=5)
 
 # Location pings kept per order: enough to tell a stationary courier, bounded in size.
 _KEEP_LOCATIONS = 20
@@ -77,11 +80,26 @@ def _decode(raw: bytes | str) -> list[OrderEvent]:
 
 
 def _trim(events: list[OrderEvent]) -> list[OrderEvent]:
-    locations = sorted(
-        (e for e in events if e.type == "courier_location"), key=lambda e: e.occurred_at
-    )
-    dropped = {e.event_id for e in locations[:-_KEEP_LOCATIONS]}
-    return [e for e in events if e.event_id not in dropped]
+    """Bound the location pings kept: the ones that moved the courier (the last
+    ``_KEEP_LOCATIONS`` of them) and the newest. A ping that did not move changes nothing
+    but the newest position, so a courier standing still for an hour is still seen as
+    standing still since the last ping that moved them."""
+    pings = sorted((e for e in events if e.type == "courier_location"), key=_when)
+    moved: list[OrderEvent] = []
+    last: tuple[float, float] | None = None
+    for ping in pings:
+        position = (float(ping.data["lat"]), float(ping.data["lon"]))
+        if last is None or metres(last, position) >= STATIONARY_RADIUS_METRES:
+            moved.append(ping)
+            last = position
+    keep = {e.event_id for e in moved[-_KEEP_LOCATIONS:]}
+    if pings:
+        keep.add(pings[-1].event_id)
+    return [e for e in events if e.type != "courier_location" or e.event_id in keep]
+
+
+def _when(event: OrderEvent) -> tuple[datetime, str]:
+    return (event.occurred_at, event.event_id)
 
 
 class Detector:
@@ -199,21 +217,35 @@ class Detector:
                 limit,
             )
             for row in rows:
-                state = fold(_decode(row["events"]))
-                if state is None:
-                    continue
-                clear_since, next_at = await self._evaluate(
-                    conn, state, _clear_since(row["clear_since"]), []
-                )
-                await conn.execute(
-                    "UPDATE order_watch SET clear_since = $2::jsonb, next_check_at = $3,"
-                    " updated_at = now() WHERE order_id = $1",
-                    row["order_id"],
-                    msgspec.json.encode(clear_since).decode(),
-                    next_at,
-                )
+                try:
+                    async with conn.transaction():  # a savepoint: one bad order stays alone
+                        await self._fire(conn, row)
+                except (InvalidEvent, ValueError, KeyError, AssertionError):
+                    # A bug or a corrupt row: log it, look again in a while, keep going.
+                    log.exception("detector: timer of order %s failed", row["order_id"])
+                    await conn.execute(
+                        "UPDATE order_watch SET next_check_at = $2 WHERE order_id = $1",
+                        row["order_id"],
+                        self._clock.now() + _RETRY_BROKEN,
+                    )
         TIMERS.inc(len(rows))
         return len(rows)
+
+    async def _fire(self, conn: asyncpg.Connection | PoolConnectionProxy, row: Any) -> None:
+        state = fold(_decode(row["events"]))
+        next_at = None
+        clear_since: dict[str, datetime] = {}
+        if state is not None:
+            clear_since, next_at = await self._evaluate(
+                conn, state, _clear_since(row["clear_since"]), []
+            )
+        await conn.execute(
+            "UPDATE order_watch SET clear_since = $2::jsonb, next_check_at = $3,"
+            " updated_at = now() WHERE order_id = $1",
+            row["order_id"],
+            msgspec.json.encode(clear_since).decode(),
+            next_at,
+        )
 
     async def _evaluate(
         self,
@@ -227,7 +259,9 @@ class Detector:
         ids = {kind: issue_id_for(state.order_id, kind) for kind in RULES}
         current = await anyio.to_thread.run_sync(self._issues.current, set(ids.values()))
         issues = {kind: current[i] for kind, i in ids.items() if i in current}
-        snapshots = {k: IssueSnapshot(i.status, i.severity) for k, i in issues.items()}
+        snapshots = {
+            k: IssueSnapshot(i.status, i.severity, i.resolved_by) for k, i in issues.items()
+        }
         decided = plan(state, checks, snapshots, clear_since, now, self._clear_for)
         actions = list(decided.actions)
         for contact in contacts:

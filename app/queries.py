@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -124,7 +124,7 @@ _SORTS: dict[str, tuple[str, str]] = {
 
 class _Cursor(msgspec.Struct, array_like=True):
     sort: str
-    priority: int
+    priority: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
     at: datetime
     issue_id: UUID
 

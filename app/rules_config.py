@@ -12,6 +12,7 @@ import msgspec
 from domain.errors import InvalidValue
 from domain.rules import Tiers
 from domain.thresholds import Thresholds
+from domain.values import VERTICALS
 
 SHIPPED = Path(__file__).with_name("rules.toml")
 
@@ -44,8 +45,19 @@ def parse(text: str, source: str = "rules") -> Thresholds:
         raise RulesError(f"{source}: {exc}") from None
     by_vertical: dict[str, dict[str, Tiers]] = {}
     by_vertical_country: dict[tuple[str, str], dict[str, Tiers]] = {}
+    for country in table.country:
+        _check_country(source, f"country.{country}", country)
     for vertical, kinds in table.vertical.items():
+        if vertical not in VERTICALS:
+            raise RulesError(
+                f"{source}: vertical.{vertical}: unknown vertical; known: "
+                f"{', '.join(sorted(VERTICALS))}"
+            )
         countries = kinds.pop("country", {})
+        if not isinstance(countries, dict):
+            raise RulesError(f"{source}: vertical.{vertical}.country: must be a table")
+        for country in countries:
+            _check_country(source, f"vertical.{vertical}.country.{country}", country)
         by_vertical[vertical] = _tiers(kinds, f"{source}: vertical.{vertical}")
         for country, country_kinds in countries.items():
             by_vertical_country[(vertical, country)] = _tiers(
@@ -64,6 +76,11 @@ def parse(text: str, source: str = "rules") -> Thresholds:
         )
     except InvalidValue as exc:
         raise RulesError(f"{source}: {exc}") from None
+
+
+def _check_country(source: str, where: str, country: str) -> None:
+    if len(country) != 2 or not country.isascii() or not country.isupper():
+        raise RulesError(f"{source}: {where}: not an ISO 3166-1 alpha-2 code such as FI")
 
 
 def load(path: Path | None) -> Thresholds:

@@ -22,6 +22,7 @@ from domain.values import SEVERITIES, SEVERITY_RANK
 class IssueSnapshot:
     status: str
     severity: str
+    resolved_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def plan(
                 actions.append(Action(kind, "detect", check.severity, check.evidence))
                 continue
             if issue.status == "resolved":
+                if issue.resolved_by != "system":
+                    # An agent closed it while the condition held (false positive, handled
+                    # elsewhere): their call stands; reopening would undo it on every ping.
+                    continue
                 actions.append(Action(kind, "reopen", reason="the condition recurred"))
             if SEVERITY_RANK[check.severity] > SEVERITY_RANK[issue.severity]:
                 actions.append(Action(kind, "escalate", check.severity, check.evidence))

@@ -109,7 +109,9 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
         changes.update(courier_id=data.get("courier_id"), courier_assigned_at=at)
         changes.update(courier_arrived_at=None, last_position=None, last_moved_at=None)
     elif kind == "courier_unassigned":
-        changes.update(courier_id=None, courier_assigned_at=None, courier_arrived_at=None)
+        if data.get("courier_id") in (None, state.courier_id):
+            # A late unassignment of an earlier courier leaves the current one in place.
+            changes.update(courier_id=None, courier_assigned_at=None, courier_arrived_at=None)
         changes.update(unassignments=state.unassignments + 1)
     elif kind == "courier_arrived_at_venue":
         changes.update(courier_arrived_at=at)
@@ -120,7 +122,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
     elif kind == "courier_location":
         position = (float(data["lat"]), float(data["lon"]))
         moved = state.last_position is None or (
-            _metres(state.last_position, position) >= STATIONARY_RADIUS_METRES
+            metres(state.last_position, position) >= STATIONARY_RADIUS_METRES
         )
         changes.update(last_position=position)
         if moved:
@@ -136,7 +138,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
     return replace(state, **changes)
 
 
-def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+def metres(a: tuple[float, float], b: tuple[float, float]) -> float:
     """Great-circle distance (haversine), good to a metre at these scales."""
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
     h = (

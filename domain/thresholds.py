@@ -23,6 +23,8 @@ def check_tiers(where: str, kind: str, tiers: Tiers) -> None:
     for threshold, severity in tiers:
         if severity not in SEVERITY_RANK:
             raise InvalidValue(f"{where}.{kind}", f"unknown severity {severity!r}")
+        if kind == "courier_reassigned_repeatedly" and threshold < 1:
+            raise InvalidValue(f"{where}.{kind}", "counts unassignments: thresholds >= 1")
         if threshold < 0 or threshold <= previous_threshold:
             raise InvalidValue(f"{where}.{kind}", "thresholds must be >= 0 and ascending")
         if SEVERITY_RANK[severity] < previous_rank:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 APPLIED = Counter("inbox_projection_events_total", "Events applied", ["projection"])
 POSITION = Gauge("inbox_projection_position", "A projection's stored position", ["projection"])
-LAG = Gauge("inbox_projection_lag_events", "Stored events not yet applied", ["projection"])
 
 POSITIONS_CHANNEL = "projection_positions"
 _COMMAND_TIMEOUT_SECONDS = 60.0
@@ -107,13 +106,11 @@ class Follower:
         database_url: str,
         mapper: Mapper[UUID],
         config: FollowerConfig,
-        on_batch: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
         self._projection = projection
         self._database_url = database_url
         self._mapper = mapper
         self._config = config
-        self._on_batch = on_batch
         self._live_tables = {table: table for table in projection.tables}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -152,7 +149,6 @@ class Follower:
             position = await lock_position(conn, name)
             batch = await read_batch(conn, self._mapper, position, self._config.batch_size)
             if not batch:
-                LAG.labels(name).set(0)
                 return 0
             await self._projection.apply(conn, batch, self._live_tables)
             last = batch[-1][0]
@@ -164,6 +160,4 @@ class Follower:
             await conn.execute("SELECT pg_notify($1, $2)", POSITIONS_CHANNEL, f"{name}:{last}")
         APPLIED.labels(name).inc(len(batch))
         POSITION.labels(name).set(last)
-        if self._on_batch is not None:
-            await self._on_batch(name, last)
         return len(batch)

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 import msgspec
+from eventsourcing.persistence import InterfaceError, OperationalError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -27,6 +28,13 @@ from app.ingest import InvalidEvent, validate
 from domain.order import OrderEvent
 
 log = logging.getLogger(__name__)
+
+# The read side (asyncpg) and the event store (the library, psycopg) losing the database.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    OperationalError,
+    InterfaceError,
+)
 
 
 @dataclass(frozen=True)
@@ -81,15 +89,14 @@ async def consume_orders(  # noqa: PLR0912 (fetch, sort, park, ingest, ack: one 
                 invalid.append((message, None, f"malformed JSON: {exc}"))
             except InvalidEvent as exc:
                 invalid.append((message, exc.event_id, exc.reason))
-        if invalid:
-            await detector.park("nats", [(i, r, m.data) for m, i, r in invalid])
-            for message, _, _ in invalid:
-                await message.term()
-        if not valid:
-            continue
         try:
-            await detector.ingest([event for _, event in valid])
-        except CONNECTION_ERRORS as exc:
+            if invalid:
+                await detector.park("nats", [(i, r, m.data) for m, i, r in invalid])
+                for message, _, _ in invalid:
+                    await message.term()
+            if valid:
+                await detector.ingest([event for _, event in valid])
+        except DATABASE_ERRORS as exc:
             log.warning("detector: database unavailable (%s); events will be redelivered", exc)
             for message, _ in valid:
                 await message.nak(delay=1)
@@ -103,7 +110,7 @@ async def fire_timers(detector: Detector, stop: asyncio.Event, *, idle: float = 
     while not stop.is_set():
         try:
             fired = await detector.fire_due(100)
-        except CONNECTION_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("detector: timers paused, database unavailable (%s)", exc)
             fired = 0
         if fired < 100:

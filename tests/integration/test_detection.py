@@ -343,3 +343,24 @@ async def test_a_detector_killed_mid_stream_loses_and_doubles_nothing(
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)
         await client.close()
+
+
+async def test_a_courier_standing_still_while_pinging_is_flagged(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    """More pings than are kept per order: the stationary run still starts at the last move."""
+    steps = [
+        placed("s"),
+        ev("s", "venue_accepted", 1),
+        ev("s", "order_picked_up", 10, courier_id="k"),
+    ]
+    steps += [
+        ev("s", "courier_location", 10 + n / 6, courier_id="k", lat=60.17, lon=24.94)
+        for n in range(200)
+    ]
+    clock.at = T0 + timedelta(minutes=10 + 200 / 6)
+    for start in range(0, len(steps), 50):
+        await detector.ingest(steps[start : start + 50])
+    issue = state(issues, "s", "courier_stationary")
+    assert issue is not None
+    assert issue.severity == "high"

@@ -32,7 +32,7 @@ def test_a_worse_condition_escalates_and_an_equal_one_does_nothing() -> None:
 
 
 def test_a_resolved_issue_whose_condition_recurs_is_reopened_not_duplicated() -> None:
-    resolved = {"order_stale": IssueSnapshot("resolved", "high")}
+    resolved = {"order_stale": IssueSnapshot("resolved", "high", "system")}
     assert ops(plan(ORDER, HOLDS, resolved, {}, NOW, CLEAR_FOR)) == [("order_stale", "reopen")]
 
 
@@ -75,3 +75,10 @@ def test_a_contact_escalates_open_issues_one_level() -> None:
     actions = contact_escalations(issues)
     assert [(a.kind, a.severity) for a in actions] == [("order_stale", "high")]
     assert contact_escalations({}) == []
+
+
+def test_an_issue_an_agent_resolved_stays_resolved_while_the_condition_holds() -> None:
+    by_agent = {"order_stale": IssueSnapshot("resolved", "high", "agent")}
+    by_system = {"order_stale": IssueSnapshot("resolved", "high", "system")}
+    assert ops(plan(ORDER, HOLDS, by_agent, {}, NOW, CLEAR_FOR)) == []
+    assert ops(plan(ORDER, HOLDS, by_system, {}, NOW, CLEAR_FOR)) == [("order_stale", "reopen")]

@@ -132,6 +132,16 @@ def test_rule(rule: str, steps: tuple[Any, ...], now: float, expected: str | Non
         assert check.evidence
 
 
+def test_a_late_unassignment_of_an_earlier_courier_keeps_the_current_one() -> None:
+    state = order(
+        PLACED,
+        (1, "courier_assigned", {"courier_id": "a"}),
+        (2, "courier_assigned", {"courier_id": "b"}),
+        (3, "courier_unassigned", {"courier_id": "a"}),
+    )
+    assert (state.courier_id, state.unassignments) == ("b", 1)
+
+
 def test_out_of_order_and_repeated_events_give_the_same_state() -> None:
     steps = [
         PLACED,
@@ -194,6 +204,10 @@ def test_the_most_specific_table_wins() -> None:
         ("[defaults\n", "rules"),
         ("[detector]\nflap = 3", "unknown setting"),
         ("[weather]\nrain = 1", "weather"),
+        ("[vertical.groccery]\norder_stale = [[1, 'low']]", "unknown vertical"),
+        ("[country.fi]\norder_stale = [[1, 'low']]", "ISO 3166"),
+        ("[vertical.grocery]\ncountry = 3", "must be a table"),
+        ("[defaults]\ncourier_reassigned_repeatedly = [[0, 'low']]", ">= 1"),
     ],
 )
 def test_a_bad_rules_file_says_where(text: str, says: str) -> None:
