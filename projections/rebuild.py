@@ -104,9 +104,15 @@ async def rebuild(
             for table in projection.tables:
                 await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             for table, copy in shadow.items():
+                names = await _index_names(conn, table)
                 await conn.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
                 await conn.execute(f"ALTER TABLE {copy} RENAME TO {table}")
                 await conn.execute(f"DROP TABLE {table}__old")
+                # The copy's indexes got generated names: give them the live names back,
+                # so that later migrations naming an index still find it.
+                for shape, index in (await _index_names(conn, table)).items():
+                    if shape in names and names[shape] != index:
+                        await conn.execute(f'ALTER INDEX "{index}" RENAME TO "{names[shape]}"')
             await conn.execute(
                 "UPDATE projection_positions SET position = $2, updated_at = now() WHERE name = $1",
                 projection.name,
@@ -144,6 +150,18 @@ async def _replay(
         if progress is not None:
             progress(applied + count, max(total, applied + count))
     return position, count
+
+
+async def _index_names(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+    """Index definition without its name (its shape) -> index name, for one table."""
+    rows = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1",
+        table,
+    )
+    return {
+        row["indexdef"].replace(f"INDEX {row['indexname']} ON", "INDEX ON", 1): row["indexname"]
+        for row in rows
+    }
 
 
 async def _newest(conn: asyncpg.Connection) -> int:

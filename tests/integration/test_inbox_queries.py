@@ -146,6 +146,7 @@ async def _paginate(
         await pool.close()
     ids = [r["issue_id"] for r in seen]
     assert len(ids) == len(set(ids)), "an issue was shown twice"
+    assert all(matches(r, f) for r in seen), "an issue outside the filters was shown"
     expected = {r["issue_id"] for r in rows if matches(r, f)}
     assert expected <= set(ids), "an issue was skipped"
     keys = [SORT_KEYS[sort](r) for r in seen]

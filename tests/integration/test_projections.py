@@ -110,6 +110,15 @@ async def test_a_rebuilt_model_equals_the_live_one(
         await wait_projected(db)
         rebuilt = {t: await _table(db, t, _KEYS[t]) for t in projection.tables}
     assert result.events > 0
+    conn = await postgres.connect(db)
+    try:
+        indexes = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = ANY($1::text[])",
+            list(projection.tables),
+        )
+    finally:
+        await conn.close()
+    assert not [r["indexname"] for r in indexes if "rebuild" in r["indexname"]]
     for table in projection.tables:
         if table == "stats_counts":  # rows counting 0 may stay in the live table
             live[table] = [r for r in live[table] if r["n"]]
