@@ -17,6 +17,13 @@ from domain.order import OrderState
 from domain.rules import Check
 from domain.values import SEVERITIES, SEVERITY_RANK
 
+# Conditions that, once cleared, cannot come back for the order (the venue accepted, the
+# order was picked up): their issues resolve at once, with no clear-for moment (CONTRACT
+# §2: "a late venue_accepted clears that issue when it comes").
+SETTLED_WHEN_CLEAR = frozenset(
+    {"venue_acceptance_delayed", "courier_waiting_at_venue", "ready_not_picked_up"}
+)
+
 
 @dataclass(frozen=True)
 class IssueSnapshot:
@@ -74,7 +81,7 @@ def plan(
                 actions.append(Action(kind, "resolve", reason=why))
                 continue
             since = clear_since.get(kind, now)
-            if now - since >= clear_for:
+            if kind in SETTLED_WHEN_CLEAR or now - since >= clear_for:
                 actions.append(Action(kind, "resolve", reason="the condition cleared"))
             else:
                 still_clear[kind] = since

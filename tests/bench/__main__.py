@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import bench_commands, bench_read, bench_relay
+from tests.bench import bench_commands, bench_detect, bench_read, bench_relay
 
 BENCHES = {
     "commands": bench_commands.main,
     "relay": bench_relay.main,
     "read": bench_read.main,
+    "detect": bench_detect.main,
 }
 
 

@@ -82,3 +82,11 @@ def test_an_issue_an_agent_resolved_stays_resolved_while_the_condition_holds() -
     by_system = {"order_stale": IssueSnapshot("resolved", "high", "system")}
     assert ops(plan(ORDER, HOLDS, by_agent, {}, NOW, CLEAR_FOR)) == []
     assert ops(plan(ORDER, HOLDS, by_system, {}, NOW, CLEAR_FOR)) == [("order_stale", "reopen")]
+
+
+def test_a_condition_that_cannot_come_back_resolves_at_once() -> None:
+    issue = {"venue_acceptance_delayed": IssueSnapshot("open", "high")}
+    cleared = {"venue_acceptance_delayed": Check()}
+    assert ops(plan(ORDER, cleared, issue, {}, NOW, CLEAR_FOR)) == [
+        ("venue_acceptance_delayed", "resolve")
+    ]

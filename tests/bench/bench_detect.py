@@ -1,0 +1,220 @@
+"""Detection throughput: order events from JetStream through the detector (watch rows,
+rules, issue commands) next to a raw nats-py pull-consume of the same events.
+
+    python -c "import asyncio, sys; from tests.bench import bench_detect; \
+asyncio.run(bench_detect.main(sys.argv[1:]))" [--events 20000] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
+
+from adapters import postgres
+from adapters.clock import SystemClock
+from adapters.nats import ensure_stream
+from app import rules_config
+from app.detection import Detector
+from app.simulator import _absolute, lifecycle
+from app.workers.detector import ConsumerConfigValues, consume_orders
+from tests.bench.common import Figure, report, scratch_database, servers
+from tests.integration import helpers
+
+DEADLINE = 600.0  # seconds any one phase may take before the benchmark gives up
+
+
+def order_events(count: int, seed: int = 7) -> tuple[list[dict[str, Any]], int]:
+    """``count`` events of simulated orders placed in the last hour, only the steps that
+    already happened (a mix of delivered and in-flight orders), in ``occurred_at`` order.
+    Returns (events, orders)."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    events: list[tuple[datetime, dict[str, Any]]] = []
+    orders = 0
+    while len(events) < count:
+        order_id = f"bench-{orders}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
+        vertical, country, city, steps = lifecycle(rng, order_id)
+        placed = now - timedelta(minutes=rng.uniform(0, 60))
+        orders += 1
+        for step in steps:
+            at = placed + timedelta(minutes=step.minute)
+            if at > now:
+                continue
+            body = {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "type": step.type,
+                "order_id": order_id,
+                "occurred_at": at.isoformat(),
+                "vertical": vertical,
+                "country": country,
+                "city": city,
+                "data": _absolute(step.data, placed),
+            }
+            events.append((at, body))
+    events.sort(key=lambda pair: pair[0])
+    return [body for _, body in events[:count]], orders
+
+
+async def publish(js: JetStreamContext, prefix: str, events: list[dict[str, Any]]) -> str:
+    """A fresh stream with ``events`` on it; its name."""
+    stream = f"BENCH_DETECT_{uuid.uuid4().hex[:8]}"
+    await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
+    futures = [
+        await js.publish_async(
+            f"{prefix}.{body['type']}",
+            msgspec.json.encode(body),
+            headers={"Nats-Msg-Id": body["event_id"]},
+            wait_stall=60,
+        )
+        for body in events
+    ]
+    await asyncio.gather(*(asyncio.wait_for(f, 30) for f in futures))
+    info = await js.stream_info(stream)
+    assert info.state.messages == len(events), (info.state.messages, len(events))
+    return stream
+
+
+async def raw_consume(client: NATS, prefix: str, stream: str, count: int, batch: int) -> Figure:
+    js = client.jetstream()
+    subscription = await js.pull_subscribe(
+        f"{prefix}.>",
+        durable="bench-raw",
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
+    )
+    received = 0
+    started = time.perf_counter()
+    deadline = started + DEADLINE
+    while received < count:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"raw consume: {received} of {count} after {DEADLINE} s")
+        try:
+            messages = await subscription.fetch(batch, timeout=1)
+        except TimeoutError:
+            continue
+        for message in messages:
+            msgspec.json.decode(message.data)
+            await message.ack()
+        received += len(messages)
+    # The last acks are only queued on the client until flushed.
+    await client.flush()
+    seconds = time.perf_counter() - started
+    await subscription.unsubscribe()
+    return Figure(f"raw nats-py pull + ack + JSON (batch {batch})", received, seconds)
+
+
+async def wait_acknowledged(js: JetStreamContext, stream: str, durable: str, count: int) -> None:
+    deadline = time.perf_counter() + DEADLINE
+    while time.perf_counter() < deadline:
+        try:
+            info = await js.consumer_info(stream, durable)
+        except NotFoundError:  # the consumer task has not created it yet
+            info = None
+        if (
+            info is not None
+            and info.delivered.stream_seq == count
+            and info.num_ack_pending == 0
+            and info.num_pending == 0
+        ):
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"detector did not acknowledge {count} events within {DEADLINE} s")
+
+
+async def whole_path(
+    url: str, client: NATS, prefix: str, stream: str, count: int, batch: int
+) -> tuple[Figure, dict[str, Any]]:
+    js = client.jetstream()
+    pool = await postgres.create_pool(url, max_size=4)
+    issues = helpers.service(url)
+    try:
+        detector = Detector(
+            pool=pool, issues=issues, thresholds=rules_config.load(None), clock=SystemClock()
+        )
+        config = ConsumerConfigValues(
+            stream=stream,
+            subject_prefix=prefix,
+            durable="bench-detector",
+            batch_size=batch,
+            create_stream=False,
+        )
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        task = asyncio.create_task(consume_orders(client, detector, config, stop))
+        try:
+            await wait_acknowledged(js, stream, config.durable, count)
+            seconds = time.perf_counter() - started
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        created = await pool.fetchval("SELECT count(DISTINCT originator_id) FROM inbox_events")
+        issue_events = await pool.fetchval("SELECT count(*) FROM inbox_events")
+        watched = await pool.fetchval("SELECT count(*) FROM order_watch")
+        contacts = await pool.fetchval("SELECT count(*) FROM support_contacts")
+    finally:
+        await pool.close()
+        issues.app.close()
+    notes = {
+        "issues_created": created,
+        "issue_events": issue_events,
+        "orders_watched": watched,
+        "support_contacts": contacts,
+    }
+    return Figure(f"detector via consume_orders (batch {batch})", count, seconds), notes
+
+
+async def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench detect")
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args(argv)
+    events, orders = order_events(args.events)
+    payload = sum(len(msgspec.json.encode(e)) for e in events) / len(events)
+    with servers() as endpoints:
+        client = await nats.connect(endpoints.nats_url)
+        js = client.jetstream()
+        streams: list[str] = []
+        try:
+            run = uuid.uuid4().hex[:8]
+            raw_prefix, path_prefix = f"bench_raw_{run}.order", f"bench_det_{run}.order"
+            streams.append(await publish(js, raw_prefix, events))
+            raw = await raw_consume(client, raw_prefix, streams[-1], len(events), args.batch)
+            streams.append(await publish(js, path_prefix, events))
+            async with scratch_database(endpoints.database_url) as url:
+                whole, notes = await whole_path(
+                    url, client, path_prefix, streams[-1], len(events), args.batch
+                )
+        finally:
+            for stream in streams:
+                await js.delete_stream(stream)
+            await client.close()
+    report(
+        "detect",
+        [whole],
+        raw,
+        {
+            "orders": orders,
+            "events_per_order": round(len(events) / orders, 1),
+            "payload_bytes": round(payload),
+            "batch": args.batch,
+            "cpus": os.cpu_count(),
+            **notes,
+        },
+    )
+    print(
+        f"{len(events)} events of {orders} orders; {notes['issues_created']} issues created"
+        f" ({notes['issue_events']} issue events), {notes['support_contacts']} support contacts"
+    )
