@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError, OperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -95,7 +96,7 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             return _body(409, str(exc))
         case Unavailable():
             return _body(503, str(exc))
-        case _ if isinstance(exc, CONNECTION_ERRORS):
+        case _ if isinstance(exc, (*CONNECTION_ERRORS, OperationalError, InterfaceError)):
             log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
             return _body(503, "the database is unavailable; try again")
         case HTTPException() if exc.status_code < 500:
