@@ -28,7 +28,9 @@ _ENVELOPE = frozenset(
 )
 
 
-class IssueView(msgspec.Struct, kw_only=True):
+class IssueFields(msgspec.Struct, kw_only=True):
+    """The fields of an issue every view shows (CONTRACT §3)."""
+
     issue_id: UUID
     order_id: str
     kind: str
@@ -46,10 +48,15 @@ class IssueView(msgspec.Struct, kw_only=True):
     resolution: str | None
     snoozed_until: datetime | None
     evidence: dict[str, Any]
-    notes: list[dict[str, Any]]
-    actions: list[dict[str, Any]]
     reopen_count: int
     version: int
+
+
+class IssueView(IssueFields, kw_only=True):
+    """An issue as it was at a version (auditors), folded from the event store."""
+
+    notes: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
 
 
 class EventItem(msgspec.Struct, kw_only=True):

@@ -16,6 +16,7 @@ from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.http.errors import NotFound
+from app.integration import IssueFields
 from app.queries import Filters, Positions, ReadModels
 from app.service import Unavailable
 from app.settings import Settings
@@ -30,29 +31,12 @@ MinPosition = Annotated[
 _Values = Annotated[list[str] | None, Parameter(required=False)]
 
 
-class InboxItem(msgspec.Struct, kw_only=True):
-    issue_id: UUID
-    order_id: str
-    kind: str
-    status: str
-    severity: str
-    priority: int
-    vertical: str
-    country: str
-    city: str
-    assignee: str | None
-    detected_at: datetime
-    updated_at: datetime
+class InboxItem(IssueFields, kw_only=True):
+    """An issue as the inbox read model holds it."""
+
     due_at: datetime
-    resolved_at: datetime | None
-    resolved_by: str | None
-    resolution: str | None
-    snoozed_until: datetime | None
-    evidence: dict[str, Any]
     note_count: int
     action_count: int
-    reopen_count: int
-    version: int
     position: int
 
 
