@@ -181,6 +181,28 @@ def _absolute(data: dict[str, Any], placed: datetime) -> dict[str, Any]:
     return out
 
 
+def order_events(
+    rng: random.Random, order_id: str, placed: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """One order's lifecycle as (occurred_at, CONTRACT §2 event body), placed at ``placed``."""
+    vertical, country, city, steps = lifecycle(rng, order_id)
+    events = []
+    for step in steps:
+        at = placed + timedelta(minutes=step.minute)
+        body = {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "type": step.type,
+            "order_id": order_id,
+            "occurred_at": at.isoformat(),
+            "vertical": vertical,
+            "country": country,
+            "city": city,
+            "data": _absolute(step.data, placed),
+        }
+        events.append((at, body))
+    return events
+
+
 async def simulate(
     nats: NATS,
     *,
@@ -203,19 +225,7 @@ async def simulate(
         now = clock.now()
         while (orders is None or started < orders) and next_order <= now:
             order_id = f"sim-{seed}-{started}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
-            vertical, country, city, steps = lifecycle(rng, order_id)
-            for step in steps:
-                at = next_order + timedelta(minutes=step.minute)
-                body = {
-                    "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                    "type": step.type,
-                    "order_id": order_id,
-                    "occurred_at": at.isoformat(),
-                    "vertical": vertical,
-                    "country": country,
-                    "city": city,
-                    "data": _absolute(step.data, next_order),
-                }
+            for at, body in order_events(rng, order_id, next_order):
                 heapq.heappush(queue, (at, next(counter), body))
             started += 1
             next_order += timedelta(minutes=rng.expovariate(rate))

@@ -48,6 +48,22 @@ COLUMNS = (
 _JSON = frozenset({"evidence"})
 
 
+def detected_row(event: Any) -> Row:
+    """What every read model knows of an issue from its Detected event."""
+    return {
+        "issue_id": event.originator_id,
+        "order_id": event.order_id,
+        "kind": event.kind,
+        "status": "open",
+        "status_before_snooze": None,
+        "severity": event.severity,
+        "vertical": event.vertical,
+        "country": event.country,
+        "city": event.city,
+        "detected_at": event.at,
+    }
+
+
 def fold(row: Row | None, event: Any, position: int) -> Row:
     """The row after ``event``; ``row`` is the row before it (None before Detected)."""
     name = EVENT_NAMES.get(type(event))
@@ -55,17 +71,8 @@ def fold(row: Row | None, event: Any, position: int) -> Row:
         raise ProjectionError(f"no inbox mapping for {type(event).__qualname__}")
     if name == "detected":
         row = {
-            "issue_id": event.originator_id,
-            "order_id": event.order_id,
-            "kind": event.kind,
-            "status": "open",
-            "status_before_snooze": None,
-            "severity": event.severity,
-            "vertical": event.vertical,
-            "country": event.country,
-            "city": event.city,
+            **detected_row(event),
             "assignee": None,
-            "detected_at": event.at,
             "resolved_at": None,
             "resolved_by": None,
             "resolution": None,

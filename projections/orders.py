@@ -10,7 +10,7 @@ import asyncpg
 from domain.issue import EVENT_NAMES
 from projections import rows
 from projections.follower import Batch, ProjectionError
-from projections.inbox import next_status
+from projections.inbox import detected_row, next_status
 from projections.rows import Row
 
 _COLUMNS = (
@@ -32,18 +32,7 @@ _COLUMNS = (
 def fold(row: Row | None, event: Any) -> Row:
     name = EVENT_NAMES.get(type(event))
     if name == "detected":
-        row = {
-            "issue_id": event.originator_id,
-            "order_id": event.order_id,
-            "kind": event.kind,
-            "status": "open",
-            "status_before_snooze": None,
-            "severity": event.severity,
-            "vertical": event.vertical,
-            "country": event.country,
-            "city": event.city,
-            "detected_at": event.at,
-        }
+        row = detected_row(event)
     elif row is None or name is None:
         raise ProjectionError(f"orders cannot apply {type(event).__qualname__} here")
     else:

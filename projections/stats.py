@@ -12,7 +12,7 @@ import asyncpg
 from domain.issue import EVENT_NAMES
 from projections import rows
 from projections.follower import Batch, ProjectionError
-from projections.inbox import next_status
+from projections.inbox import detected_row, next_status
 from projections.rows import Row
 
 DIMENSIONS = ("status", "severity", "kind", "vertical", "country", "city")
@@ -22,16 +22,7 @@ _COLUMNS = ("issue_id", "status_before_snooze", *DIMENSIONS)
 def fold(row: Row | None, event: Any) -> Row:
     name = EVENT_NAMES.get(type(event))
     if name == "detected":
-        return {
-            "issue_id": event.originator_id,
-            "status": "open",
-            "status_before_snooze": None,
-            "severity": event.severity,
-            "kind": event.kind,
-            "vertical": event.vertical,
-            "country": event.country,
-            "city": event.city,
-        }
+        return {key: detected_row(event)[key] for key in _COLUMNS}
     if row is None or name is None:
         raise ProjectionError(f"stats cannot apply {type(event).__qualname__} here")
     row = dict(row)

@@ -181,7 +181,7 @@ class InboxController(Controller):
     ) -> Stats:
         model = "stats" if filters.dimensions_only else "inbox"
         await _caught_up(positions, settings, model, min_position)
-        _, rows = await read_models.counts(filters)
+        rows = await read_models.counts(filters)
         by: dict[str, Counter[str]] = {
             d: Counter() for d in ("status", "severity", "kind", "vertical", "country")
         }

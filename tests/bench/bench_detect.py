@@ -28,7 +28,7 @@ from adapters.clock import SystemClock
 from adapters.nats import ensure_stream
 from app import rules_config
 from app.detection import Detector
-from app.simulator import _absolute, lifecycle
+from app.simulator import order_events as lifecycle_events
 from app.workers.detector import ConsumerConfigValues, consume_orders
 from tests.bench.common import Figure, report, scratch_database, servers
 from tests.integration import helpers
@@ -46,24 +46,9 @@ def order_events(count: int, seed: int = 7) -> tuple[list[dict[str, Any]], int]:
     orders = 0
     while len(events) < count:
         order_id = f"bench-{orders}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
-        vertical, country, city, steps = lifecycle(rng, order_id)
         placed = now - timedelta(minutes=rng.uniform(0, 60))
         orders += 1
-        for step in steps:
-            at = placed + timedelta(minutes=step.minute)
-            if at > now:
-                continue
-            body = {
-                "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                "type": step.type,
-                "order_id": order_id,
-                "occurred_at": at.isoformat(),
-                "vertical": vertical,
-                "country": country,
-                "city": city,
-                "data": _absolute(step.data, placed),
-            }
-            events.append((at, body))
+        events += [(at, body) for at, body in lifecycle_events(rng, order_id, placed) if at <= now]
     events.sort(key=lambda pair: pair[0])
     return [body for _, body in events[:count]], orders
 
