@@ -129,6 +129,7 @@ async def container(
             issues=issues,
             thresholds=rules_config.load(settings.rules_file),
             clock=detector_clock or clock,
+            command_batch_size=settings.command_batch_size,
         )
         yield Container(
             settings=settings,

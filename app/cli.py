@@ -51,6 +51,7 @@ async def _run_detector(built: Container, stop: asyncio.Event) -> None:
         subject_prefix=settings.orders_subject_prefix,
         create_stream=settings.create_streams,
         ack_wait=settings.orders_ack_wait_seconds,
+        batch_size=settings.orders_batch_size,
     )
     # A TaskGroup: when one part fails the other is cancelled, not left running beside
     # the restarted worker.

@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from adapters.clock import Clock
 from app.ingest import InvalidEvent, validate
-from app.service import Command, CommandResult, IssueService
+from app.service import Command, CommandResult, IssueService, Outcome
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
 from domain.order import STATIONARY_RADIUS_METRES, OrderEvent, OrderState, fold, metres
@@ -102,65 +102,92 @@ def _when(event: OrderEvent) -> tuple[datetime, str]:
     return (event.occurred_at, event.event_id)
 
 
+@dataclass
+class _Visit:
+    """One order looked at in a batch: its row as locked, and what the batch brought."""
+
+    order_id: str
+    events: list[OrderEvent]
+    clear_since: dict[str, datetime]
+    contacts: list[OrderEvent]  # customer contacts new in this batch
+    store_events: bool  # the event list changed and must be written back
+    state: OrderState | None = None
+    checks: dict[str, Any] | None = None
+    outcome: tuple[dict[str, datetime], datetime | None] | None = None
+
+
 class Detector:
     def __init__(
-        self, *, pool: asyncpg.Pool, issues: IssueService, thresholds: Thresholds, clock: Clock
+        self,
+        *,
+        pool: asyncpg.Pool,
+        issues: IssueService,
+        thresholds: Thresholds,
+        clock: Clock,
+        command_batch_size: int = 100,
     ) -> None:
         self._pool = pool
+        self._command_batch_size = command_batch_size
         self._issues = issues
         self._thresholds = thresholds
         self._clock = clock
         self._clear_for = timedelta(seconds=thresholds.clear_for_seconds)
 
     async def ingest(self, events: list[OrderEvent]) -> Ingested:
-        """Apply validated events; each order in a transaction of its own."""
+        """Apply validated events in one transaction: every order they name is locked (in
+        order-id order, so replicas never deadlock), evaluated, and its issue commands are
+        sent in one batch."""
         by_order: dict[str, list[OrderEvent]] = defaultdict(list)
         for event in events:
             by_order[event.order_id].append(event)
-        accepted = duplicates = 0
-        for order_id in sorted(by_order):
-            new, repeated = await self._ingest_order(order_id, by_order[order_id])
-            accepted += new
-            duplicates += repeated
+        order_ids = sorted(by_order)
+        accepted = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO order_watch (order_id, events)"
+                " SELECT id, '[]' FROM unnest($1::text[]) AS id ORDER BY id"
+                " ON CONFLICT DO NOTHING",
+                order_ids,
+            )
+            rows = await conn.fetch(
+                "SELECT order_id, events, clear_since FROM order_watch"
+                " WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+                order_ids,
+            )
+            visits = []
+            corrupt: list[tuple[str | None, str, Any]] = []
+            for row in rows:
+                try:
+                    stored = _decode(row["events"])
+                except InvalidEvent:  # logged by _decode; the order's new events wait aside
+                    corrupt += [
+                        (e.event_id, f"watch row of order {e.order_id} is corrupt", _encode(e))
+                        for e in by_order[row["order_id"]]
+                    ]
+                    continue
+                known = {e.event_id for e in stored}
+                new: list[OrderEvent] = []
+                for event in by_order[row["order_id"]]:
+                    if event.event_id not in known:
+                        known.add(event.event_id)
+                        new.append(event)
+                accepted += len(new)
+                visits.append(
+                    _Visit(
+                        order_id=row["order_id"],
+                        events=_trim(stored + new) if new else stored,
+                        clear_since=_clear_since(row["clear_since"]),
+                        contacts=[e for e in new if e.type == "customer_contacted_support"],
+                        store_events=bool(new),
+                    )
+                )
+            await self._visit(conn, visits)
+        if corrupt:
+            await self.park("detector", corrupt)
+        duplicates = len(events) - accepted - len(corrupt)
         ORDER_EVENTS.labels("accepted").inc(accepted)
         ORDER_EVENTS.labels("duplicate").inc(duplicates)
         return Ingested(accepted, duplicates)
-
-    async def _ingest_order(self, order_id: str, incoming: list[OrderEvent]) -> tuple[int, int]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO order_watch (order_id, events) VALUES ($1, '[]')"
-                " ON CONFLICT DO NOTHING",
-                order_id,
-            )
-            row = await conn.fetchrow(
-                "SELECT events, clear_since FROM order_watch WHERE order_id = $1 FOR UPDATE",
-                order_id,
-            )
-            assert row is not None
-            stored = _decode(row["events"])
-            known = {e.event_id for e in stored}
-            new: list[OrderEvent] = []
-            for event in incoming:
-                if event.event_id not in known:
-                    known.add(event.event_id)
-                    new.append(event)
-            events = _trim(stored + new)
-            state = fold(events)
-            assert state is not None
-            contacts = [e for e in new if e.type == "customer_contacted_support"]
-            clear_since, next_at = await self._evaluate(
-                conn, state, _clear_since(row["clear_since"]), contacts
-            )
-            await conn.execute(
-                "UPDATE order_watch SET events = $2::jsonb, clear_since = $3::jsonb,"
-                " next_check_at = $4, updated_at = now() WHERE order_id = $1",
-                order_id,
-                msgspec.json.encode([_encode(e) for e in events]).decode(),
-                msgspec.json.encode(clear_since).decode(),
-                next_at,
-            )
-        return len(new), len(incoming) - len(new)
 
     async def park(self, source: str, rejected: list[tuple[str | None, str, Any]]) -> None:
         """Keep events that could not be accepted where an operator can list and replay
@@ -207,7 +234,8 @@ class Detector:
         return replayed, still_invalid
 
     async def fire_due(self, limit: int = 100) -> int:
-        """Evaluate up to ``limit`` orders whose timer is due; how many were."""
+        """Evaluate up to ``limit`` orders whose timer is due, in one transaction; how
+        many were."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT order_id, events, clear_since FROM order_watch"
@@ -216,83 +244,139 @@ class Detector:
                 self._clock.now(),
                 limit,
             )
+            visits = []
             for row in rows:
                 try:
-                    async with conn.transaction():  # a savepoint: one bad order stays alone
-                        await self._fire(conn, row)
-                except (InvalidEvent, ValueError, KeyError, AssertionError):
-                    # A bug or a corrupt row: log it, look again in a while, keep going.
-                    log.exception("detector: timer of order %s failed", row["order_id"])
-                    await conn.execute(
-                        "UPDATE order_watch SET next_check_at = $2 WHERE order_id = $1",
-                        row["order_id"],
-                        self._clock.now() + _RETRY_BROKEN,
+                    events = _decode(row["events"])
+                except InvalidEvent:  # logged by _decode: a corrupt row; look again later
+                    broken = _Visit(row["order_id"], [], {}, [], store_events=False)
+                    broken.outcome = ({}, self._clock.now() + _RETRY_BROKEN)
+                    visits.append(broken)
+                    continue
+                visits.append(
+                    _Visit(
+                        order_id=row["order_id"],
+                        events=events,
+                        clear_since=_clear_since(row["clear_since"]),
+                        contacts=[],
+                        store_events=False,
                     )
+                )
+            await self._visit(conn, visits)
         TIMERS.inc(len(rows))
         return len(rows)
 
-    async def _fire(self, conn: asyncpg.Connection | PoolConnectionProxy, row: Any) -> None:
-        state = fold(_decode(row["events"]))
-        next_at = None
-        clear_since: dict[str, datetime] = {}
-        if state is not None:
-            clear_since, next_at = await self._evaluate(
-                conn, state, _clear_since(row["clear_since"]), []
-            )
-        await conn.execute(
-            "UPDATE order_watch SET clear_since = $2::jsonb, next_check_at = $3,"
-            " updated_at = now() WHERE order_id = $1",
-            row["order_id"],
-            msgspec.json.encode(clear_since).decode(),
-            next_at,
-        )
-
-    async def _evaluate(
-        self,
-        conn: asyncpg.Connection | PoolConnectionProxy,
-        state: OrderState,
-        clear_since: dict[str, datetime],
-        contacts: list[OrderEvent],
-    ) -> tuple[dict[str, datetime], datetime | None]:
+    async def _visit(
+        self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
+    ) -> None:
+        """Fold, evaluate and plan every visited order; record its customer contacts; send
+        all their issue commands as one batch; write every watch row back."""
         now = self._clock.now()
-        checks = evaluate(state, now, self._thresholds.for_order(state.vertical, state.country))
-        ids = {kind: issue_id_for(state.order_id, kind) for kind in RULES}
-        current = await anyio.to_thread.run_sync(self._issues.current, set(ids.values()))
-        issues = {kind: current[i] for kind, i in ids.items() if i in current}
-        snapshots = {
-            k: IssueSnapshot(i.status, i.severity, i.resolved_by) for k, i in issues.items()
-        }
-        decided = plan(state, checks, snapshots, clear_since, now, self._clear_for)
-        actions = list(decided.actions)
-        for contact in contacts:
+        for visit in visits:
+            if visit.outcome is None:
+                self._evaluate(visit, now)
+        evaluated = [v for v in visits if v.outcome is None]
+        ids = {issue_id_for(v.order_id, kind) for v in evaluated for kind in RULES}
+        current = await anyio.to_thread.run_sync(self._issues.current, ids) if ids else {}
+        commands: list[tuple[OrderState, Action]] = []
+        contact_rows: list[tuple[str, str, datetime, bool, datetime | None]] = []
+        for visit in evaluated:
+            assert visit.state is not None
+            assert visit.checks is not None
+            state = visit.state
+            issues = {
+                kind: issue
+                for kind in RULES
+                if (issue := current.get(issue_id_for(state.order_id, kind))) is not None
+            }
+            snapshots = {
+                k: IssueSnapshot(i.status, i.severity, i.resolved_by) for k, i in issues.items()
+            }
+            decided = plan(state, visit.checks, snapshots, visit.clear_since, now, self._clear_for)
+            actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]
-            await conn.execute(
+            for contact in visit.contacts:
+                contact_rows.append(
+                    (
+                        contact.event_id,
+                        state.order_id,
+                        contact.occurred_at,
+                        bool(open_issues),
+                        min((i.detected_at for i in open_issues), default=None),
+                    )
+                )
+                if open_issues:
+                    actions += contact_escalations(snapshots)
+                else:
+                    log.info("missed detection: order %s contacted support", state.order_id)
+            commands += [(state, action) for action in actions]
+            times = [t for t in (next_check(visit.checks), decided.recheck_at) if t is not None]
+            visit.outcome = (decided.clear_since, min(times) if times else None)
+        if contact_rows:
+            await conn.executemany(
                 "INSERT INTO support_contacts (event_id, order_id, contacted_at, detected,"
                 " first_detected_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                contact.event_id,
-                state.order_id,
-                contact.occurred_at,
-                bool(open_issues),
-                min((i.detected_at for i in open_issues), default=None),
+                contact_rows,
             )
-            if open_issues:
-                actions += contact_escalations(snapshots)
+        if commands:
+            await self._send(commands)
+        await self._store(conn, visits)
+
+    def _evaluate(self, visit: _Visit, now: datetime) -> None:
+        try:
+            visit.state = fold(visit.events)
+            if visit.state is None:
+                visit.outcome = ({}, None)
+                return
+            thresholds = self._thresholds.for_order(visit.state.vertical, visit.state.country)
+            visit.checks = evaluate(visit.state, now, thresholds)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            # A bug or a corrupt row: log it, keep its events, look again in a while.
+            log.exception("detector: evaluating order %s failed", visit.order_id)
+            visit.outcome = (visit.clear_since, now + _RETRY_BROKEN)
+
+    async def _send(self, commands: list[tuple[OrderState, Action]]) -> None:
+        """Every command, at most ``command_batch_size`` per ``save()`` (the library hangs
+        on a very large insert). A crash between two saves leaves the watch rows
+        unwritten: the next look derives the rest from the issues as they then stand."""
+        outcomes: list[Outcome] = []
+        size = self._command_batch_size
+        for start in range(0, len(commands), size):
+            outcomes += await anyio.to_thread.run_sync(
+                self._issues.execute_batch,
+                [self._command(s, a) for s, a in commands[start : start + size]],
+            )
+        for (state, action), outcome in zip(commands, outcomes, strict=True):
+            if isinstance(outcome, CommandResult):
+                ISSUE_ACTIONS.labels(action.kind, action.op).inc()
             else:
-                log.info("missed detection: order %s contacted support", state.order_id)
-        if actions:
-            commands = [self._command(state, action) for action in actions]
-            outcomes = await anyio.to_thread.run_sync(self._issues.execute_batch, commands)
-            for action, outcome in zip(actions, outcomes, strict=True):
-                if isinstance(outcome, CommandResult):
-                    ISSUE_ACTIONS.labels(action.kind, action.op).inc()
-                else:
-                    # An agent acted in between, or a replica did: the next evaluation
-                    # starts from the issue as it now stands.
-                    log.info(
-                        "detector %s on %s/%s: %s", action.op, state.order_id, action.kind, outcome
-                    )
-        times = [t for t in (next_check(checks), decided.recheck_at) if t is not None]
-        return decided.clear_since, min(times) if times else None
+                # An agent acted in between, or a replica did: the next evaluation
+                # starts from the issue as it now stands.
+                log.info(
+                    "detector %s on %s/%s: %s", action.op, state.order_id, action.kind, outcome
+                )
+
+    async def _store(
+        self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
+    ) -> None:
+        rows = []
+        for visit in visits:
+            assert visit.outcome is not None
+            clear_since, next_at = visit.outcome
+            events = (
+                msgspec.json.encode([_encode(e) for e in visit.events]).decode()
+                if visit.store_events
+                else None
+            )
+            rows.append(
+                (visit.order_id, events, msgspec.json.encode(clear_since).decode(), next_at)
+            )
+        await conn.executemany(
+            "UPDATE order_watch SET events = coalesce($2::jsonb, events),"
+            " clear_since = $3::jsonb, next_check_at = $4, updated_at = now()"
+            " WHERE order_id = $1",
+            rows,
+        )
 
     def _command(self, state: OrderState, action: Action) -> Command:
         issue_id = issue_id_for(state.order_id, action.kind)

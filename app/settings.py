@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     orders_subject_prefix: str = "orders"
     inbox_stream: str = "INBOX"
     inbox_subject_prefix: str = "inbox.issue"
+    # Order events fetched and applied per detector transaction (one lock pass, one save).
+    orders_batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
     # A batch of order events fetched by a detector that died is redelivered after this.
     orders_ack_wait_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     # Create (or update) the streams at start; an operator who manages them turns it off.

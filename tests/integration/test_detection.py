@@ -270,6 +270,7 @@ async def test_a_detector_killed_mid_stream_loses_and_doubles_nothing(
         "INBOX_ORDERS_STREAM": stream,
         "INBOX_ORDERS_SUBJECT_PREFIX": prefix,
         "INBOX_ORDERS_ACK_WAIT_SECONDS": "3",  # the dead detector's batch comes back soon
+        "INBOX_ORDERS_BATCH_SIZE": "10",  # many transactions, so the kill lands mid-stream
     }
     client = await nats.connect(endpoints.nats_url)
     js = client.jetstream()
