@@ -16,6 +16,7 @@ Statuses (CONTRACT §3)::
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -55,6 +56,7 @@ def due_at(detected_at: datetime, severity: str) -> datetime:
     return detected_at + SLA_BY_SEVERITY[severity]
 
 
+@lru_cache(maxsize=1 << 16)
 def issue_id_for(order_id: str, kind: str) -> UUID:
     """The one id of the (order, kind) issue, the same on every replica."""
     return uuid5(ISSUE_NAMESPACE, f"{order_id}\x1f{kind}")

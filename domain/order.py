@@ -2,7 +2,9 @@
 
 Events arrive twice, late and out of order: :func:`fold` drops repeated event ids and
 applies the rest in ``occurred_at`` order (the event id breaks ties), so any arrival order
-of the same events gives the same state.
+of the same events gives the same state. Events that arrive in order can be applied one by
+one to the state so far (:func:`apply`) with the same result; :func:`trim` bounds the
+location pings kept for a later re-fold without changing what it gives.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ OrderEventType = Literal[
 ]
 ORDER_EVENT_TYPES: frozenset[str] = frozenset(OrderEventType.__args__)  # type: ignore[attr-defined]
 
-# A courier who moved less than this between two pings has not moved.
+# A courier still within this distance of where they last moved has not moved.
 STATIONARY_RADIUS_METRES = 50.0
+
+# Bumped whenever :func:`apply` changes meaning: a state folded by another version is
+# folded again from the events.
+FOLD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class OrderState:
     last_event_at: datetime | None = None
     last_position: tuple[float, float] | None = None
     last_moved_at: datetime | None = None
+    moved_from: tuple[float, float] | None = None  # where the courier was when last moved
     contacts: tuple[datetime, ...] = ()
 
     @property
@@ -84,11 +91,37 @@ class OrderState:
 def fold(events: Iterable[OrderEvent]) -> OrderState | None:
     """The state after ``events`` (None when there are none)."""
     unique = {event.event_id: event for event in events}
-    ordered = sorted(unique.values(), key=lambda e: (e.occurred_at, e.event_id))
+    ordered = sorted(unique.values(), key=sort_key)
     state: OrderState | None = None
     for event in ordered:
         state = apply(state, event)
     return state
+
+
+def sort_key(event: OrderEvent) -> tuple[datetime, str]:
+    return (event.occurred_at, event.event_id)
+
+
+def trim(events: Iterable[OrderEvent], keep_moves: int) -> list[OrderEvent]:
+    """The events without the location pings a fold does not need: of the pings, only
+    the last ``keep_moves`` that moved the courier and the newest one are kept. A ping that
+    did not move the courier changes nothing but the last position, and a move only
+    counts from where the previous move ended, so folding the trimmed events gives the
+    state folding all of them gives (as long as the dropped moves are the oldest)."""
+    unique = sorted({event.event_id: event for event in events}.values(), key=sort_key)
+    moves: list[str] = []
+    newest_ping: str | None = None
+    state: OrderState | None = None
+    for event in unique:
+        if event.type == "courier_location":
+            newest_ping = event.event_id
+            if state is None or _moves(state, _position(event)):
+                moves.append(event.event_id)
+        state = apply(state, event)
+    keep = set(moves[-keep_moves:]) if keep_moves > 0 else set()
+    if newest_ping is not None:
+        keep.add(newest_ping)
+    return [e for e in unique if e.type != "courier_location" or e.event_id in keep]
 
 
 def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: PLR0912
@@ -107,7 +140,9 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
         changes.update(ready_at=at)
     elif kind == "courier_assigned":
         changes.update(courier_id=data.get("courier_id"), courier_assigned_at=at)
-        changes.update(courier_arrived_at=None, last_position=None, last_moved_at=None)
+        changes.update(
+            courier_arrived_at=None, last_position=None, last_moved_at=None, moved_from=None
+        )
     elif kind == "courier_unassigned":
         if data.get("courier_id") in (None, state.courier_id):
             # A late unassignment of an earlier courier leaves the current one in place.
@@ -120,13 +155,10 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
     elif kind == "eta_updated":
         changes.update(estimated_delivery_at=data.get("estimated_delivery_at"))
     elif kind == "courier_location":
-        position = (float(data["lat"]), float(data["lon"]))
-        moved = state.last_position is None or (
-            metres(state.last_position, position) >= STATIONARY_RADIUS_METRES
-        )
+        position = _position(event)
         changes.update(last_position=position)
-        if moved:
-            changes.update(last_moved_at=at)
+        if _moves(state, position):
+            changes.update(last_moved_at=at, moved_from=position)
     elif kind == "order_delivered":
         changes.update(delivered_at=at)
     elif kind == "order_cancelled":
@@ -136,6 +168,18 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
     elif kind == "customer_contacted_support":
         changes.update(contacts=(*state.contacts, at))
     return replace(state, **changes)
+
+
+def _position(event: OrderEvent) -> tuple[float, float]:
+    return (float(event.data["lat"]), float(event.data["lon"]))
+
+
+def _moves(state: OrderState, position: tuple[float, float]) -> bool:
+    """A ping at ``position`` moves the courier: the first since assignment, or one out of
+    the radius around where they last moved."""
+    return (
+        state.moved_from is None or metres(state.moved_from, position) >= STATIONARY_RADIUS_METRES
+    )
 
 
 def metres(a: tuple[float, float], b: tuple[float, float]) -> float:

@@ -28,7 +28,7 @@ from app.detection import Detector
 from app.ingest import validate
 from app.service import IssueService
 from domain.issue import issue_id_for
-from domain.order import OrderEvent
+from domain.order import OrderEvent, OrderState, fold
 from tests.conftest import RUN_ID
 
 REPO = Path(__file__).resolve().parents[2]
@@ -362,3 +362,53 @@ async def test_a_courier_standing_still_while_pinging_is_flagged(
     issue = state(issues, "s", "courier_stationary")
     assert issue is not None
     assert issue.severity == "high"
+
+
+async def stored_state(pool: asyncpg.Pool, order_id: str) -> OrderState:
+    raw = await pool.fetchval("SELECT state FROM order_watch WHERE order_id = $1", order_id)
+    return msgspec.json.decode(raw, type=OrderState)
+
+
+async def test_the_stored_state_is_the_fold_of_every_event_whatever_the_arrival(
+    detector: Detector, pool: asyncpg.Pool, clock: Clock
+) -> None:
+    """In-order events are applied to the stored state, late ones make it fold again, a
+    state of another fold version is folded again: each way ends at the same state."""
+    clock.at = T0 + timedelta(minutes=90)
+    steps = [
+        placed("f"),
+        ev("f", "venue_accepted", 1),
+        ev("f", "courier_assigned", 2, courier_id="k"),
+    ]
+    steps += [
+        ev(
+            "f",
+            "courier_location",
+            3 + n / 2,
+            courier_id="k",
+            lat=60.17 + (n % 7) * 0.0003,
+            lon=24.9,
+        )
+        for n in range(150)  # past the trim threshold: the list is trimmed on the way
+    ]
+    shuffled = list(steps)
+    random.Random(5).shuffle(shuffled)
+    for start in range(0, len(shuffled), 7):
+        await detector.ingest(shuffled[start : start + 7])
+    assert await stored_state(pool, "f") == fold(steps)
+    stored = await pool.fetchrow(
+        "SELECT stored_events, cardinality(event_ids) AS ids FROM order_watch WHERE order_id = 'f'"
+    )
+    assert stored["ids"] == len(steps)  # every id is remembered, for duplicates ...
+    assert stored["stored_events"] < len(steps)  # ... while the pings kept are bounded
+
+    again = [OrderEvent(**{**e.__dict__, "order_id": "g"}) for e in steps]
+    for n, event in enumerate(again):  # the same events in order, one at a time
+        await detector.ingest([event])
+        assert n > 5 or await stored_state(pool, "g") == fold(again[: n + 1])
+    assert await stored_state(pool, "g") == fold(again)
+
+    await pool.execute("UPDATE order_watch SET fold_version = 0, state = '{}' WHERE order_id = 'g'")
+    late = ev("g", "eta_updated", 80, estimated_delivery_at=T0.isoformat())
+    await detector.ingest([late])
+    assert await stored_state(pool, "g") == fold([*again, late])

@@ -1,0 +1,71 @@
+"""The order fold: arrival order, applying one by one, and trimming change nothing."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.order import OrderEvent, apply, fold, sort_key, trim
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+# (minute offset, kind, courier, metres north of the start) per step after placement.
+step = st.tuples(
+    st.integers(min_value=1, max_value=120),
+    st.sampled_from(["courier_location"] * 6 + ["courier_assigned", "order_picked_up"]),
+    st.sampled_from(["k1", "k2"]),
+    st.integers(min_value=0, max_value=400),
+)
+
+
+def events_of(steps: list[tuple[int, str, str, int]]) -> list[OrderEvent]:
+    events = [
+        OrderEvent("e-placed", "order_placed", "o", T0, "restaurant", "FI", "Turku", {}),
+    ]
+    for n, (minute, kind, courier, north) in enumerate(steps):
+        data: dict[str, object] = {"courier_id": courier}
+        if kind == "courier_location":
+            # 0.00001 degrees of latitude is about 1.1 metres.
+            data.update(lat=60.0 + north * 0.00001, lon=24.0)
+        events.append(
+            OrderEvent(
+                f"e{n:03d}",
+                kind,
+                "o",
+                T0 + timedelta(minutes=minute),
+                "restaurant",
+                "FI",
+                "Turku",
+                data,
+            )
+        )
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=60), st.sampled_from([1, 2, 5, 20]), st.randoms())
+def test_folding_trimmed_shuffled_or_one_by_one_gives_one_state(
+    steps: list[tuple[int, str, str, int]], keep: int, rng: random.Random
+) -> None:
+    events = events_of(steps)
+    whole = fold(events)
+    shuffled = list(events)
+    rng.shuffle(shuffled)
+    assert fold(shuffled) == whole
+    assert fold(trim(shuffled, keep)) == whole
+    one_by_one = None
+    for event in sorted(events, key=sort_key):
+        one_by_one = apply(one_by_one, event)
+    assert one_by_one == whole
+
+
+def test_trim_keeps_the_last_moves_and_the_newest_ping() -> None:
+    steps = [(m, "courier_location", "k1", 100 * m) for m in range(1, 11)]  # each ping moves
+    steps += [(m, "courier_location", "k1", 1000) for m in range(11, 21)]  # then stands still
+    kept = trim(events_of(steps), 3)
+    pings = [e.event_id for e in kept if e.type == "courier_location"]
+    assert pings == ["e007", "e008", "e009", "e019"]
+    assert kept[0].type == "order_placed"
