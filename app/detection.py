@@ -1,11 +1,11 @@
 """The detector: order events in, issue commands out, durable timers in between.
 
 For each order it keeps a watch row (``order_watch``): the state folded from the order's
-events, the ids of every event seen (a repeated one changes nothing), the events
-themselves (location pings trimmed) for when the state must be folded again, since when
-each open issue's condition has been clear, and the order's next timer. Events that arrive
-after the last one applied are applied to the stored state; an event that belongs before
-it (late, out of order) makes the detector fold the state again from all the events, in
+events, since when each open issue's condition has been clear, and the order's next
+timer; and its events (``order_events``, keyed by event id, so a repeated one changes
+nothing; location pings that cannot matter are trimmed). Events that arrive after the
+last one applied are applied to the stored state; an event that belongs before it (late,
+out of order) makes the detector fold the state again from all the events, in
 ``occurred_at`` order, so arrival order never changes the result.
 
 Ingesting a batch and firing due timers both end the same way: evaluate the rules
@@ -63,12 +63,10 @@ REFOLDS = Counter("inbox_detector_refolds_total", "States folded again from all 
 # How long a timer that failed with a bug waits before it is tried again.
 _RETRY_BROKEN = timedelta(minutes=5)
 
-# Location pings that moved the courier kept per order when the events are trimmed.
+# Location pings that moved the courier kept per order when a re-fold trims its events.
 _KEEP_LOCATIONS = 20
-# Events stored per order past which the next visit folds again and trims.
-_TRIM_AT = 3 * _KEEP_LOCATIONS
 
-_WATCH_COLUMNS = "order_id, state, fold_version, event_ids, stored_events, clear_since"
+_WATCH_COLUMNS = "order_id, state, fold_version, clear_since"
 
 
 @dataclass(frozen=True)
@@ -90,30 +88,6 @@ def _encode(event: OrderEvent) -> dict[str, Any]:
     }
 
 
-def _decode(raw: bytes | str) -> list[OrderEvent]:
-    events = []
-    for stored in msgspec.json.decode(raw):
-        try:
-            events.append(validate(stored))
-        except InvalidEvent:  # stored only after validation: corrupt row, say so loudly
-            log.exception("a stored order event no longer validates: %s", stored)
-            raise
-    return events
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """An issue as the detector needs it, at one version of it."""
-
-    version: int
-    snapshot: IssueSnapshot
-    detected_at: datetime
-
-    @property
-    def open(self) -> bool:
-        return self.snapshot.status != "resolved"
-
-
 @dataclass
 class _Visit:
     """One order looked at in a batch: its watch row as locked, what the batch brought,
@@ -121,13 +95,10 @@ class _Visit:
 
     order_id: str
     clear_since: dict[str, datetime]
-    event_ids: list[str]  # every event id seen, new ones included
-    stored_events: int  # events in the row's list, before this visit
     new: list[OrderEvent] = field(default_factory=list)  # unseen events, in sort_key order
     state: OrderState | None = None
     refold: bool = False  # the state must be folded again from all the events
-    events: list[OrderEvent] | None = None  # after a re-fold: the whole (trimmed) list
-    broken: bool = False  # the row could not be read: only its timer is moved
+    broken: bool = False  # its events could not be read: only its timer is moved
     issue_ids: dict[str, UUID] = field(default_factory=dict)
     checks: dict[str, Any] | None = None
     outcome: tuple[dict[str, datetime], datetime | None] | None = None
@@ -137,36 +108,32 @@ class _Visit:
         return [e for e in self.new if e.type == "customer_contacted_support"]
 
 
-def _visit_of(row: asyncpg.Record, incoming: list[OrderEvent]) -> _Visit:
-    """The visit of a locked watch row: new events applied to the stored state when they
-    come after it, or marked for a re-fold."""
-    known = set(row["event_ids"])
-    unseen = {e.event_id: e for e in incoming if e.event_id not in known}
-    visit = _Visit(
-        order_id=row["order_id"],
-        clear_since={},
-        event_ids=[*row["event_ids"], *unseen],
-        stored_events=row["stored_events"],
-        new=sorted(unseen.values(), key=sort_key),
-    )
+def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
+    """The visit of a locked watch row: the ``new`` events (never seen before) applied to
+    the stored state when they come after it, or the visit marked for a re-fold. The row
+    holds nothing the events cannot give again: a row that cannot be read is logged and
+    folded again."""
+    visit = _Visit(order_id=row["order_id"], clear_since={}, new=sorted(new, key=sort_key))
     try:
         visit.clear_since = msgspec.json.decode(row["clear_since"], type=dict[str, datetime])
-        if row["state"] is None or row["fold_version"] != FOLD_VERSION:
-            visit.refold = True
-        else:
-            state = msgspec.json.decode(row["state"], type=OrderState)
-            last = state.last_event_at
-            if visit.new and last is not None and visit.new[0].occurred_at <= last:
-                visit.refold = True  # a late event: it belongs before some applied ones
-            elif visit.stored_events + len(visit.new) > _TRIM_AT:
-                visit.refold = True  # time to trim the pings
-            else:
-                for event in visit.new:
-                    state = apply(state, event)
-                visit.state = state
     except (msgspec.DecodeError, msgspec.ValidationError):
-        log.exception("detector: the watch row of order %s is corrupt", row["order_id"])
-        visit.broken = True
+        log.exception("detector: order %s: unreadable clear_since, starting over", row["order_id"])
+    if row["state"] is None or row["fold_version"] != FOLD_VERSION:
+        visit.refold = True
+        return visit
+    try:
+        state = msgspec.json.decode(row["state"], type=OrderState)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        log.exception("detector: order %s: unreadable state, folding again", row["order_id"])
+        visit.refold = True
+        return visit
+    last = state.last_event_at
+    if visit.new and last is not None and visit.new[0].occurred_at <= last:
+        visit.refold = True  # a late event: it belongs before some applied ones
+        return visit
+    for event in visit.new:
+        state = apply(state, event)
+    visit.state = state
     return visit
 
 
@@ -182,9 +149,9 @@ class Detector:
         cached_issues: int = 100_000,
     ) -> None:
         self._pool = pool
-        # Issue states by id, each at a version: events never change, so an entry is
-        # right for as long as the issue's latest version is the one it names.
-        self._seen: LRUCache[UUID, _Seen] = LRUCache(maxsize=cached_issues)
+        # Issues as last read or saved here: events never change, so an entry is right for
+        # as long as the issue's latest stored version is the entry's version.
+        self._known: LRUCache[UUID, OrderIssue] = LRUCache(maxsize=cached_issues)
         self._command_batch_size = command_batch_size
         self._issues = issues
         self._thresholds = thresholds
@@ -201,9 +168,8 @@ class Detector:
         order_ids = sorted(by_order)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO order_watch (order_id, events)"
-                " SELECT id, '[]' FROM unnest($1::text[]) AS id ORDER BY id"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO order_watch (order_id)"
+                " SELECT id FROM unnest($1::text[]) AS id ORDER BY id ON CONFLICT DO NOTHING",
                 order_ids,
             )
             rows = await conn.fetch(
@@ -211,19 +177,26 @@ class Detector:
                 " WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
                 order_ids,
             )
-            visits = [_visit_of(row, by_order[row["order_id"]]) for row in rows]
+            unique = list({(e.order_id, e.event_id): e for e in events}.values())
+            # The rows are locked: whatever this insert finds already there was seen before.
+            inserted = await conn.fetch(
+                "INSERT INTO order_events (order_id, event_id, body)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])"
+                " ON CONFLICT DO NOTHING RETURNING order_id, event_id",
+                [e.order_id for e in unique],
+                [e.event_id for e in unique],
+                [msgspec.json.encode(_encode(e)).decode() for e in unique],
+            )
+            new: dict[str, list[OrderEvent]] = defaultdict(list)
+            fresh = {(row["order_id"], row["event_id"]) for row in inserted}
+            for event in unique:
+                if (event.order_id, event.event_id) in fresh:
+                    new[event.order_id].append(event)
+            visits = [_visit_of(row, new[row["order_id"]]) for row in rows]
             await self._refold(conn, visits)
             await self._visit(conn, visits)
-        corrupt = [
-            (e.event_id, f"the watch row of order {e.order_id} is corrupt", _encode(e))
-            for visit in visits
-            if visit.broken
-            for e in by_order[visit.order_id]
-        ]
-        if corrupt:  # kept aside until an operator repairs the row and replays them
-            await self.park("detector", corrupt)
-        accepted = sum(len(visit.new) for visit in visits if not visit.broken)
-        duplicates = len(events) - accepted - len(corrupt)
+        accepted = len(fresh)
+        duplicates = len(events) - accepted
         ORDER_EVENTS.labels("accepted").inc(accepted)
         ORDER_EVENTS.labels("duplicate").inc(duplicates)
         return Ingested(accepted, duplicates)
@@ -292,28 +265,36 @@ class Detector:
     async def _refold(
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
     ) -> None:
-        """Fold again, from all their events, the states marked for it (late events, a
-        new fold version, a list due for trimming)."""
-        due = [v for v in visits if v.refold and not v.broken]
+        """Fold again, from all their events, the states marked for it (a late event, a
+        new fold version), and drop the location pings no later fold needs."""
+        due = {v.order_id: v for v in visits if v.refold and not v.broken}
         if not due:
             return
         REFOLDS.inc(len(due))
-        stored: dict[str, list[OrderEvent]] = {}
-        with_events = [v.order_id for v in due if v.stored_events]
-        if with_events:
-            for row in await conn.fetch(
-                "SELECT order_id, events FROM order_watch WHERE order_id = ANY($1)", with_events
-            ):
-                try:
-                    stored[row["order_id"]] = _decode(row["events"])
-                except (msgspec.DecodeError, InvalidEvent):
-                    log.exception("detector: the events of order %s are corrupt", row["order_id"])
-        for visit in due:
-            if visit.stored_events and visit.order_id not in stored:
-                visit.broken = True
+        stored: dict[str, list[OrderEvent]] = defaultdict(list)
+        for row in await conn.fetch(
+            "SELECT order_id, body FROM order_events WHERE order_id = ANY($1)", list(due)
+        ):
+            try:
+                stored[row["order_id"]].append(validate(msgspec.json.decode(row["body"])))
+            except (msgspec.DecodeError, InvalidEvent):
+                # Stored only after validation: a corrupt row, say so loudly.
+                log.exception("detector: a stored event of order %s is corrupt", row["order_id"])
+                due[row["order_id"]].broken = True
+        dropped: list[tuple[str, str]] = []
+        for order_id, visit in due.items():
+            if visit.broken:
                 continue
-            visit.events = trim([*stored.get(visit.order_id, []), *visit.new], _KEEP_LOCATIONS)
-            visit.state = fold(visit.events)
+            events = stored[order_id]
+            kept = trim(events, _KEEP_LOCATIONS)
+            visit.state = fold(kept)
+            if len(kept) < len(events):
+                ids = {e.event_id for e in kept}
+                dropped += [(order_id, e.event_id) for e in events if e.event_id not in ids]
+        if dropped:
+            await conn.executemany(
+                "DELETE FROM order_events WHERE order_id = $1 AND event_id = $2", dropped
+            )
 
     async def _visit(
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
@@ -338,10 +319,12 @@ class Detector:
                 for kind, issue_id in visit.issue_ids.items()
                 if (issue := current.get(issue_id)) is not None
             }
-            snapshots = {kind: seen.snapshot for kind, seen in issues.items()}
+            snapshots = {
+                k: IssueSnapshot(i.status, i.severity, i.resolved_by) for k, i in issues.items()
+            }
             decided = plan(state, visit.checks, snapshots, visit.clear_since, now, self._clear_for)
             actions = list(decided.actions)
-            open_issues = [seen for seen in issues.values() if seen.open]
+            open_issues = [i for i in issues.values() if i.status != "resolved"]
             for contact in visit.contacts:
                 contact_rows.append(
                     (
@@ -366,12 +349,12 @@ class Detector:
                 contact_rows,
             )
         if commands:
-            await self._send(commands)
+            await self._send(commands, current)
         await self._store(conn, visits)
 
     async def _issues_of(
         self, conn: asyncpg.Connection | PoolConnectionProxy, issue_ids: list[UUID]
-    ) -> dict[UUID, _Seen]:
+    ) -> dict[UUID, OrderIssue]:
         """The issues among ``issue_ids`` that exist, as they stand: their latest versions
         in one query, and only the ones not already known at that version read from the
         event store."""
@@ -382,22 +365,18 @@ class Detector:
             " WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id",
             issue_ids,
         )
-        found: dict[UUID, _Seen] = {}
+        found: dict[UUID, OrderIssue] = {}
         stale: set[UUID] = set()
         for row in latest:
-            seen = self._seen.get(row["originator_id"])
-            if seen is not None and seen.version == row["version"]:
-                found[row["originator_id"]] = seen
+            issue = self._known.get(row["originator_id"])
+            if issue is not None and issue.version == row["version"]:
+                found[row["originator_id"]] = issue
             else:
                 stale.add(row["originator_id"])
         if stale:
-            for issue_id, issue in (
-                await anyio.to_thread.run_sync(self._issues.current, stale)
-            ).items():
-                snapshot = IssueSnapshot(issue.status, issue.severity, issue.resolved_by)
-                found[issue_id] = self._seen[issue_id] = _Seen(
-                    issue.version, snapshot, issue.detected_at
-                )
+            read = await anyio.to_thread.run_sync(self._issues.current, stale)
+            found.update(read)
+            self._known.update(read)
         return found
 
     def _evaluate(self, visit: _Visit, now: datetime) -> None:
@@ -419,17 +398,29 @@ class Detector:
             return
         visit.issue_ids = {kind: issue_id_for(visit.order_id, kind) for kind in RULES}
 
-    async def _send(self, commands: list[tuple[OrderState, Action]]) -> None:
+    async def _send(
+        self, commands: list[tuple[OrderState, Action]], current: dict[UUID, OrderIssue]
+    ) -> None:
         """Every command, at most ``command_batch_size`` per ``save()`` (the library hangs
-        on a very large insert). A crash between two saves leaves the watch rows
-        unwritten: the next look derives the rest from the issues as they then stand."""
+        on a very large insert), on the issues as just read. A crash between two saves
+        leaves the watch rows unwritten: the next look derives the rest from the issues as
+        they then stand."""
         outcomes: list[Outcome] = []
         size = self._command_batch_size
         for start in range(0, len(commands), size):
-            outcomes += await anyio.to_thread.run_sync(
-                self._issues.execute_batch,
-                [self._command(s, a) for s, a in commands[start : start + size]],
-            )
+            chunk = [self._command(s, a) for s, a in commands[start : start + size]]
+            preloaded = {c.issue_id: current.get(c.issue_id) for c in chunk}
+            try:
+                outcomes += await anyio.to_thread.run_sync(
+                    self._issues.execute_batch, chunk, preloaded
+                )
+            finally:
+                for issue_id in {c.issue_id for c in chunk}:
+                    issue = preloaded.get(issue_id)
+                    if issue is None:
+                        self._known.pop(issue_id, None)
+                    else:
+                        self._known[issue_id] = current[issue_id] = issue
         for (state, action), outcome in zip(commands, outcomes, strict=True):
             if isinstance(outcome, CommandResult):
                 ISSUE_ACTIONS.labels(action.kind, action.op).inc()
@@ -443,48 +434,30 @@ class Detector:
     async def _store(
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
     ) -> None:
-        """Write the visited rows back: the state, the new event ids, the events (the new
-        ones appended, or the whole list after a re-fold), the clear-since times and the
-        next timer. A broken row keeps everything but its timer."""
-        rows = []
-        retries = []
-        for visit in visits:
-            assert visit.outcome is not None
-            clear_since, next_at = visit.outcome
-            if visit.broken:
-                retries.append((visit.order_id, next_at))
-                continue
-            if visit.events is not None:
-                mode, events, count = "replace", visit.events, len(visit.events)
-            else:
-                mode = "append" if visit.new else "keep"
-                events, count = visit.new, visit.stored_events + len(visit.new)
-            rows.append(
-                (
-                    visit.order_id,
-                    mode,
-                    msgspec.json.encode([_encode(e) for e in events]).decode(),
-                    count,
-                    visit.event_ids,
-                    None if visit.state is None else msgspec.json.encode(visit.state).decode(),
-                    FOLD_VERSION,
-                    msgspec.json.encode(clear_since).decode(),
-                    next_at,
-                )
-            )
-        if rows:
+        """Write the visited rows back, in one statement: the state, the clear-since times
+        and the next timer. A broken row keeps everything but its timer."""
+        written = [v for v in visits if not v.broken]
+        states = [
+            None if v.state is None else msgspec.json.encode(v.state).decode() for v in written
+        ]
+        outcomes = [v.outcome for v in written]
+        assert all(outcome is not None for outcome in outcomes)
+        await conn.execute(
+            "UPDATE order_watch AS w SET state = u.state, fold_version = $5,"
+            " clear_since = u.clear_since, next_check_at = u.next_at, updated_at = now()"
+            " FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::timestamptz[])"
+            " AS u(order_id, state, clear_since, next_at) WHERE w.order_id = u.order_id",
+            [v.order_id for v in written],
+            states,
+            [msgspec.json.encode(o[0]).decode() for o in outcomes if o is not None],
+            [o[1] for o in outcomes if o is not None],
+            FOLD_VERSION,
+        )
+        broken = [v for v in visits if v.broken and v.outcome is not None]
+        if broken:
             await conn.executemany(
-                "UPDATE order_watch SET"
-                " events = CASE $2::text WHEN 'replace' THEN $3::jsonb"
-                " WHEN 'append' THEN events || $3::jsonb ELSE events END,"
-                " stored_events = $4, event_ids = $5, state = $6::jsonb, fold_version = $7,"
-                " clear_since = $8::jsonb, next_check_at = $9, updated_at = now()"
-                " WHERE order_id = $1",
-                rows,
-            )
-        if retries:
-            await conn.executemany(
-                "UPDATE order_watch SET next_check_at = $2 WHERE order_id = $1", retries
+                "UPDATE order_watch SET next_check_at = $2 WHERE order_id = $1",
+                [(v.order_id, v.outcome[1]) for v in broken if v.outcome is not None],
             )
 
     def _command(self, state: OrderState, action: Action) -> Command:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -139,11 +139,26 @@ class IssueService:
             raise outcome
         return outcome
 
-    def execute_batch(self, commands: Sequence[Command]) -> list[Outcome]:
+    def execute_batch(
+        self,
+        commands: Sequence[Command],
+        preloaded: MutableMapping[UUID, OrderIssue | None] | None = None,
+    ) -> list[Outcome]:
+        """Each command's outcome, in order.
+
+        ``preloaded`` holds issues the caller has read already (None: known not to exist),
+        so that they are not read again; it is acted on in place. On return it holds each
+        issue the batch saved, at its new version, and has lost every issue whose state it
+        could no longer vouch for (a refused command, a conflict, a failed save). A stale
+        entry costs nothing but a conflict: the save is refused and the command retried
+        on a fresh read."""
         now = self.clock.now()
         outcomes: list[Outcome | None] = [None] * len(commands)
-        # Every issue the batch names, read in one round trip rather than one per issue.
-        known = self._load({command.issue_id for command in commands})
+        wanted = {command.issue_id for command in commands}
+        given = preloaded if preloaded is not None else {}
+        known = {i: issue for i in wanted if (issue := given.get(i)) is not None}
+        # Every other issue the batch names, read in one round trip, not one per issue.
+        known.update(self._load({i for i in wanted if i not in given}))
         touched: dict[UUID, OrderIssue] = {}
         applied: list[_Applied] = []
         for index, command in enumerate(commands):
@@ -151,6 +166,7 @@ class IssueService:
                 base, aggregate = self._act(command, known, now)
             except (DomainError, ApplicationError) as exc:
                 outcomes[index] = exc
+                given.pop(command.issue_id, None)
                 continue
             known[command.issue_id] = touched[command.issue_id] = aggregate
             applied.append(_Applied(index, command, base, aggregate.version))
@@ -160,8 +176,15 @@ class IssueService:
             except IntegrityError:
                 # Another process wrote one of these issues since we read it. Find which:
                 # each command again, alone, on a fresh read of its issue.
+                for issue_id in touched:
+                    given.pop(issue_id, None)
                 self._retry_alone(applied, outcomes, now)
+            except BaseException:
+                for issue_id in touched:
+                    given.pop(issue_id, None)
+                raise
             else:
+                given.update(touched)
                 for item in applied:
                     position = positions[(item.command.issue_id, item.version)]
                     outcomes[item.index] = CommandResult(

@@ -62,9 +62,10 @@ def _waiting(
 ) -> Check:
     if since is None or order.finished:
         return CLEAR
-    return tiered(
-        _minutes(now, since), since, tiers, {"waiting_for": what, "since": since.isoformat()}
-    )
+    elapsed = _minutes(now, since)
+    if tiers and elapsed < tiers[0][0]:  # the usual case, without building the evidence
+        return Check(recheck_at=since + timedelta(minutes=tiers[0][0]))
+    return tiered(elapsed, since, tiers, {"waiting_for": what, "since": since.isoformat()})
 
 
 def venue_acceptance_delayed(order: OrderState, now: datetime, tiers: Tiers) -> Check:

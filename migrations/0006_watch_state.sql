@@ -1,11 +1,20 @@
 -- The detector keeps each order's folded state, so that events arriving in order are
--- applied to it instead of folding every event again on every visit (app/detection.py).
-ALTER TABLE order_watch
-    ADD COLUMN state jsonb,                              -- NULL: fold from events next visit
-    ADD COLUMN fold_version integer NOT NULL DEFAULT 0,  -- domain.order.FOLD_VERSION
-    ADD COLUMN event_ids text[] NOT NULL DEFAULT '{}',   -- every event id seen (duplicates)
-    ADD COLUMN stored_events integer NOT NULL DEFAULT 0; -- length of events
+-- applied to it instead of folding every event again on every visit (app/detection.py),
+-- and the events themselves in a table of their own: a new event is one insert, a
+-- repeated event id is a conflict that changes nothing, and the watch row stays small.
+CREATE TABLE order_events (
+    order_id text NOT NULL,
+    event_id text NOT NULL,
+    body jsonb NOT NULL,
+    PRIMARY KEY (order_id, event_id)
+);
 
-UPDATE order_watch SET
-    stored_events = jsonb_array_length(events),
-    event_ids = ARRAY(SELECT e ->> 'event_id' FROM jsonb_array_elements(events) AS e);
+INSERT INTO order_events (order_id, event_id, body)
+SELECT w.order_id, e ->> 'event_id', e
+FROM order_watch AS w, jsonb_array_elements(w.events) AS e
+ON CONFLICT DO NOTHING;
+
+ALTER TABLE order_watch
+    DROP COLUMN events,
+    ADD COLUMN state jsonb,                              -- NULL: fold from the events
+    ADD COLUMN fold_version integer NOT NULL DEFAULT 0;  -- domain.order.FOLD_VERSION

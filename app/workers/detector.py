@@ -47,11 +47,17 @@ class ConsumerConfigValues:
     duplicate_window: float = 20 * 60.0
     # A batch fetched by a detector that died is redelivered after this long.
     ack_wait: float = 30.0
+    # Batches handled at once (one decoding while another waits for the database).
+    in_flight: int = 2
 
 
-async def consume_orders(  # noqa: PLR0912 (fetch, sort, park, ingest, ack: one loop)
+async def consume_orders(
     nats: NATS, detector: Detector, config: ConsumerConfigValues, stop: asyncio.Event
 ) -> None:
+    """Fetch batches and hand each to :func:`_handle`, with up to ``config.in_flight`` of
+    them being handled at once: while one waits for the database the next is decoded and
+    evaluated. Two batches naming one order serialize on its watch row (locked in order-id
+    order, so they never deadlock), and each batch is acknowledged after its own commit."""
     js = nats.jetstream()
     if config.create_stream:
         await ensure_stream(
@@ -69,41 +75,65 @@ async def consume_orders(  # noqa: PLR0912 (fetch, sort, park, ingest, ack: one 
         ),
     )
     failures = 0
-    while not stop.is_set():
-        try:
-            messages = await subscription.fetch(config.batch_size, timeout=1)
-        except TimeoutError:  # nats-py raises its own and the builtin one, both mean "empty"
-            continue
-        except NatsError as exc:
-            failures += 1
-            log.warning("detector: fetch failed (%s); retrying", exc)
-            await wait_or_stop(stop, min(5.0, 0.2 * 2**failures))
-            continue
-        failures = 0
-        valid: list[tuple[Msg, OrderEvent]] = []
-        invalid: list[tuple[Msg, str | None, str]] = []
-        for message in messages:
+    handling: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            _reap(handling)
+            if len(handling) >= config.in_flight:
+                await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                valid.append((message, validate(msgspec.json.decode(message.data))))
-            except msgspec.DecodeError as exc:
-                invalid.append((message, None, f"malformed JSON: {exc}"))
-            except InvalidEvent as exc:
-                invalid.append((message, exc.event_id, exc.reason))
+                messages = await subscription.fetch(config.batch_size, timeout=1)
+            except TimeoutError:  # nats-py raises its own and the builtin one: "empty"
+                continue
+            except NatsError as exc:
+                failures += 1
+                log.warning("detector: fetch failed (%s); retrying", exc)
+                await wait_or_stop(stop, min(5.0, 0.2 * 2**failures))
+                continue
+            failures = 0
+            handling.add(asyncio.create_task(_handle(detector, messages, stop)))
+    finally:
+        if handling:  # let the batches in hand finish (or fail) before returning
+            await asyncio.wait(handling)
+        _reap(handling)
+
+
+def _reap(handling: set[asyncio.Task[None]]) -> None:
+    """Forget the finished batches; one that failed with a bug fails the consumer (its
+    worker is restarted, the batch is redelivered)."""
+    for task in [task for task in handling if task.done()]:
+        handling.discard(task)
+        task.result()
+
+
+async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) -> None:
+    """Validate, park the invalid, ingest the valid, then acknowledge; a database outage
+    naks the batch for redelivery."""
+    valid: list[tuple[Msg, OrderEvent]] = []
+    invalid: list[tuple[Msg, str | None, str]] = []
+    for message in messages:
         try:
-            if invalid:
-                await detector.park("nats", [(i, r, m.data) for m, i, r in invalid])
-                for message, _, _ in invalid:
-                    await message.term()
-            if valid:
-                await detector.ingest([event for _, event in valid])
-        except DATABASE_ERRORS as exc:
-            log.warning("detector: database unavailable (%s); events will be redelivered", exc)
-            for message, _ in valid:
-                await message.nak(delay=1)
-            await wait_or_stop(stop, 1.0)
-            continue
+            valid.append((message, validate(msgspec.json.decode(message.data))))
+        except msgspec.DecodeError as exc:
+            invalid.append((message, None, f"malformed JSON: {exc}"))
+        except InvalidEvent as exc:
+            invalid.append((message, exc.event_id, exc.reason))
+    try:
+        if invalid:
+            await detector.park("nats", [(i, r, m.data) for m, i, r in invalid])
+            for message, _, _ in invalid:
+                await message.term()
+        if valid:
+            await detector.ingest([event for _, event in valid])
+    except DATABASE_ERRORS as exc:
+        log.warning("detector: database unavailable (%s); events will be redelivered", exc)
         for message, _ in valid:
-            await message.ack()
+            await message.nak(delay=1)
+        await wait_or_stop(stop, 1.0)
+        return
+    for message, _ in valid:
+        await message.ack()
 
 
 async def fire_timers(detector: Detector, stop: asyncio.Event, *, idle: float = 0.5) -> None:

@@ -7,6 +7,7 @@ import multiprocessing
 import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
 
 import asyncpg
 import pytest
@@ -139,6 +140,28 @@ def test_a_conflict_fails_only_the_command_that_raced(replicas: list[IssueServic
     assert isinstance(innocent, CommandResult)
     assert innocent.version == 2
     assert isinstance(raced, ConcurrentWrite)
+
+
+def test_preloaded_issues_are_used_kept_current_and_dropped_when_stale(
+    replicas: list[IssueService],
+) -> None:
+    """A caller's preloaded issues save a read; a stale one (another writer moved it on)
+    is a conflict the command loses, as when two writers race, and the caller is told to
+    forget it."""
+    fresh = replicas[0].execute(report(order())).issue_id
+    stale = replicas[0].execute(report(order())).issue_id
+    preloaded = dict(replicas[0].current({fresh, stale}))
+    replicas[1].execute(note(stale, "moved on"))  # the preloaded copy is now behind
+    outcomes = replicas[0].execute_batch([note(fresh, "one"), note(stale, "two")], preloaded)
+    assert [type(o) for o in outcomes] == [CommandResult, ConcurrentWrite]
+    assert outcomes[0].version == 2
+    assert stale not in preloaded  # its state could not be vouched for
+    assert fresh not in preloaded  # nor could the one saved in the batch that conflicted
+    saved: dict[uuid.UUID, Any] = {}
+    replicas[0].execute_batch([note(fresh, "three")], saved)
+    assert saved[fresh] is not None
+    assert saved[fresh].version == 3
+    assert replicas[1].current({fresh})[fresh].version == 3
 
 
 def test_twenty_concurrent_writers_lose_nothing(endpoints: Endpoints) -> None:

@@ -53,3 +53,27 @@ async def test_an_edited_applied_file_is_refused(fresh_database: str, tmp_path: 
     migration.write_text("CREATE TABLE a (x bigint);")
     with pytest.raises(MigrationError, match="changed after it was applied"):
         await apply_migrations(fresh_database, tmp_path)
+
+
+async def test_watch_rows_of_before_0006_keep_their_events(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """0006 moves each order's events out of its watch row; the state is folded again
+    from them on the next visit (state NULL)."""
+    for path in sorted(REPO_MIGRATIONS.glob("*.sql")):
+        if path.name < "0006":
+            (tmp_path / path.name).write_text(path.read_text())
+    await apply_migrations(fresh_database, tmp_path)
+    conn = await postgres.connect(fresh_database)
+    try:
+        await conn.execute(
+            "INSERT INTO order_watch (order_id, events) VALUES ('o1', $1::jsonb)",
+            '[{"event_id": "e1", "type": "order_placed"}, {"event_id": "e2", "type": "x"}]',
+        )
+        await apply_migrations(fresh_database, REPO_MIGRATIONS)
+        rows = await conn.fetch("SELECT order_id, event_id FROM order_events ORDER BY event_id")
+        watch = await conn.fetchrow("SELECT state, fold_version FROM order_watch")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [("o1", "e1"), ("o1", "e2")]
+    assert tuple(watch) == (None, 0)
