@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -99,13 +101,24 @@ class _Visit:
     state: OrderState | None = None
     refold: bool = False  # the state must be folded again from all the events
     broken: bool = False  # its events could not be read: only its timer is moved
-    issue_ids: dict[str, UUID] = field(default_factory=dict)
+    issue_ids: Mapping[str, UUID] = field(default_factory=dict)
     checks: dict[str, Any] | None = None
     outcome: tuple[dict[str, datetime], datetime | None] | None = None
 
     @property
     def contacts(self) -> list[OrderEvent]:
         return [e for e in self.new if e.type == "customer_contacted_support"]
+
+
+@lru_cache(maxsize=1 << 16)
+def _issue_ids(order_id: str) -> Mapping[str, UUID]:
+    """The id each kind's issue of the order has (or would have)."""
+    return MappingProxyType({kind: issue_id_for(order_id, kind) for kind in RULES})
+
+
+def _snapshot(issue: OrderIssue) -> IssueSnapshot:
+    counted = issue.evidence.get("customer_contacts", ())
+    return IssueSnapshot(issue.status, issue.severity, issue.resolved_by, frozenset(counted))
 
 
 def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
@@ -157,6 +170,8 @@ class Detector:
         self._thresholds = thresholds
         self._clock = clock
         self._clear_for = timedelta(seconds=thresholds.clear_for_seconds)
+        # The thresholds of each (vertical, country), merged once.
+        self._tiers = lru_cache(maxsize=4096)(thresholds.for_order)
 
     async def ingest(self, events: list[OrderEvent]) -> Ingested:
         """Apply validated events in one transaction: every order they name is locked (in
@@ -319,9 +334,7 @@ class Detector:
                 for kind, issue_id in visit.issue_ids.items()
                 if (issue := current.get(issue_id)) is not None
             }
-            snapshots = {
-                k: IssueSnapshot(i.status, i.severity, i.resolved_by) for k, i in issues.items()
-            }
+            snapshots = {kind: _snapshot(issue) for kind, issue in issues.items()}
             decided = plan(state, visit.checks, snapshots, visit.clear_since, now, self._clear_for)
             actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]
@@ -335,10 +348,11 @@ class Detector:
                         min((i.detected_at for i in open_issues), default=None),
                     )
                 )
-                if open_issues:
-                    actions += contact_escalations(snapshots)
-                else:
+                if not open_issues:
                     log.info("missed detection: order %s contacted support", state.order_id)
+            if visit.contacts:
+                contacts = [c.event_id for c in visit.contacts]
+                actions += contact_escalations(snapshots, contacts, decided.actions)
             commands += [(state, action) for action in actions]
             times = [t for t in (next_check(visit.checks), decided.recheck_at) if t is not None]
             visit.outcome = (decided.clear_since, min(times) if times else None)
@@ -389,14 +403,14 @@ class Detector:
             visit.outcome = ({}, None)
             return
         try:
-            thresholds = self._thresholds.for_order(visit.state.vertical, visit.state.country)
+            thresholds = self._tiers(visit.state.vertical, visit.state.country)
             visit.checks = evaluate(visit.state, now, thresholds)
         except (ValueError, KeyError, TypeError, AssertionError):
             # A bug: log it, keep the order's events, look again in a while.
             log.exception("detector: evaluating order %s failed", visit.order_id)
             visit.outcome = (visit.clear_since, now + _RETRY_BROKEN)
             return
-        visit.issue_ids = {kind: issue_id_for(visit.order_id, kind) for kind in RULES}
+        visit.issue_ids = _issue_ids(visit.order_id)
 
     async def _send(
         self, commands: list[tuple[OrderState, Action]], current: dict[UUID, OrderIssue]

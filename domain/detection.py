@@ -8,7 +8,7 @@ timers have no second effect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ class IssueSnapshot:
     status: str
     severity: str
     resolved_by: str | None = None
+    contacts: frozenset[str] = frozenset()  # customer contacts (event ids) it has counted
 
 
 @dataclass(frozen=True)
@@ -89,21 +90,26 @@ def plan(
     return Plan(actions, still_clear, min(recheck) if recheck else None)
 
 
-def contact_escalations(issues: Mapping[str, IssueSnapshot]) -> list[Action]:
-    """A customer contacted support: every open issue of the order goes up one level.
-    No open issue means the inbox missed it (the caller records a missed detection)."""
+def contact_escalations(
+    issues: Mapping[str, IssueSnapshot], contacts: Sequence[str], planned: Sequence[Action] = ()
+) -> list[Action]:
+    """Customers contacted support (``contacts``: their event ids): every open issue of
+    the order goes up one level per contact it has not counted yet, from the severity the
+    ``planned`` actions leave it at. Each issue records the contacts it counted
+    (``customer_contacts`` in its evidence), so a contact seen again (redelivered after a
+    crash) raises nothing twice. No open issue means the inbox missed it (the caller
+    records a missed detection)."""
+    raised = {a.kind: a.severity for a in planned if a.op == "escalate" and a.severity}
+    closing = {a.kind for a in planned if a.op == "resolve"}
     actions = []
     for kind, issue in sorted(issues.items()):
-        if issue.status == "resolved":
+        if issue.status == "resolved" or kind in closing:
             continue
-        rank = SEVERITY_RANK[issue.severity]
-        if rank + 1 < len(SEVERITIES):
-            actions.append(
-                Action(
-                    kind,
-                    "escalate",
-                    SEVERITIES[rank + 1],
-                    {"customer_contacted_support": True},
-                )
-            )
+        new = [c for c in contacts if c not in issue.contacts]
+        rank = SEVERITY_RANK[raised.get(kind, issue.severity)]
+        target = min(rank + len(new), len(SEVERITIES) - 1)
+        if new and target > rank:
+            counted = sorted(issue.contacts.union(new))
+            evidence = {"customer_contacted_support": True, "customer_contacts": counted}
+            actions.append(Action(kind, "escalate", SEVERITIES[target], evidence))
     return actions

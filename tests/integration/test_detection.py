@@ -241,6 +241,27 @@ async def test_customer_contacts_escalate_or_count_as_missed(
     assert rows["quiet"]["detected"] is False
 
 
+async def test_a_contact_seen_again_after_a_crash_escalates_once(
+    detector: Detector, issues: IssueService, clock: Clock, pool: asyncpg.Pool
+) -> None:
+    """The escalation was saved, then the detector died before its watch transaction
+    committed: the contact comes again as new, and the issue, which counted it, stays."""
+    clock.at = T0 + timedelta(minutes=4)
+    await detector.ingest([placed("cc")])
+    contact = ev("cc", "customer_contacted_support", 4, channel="chat")
+    await detector.ingest([contact])
+    assert state(issues, "cc", "venue_acceptance_delayed").severity == "high"
+    # What the rolled-back watch transaction would have left: no trace of the contact.
+    await pool.execute("DELETE FROM order_events WHERE event_id = $1", contact.event_id)
+    await pool.execute("DELETE FROM support_contacts WHERE event_id = $1", contact.event_id)
+    replay = await detector.ingest([contact])
+    assert replay.accepted == 1
+    issue = state(issues, "cc", "venue_acceptance_delayed")
+    assert issue.severity == "high"
+    assert issue.evidence["customer_contacts"] == [contact.event_id]
+    assert await pool.fetchval("SELECT count(*) FROM support_contacts WHERE order_id = 'cc'") == 1
+
+
 async def test_replicas_share_due_timers_and_each_fires_once(
     pool: asyncpg.Pool, issues: IssueService, clock: Clock
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from domain.detection import IssueSnapshot, contact_escalations, plan
+from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.order import OrderState
 from domain.rules import Check
 
@@ -72,9 +72,31 @@ def test_a_contact_escalates_open_issues_one_level() -> None:
         "eta_slipped": IssueSnapshot("open", "critical"),
         "payment_failed": IssueSnapshot("resolved", "low"),
     }
-    actions = contact_escalations(issues)
+    actions = contact_escalations(issues, ["c1"])
     assert [(a.kind, a.severity) for a in actions] == [("order_stale", "high")]
-    assert contact_escalations({}) == []
+    assert actions[0].evidence["customer_contacts"] == ["c1"]
+    assert contact_escalations({}, ["c1"]) == []
+
+
+def test_a_contact_already_counted_raises_nothing_again() -> None:
+    """Redelivered after a crash that came between the escalation and the watch row."""
+    counted = IssueSnapshot("open", "high", contacts=frozenset({"c1"}))
+    assert contact_escalations({"order_stale": counted}, ["c1"]) == []
+    (again,) = contact_escalations({"order_stale": counted}, ["c1", "c2"])
+    assert (again.severity, again.evidence["customer_contacts"]) == ("critical", ["c1", "c2"])
+
+
+def test_contacts_raise_from_the_planned_severity_and_skip_closing_issues() -> None:
+    issues = {
+        "order_stale": IssueSnapshot("open", "low"),
+        "eta_slipped": IssueSnapshot("open", "low"),
+    }
+    planned = [
+        Action("order_stale", "escalate", "high"),
+        Action("eta_slipped", "resolve", reason="the condition cleared"),
+    ]
+    (action,) = contact_escalations(issues, ["c1", "c2"], planned)
+    assert (action.kind, action.severity) == ("order_stale", "critical")
 
 
 def test_an_issue_an_agent_resolved_stays_resolved_while_the_condition_holds() -> None:
