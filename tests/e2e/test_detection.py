@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,3 +139,226 @@ def test_the_detection_kpi_counts_detected_and_missed_contacts(http: httpx.Clien
     escalated = issues_of(http, late)[0]
     assert escalated["severity"] == "critical"
     assert http.get("/api/detection/kpi", params={"since": "yesterday"}).status_code == 400
+
+
+# Seconds before a tier boundary the events are dated: the issue is raised at the lower
+# tier, and the detector's timer escalates it this long after the events are sent.
+MARGIN = 6.0
+
+
+def at(minutes_ago: float, seconds_later: float = 0.0) -> float:
+    """An ``ago_minutes`` for :func:`event`."""
+    return minutes_ago - seconds_later / 60
+
+
+Events = list[dict[str, Any]]
+
+
+def scenarios(o: str) -> dict[str, tuple[Events, str, Events, str, Events]]:
+    """Per kind: the events that raise it, the severity it is raised at, the events that
+    make it worse (none: time does, the detector's timer fires), the severity it escalates
+    to, and the events that clear it (shipped restaurant thresholds; ``o`` prefixes each
+    order id)."""
+    now = 0.0
+    edge = MARGIN
+
+    def order(kind: str) -> str:
+        return f"{o}-{kind}"
+
+    def promise_in(order_id: str, minutes: float, ago: float) -> dict[str, Any]:
+        placed_event = placed(order_id, ago)
+        placed_event["data"]["promised_delivery_at"] = (
+            datetime.now(UTC) + timedelta(minutes=minutes)
+        ).isoformat()
+        return placed_event
+
+    def courier(order_id: str, kind: str, ago: float, **data: Any) -> dict[str, Any]:
+        return event(order_id, kind, ago, courier_id="k1", **data)
+
+    def eta(order_id: str, late_by: float, ago: float) -> dict[str, Any]:
+        # the promise is 30 minutes from placement, placed 2 minutes ago: now + 28
+        when = datetime.now(UTC) + timedelta(minutes=28 + late_by)
+        return event(order_id, "eta_updated", ago, estimated_delivery_at=when.isoformat())
+
+    v, r, n, w, p, e, d, s, c, f, t = (
+        order(k)
+        for k in (
+            "venue",
+            "rejected",
+            "nocourier",
+            "waiting",
+            "ready",
+            "eta",
+            "overdue",
+            "stationary",
+            "reassigned",
+            "payment",
+            "stale",
+        )
+    )
+    return {
+        "venue_acceptance_delayed": (
+            [placed(v, at(5, edge))],
+            "medium",
+            [],
+            "high",
+            [event(v, "venue_accepted", now)],
+        ),
+        "venue_rejected": (
+            [placed(r, 11), event(r, "venue_rejected", at(10, edge), reason="closed")],
+            "high",
+            [],
+            "critical",
+            [event(r, "order_cancelled", now, reason="venue", by="venue")],
+        ),
+        "no_courier_assigned": (
+            [placed(n, 21), event(n, "venue_accepted", at(20, edge))],
+            "medium",
+            [],
+            "high",
+            [courier(n, "courier_assigned", now)],
+        ),
+        "courier_waiting_at_venue": (
+            [
+                placed(w, 17),
+                event(w, "venue_accepted", 16.5),
+                courier(w, "courier_assigned", 16),
+                courier(w, "courier_arrived_at_venue", at(15, edge)),
+            ],
+            "medium",
+            [],
+            "high",
+            [courier(w, "order_picked_up", now)],
+        ),
+        "ready_not_picked_up": (
+            [
+                placed(p, 22),
+                event(p, "venue_accepted", 21.5),
+                courier(p, "courier_assigned", 21),
+                event(p, "order_ready", at(20, edge)),
+            ],
+            "medium",
+            [],
+            "high",
+            [courier(p, "order_picked_up", now)],
+        ),
+        "eta_slipped": (
+            [placed(e, 2), event(e, "venue_accepted", 1.5), eta(e, 5, 1)],
+            "low",
+            [eta(e, 15, 0.5)],
+            "medium",
+            [eta(e, 0, now)],
+        ),
+        "delivery_overdue": (
+            [
+                promise_in(d, -at(11, edge), 40),
+                event(d, "venue_accepted", 39),
+                courier(d, "courier_assigned", 38),
+                courier(d, "order_picked_up", 1),
+                courier(d, "courier_location", 0.5, lat=60.17, lon=24.94),
+            ],
+            "low",
+            [],
+            "medium",
+            [event(d, "order_delivered", now)],
+        ),
+        "courier_stationary": (
+            [
+                placed(s, 25),
+                event(s, "venue_accepted", 24),
+                courier(s, "courier_assigned", 23),
+                courier(s, "order_picked_up", at(15, edge)),
+            ],
+            "medium",
+            [],
+            "high",
+            [courier(s, "courier_location", now, lat=60.17, lon=24.94)],
+        ),
+        "courier_reassigned_repeatedly": (
+            [
+                placed(c, 10),
+                event(c, "venue_accepted", 9.5),
+                *(
+                    courier(c, kind, 9 - step / 2)
+                    for step, kind in enumerate(["courier_assigned", "courier_unassigned"] * 2)
+                ),
+            ],
+            "medium",
+            [courier(c, "courier_assigned", 6), courier(c, "courier_unassigned", 5.5)],
+            "high",
+            [event(c, "order_delivered", now)],
+        ),
+        "payment_failed": (
+            [placed(f, 16), event(f, "payment_failed", at(15, edge), reason="declined")],
+            "high",
+            [],
+            "critical",
+            [event(f, "order_cancelled", now, reason="payment", by="system")],
+        ),
+        "order_stale": (
+            [placed(t, at(90, edge))],
+            "medium",
+            [],
+            "high",
+            [event(t, "venue_accepted", now)],
+        ),
+    }
+
+
+def test_every_kind_is_raised_escalated_and_resolved_through_nats(
+    http: httpx.Client, settings: Settings
+) -> None:
+    """CONTRACT §3, end to end: order events published on the ORDERS stream raise an issue
+    of each kind at its first tier, the detector's durable timer (or the next event)
+    escalates it, and the event that clears the condition resolves it (``system``)."""
+    plans = scenarios(f"k{uuid.uuid4().hex[:8]}")
+    asyncio.run(_publish(settings, [e for steps, *_ in plans.values() for e in steps]))
+
+    def issues_at(severity_of: Callable[[str], str | None]) -> dict[str, Any] | None:
+        """Each kind's issue once every one is at ``severity_of(kind)`` (None: any)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for kind, (steps, *_) in plans.items():
+            found = [i for i in issues_of(http, steps[0]["order_id"]) if i["kind"] == kind]
+            if not found or severity_of(kind) not in (None, found[0]["severity"]):
+                return None
+            seen[kind] = found[0]
+        return seen
+
+    wait_until(lambda: issues_at(lambda kind: None), timeout=30, what="every kind raised")
+    asyncio.run(_publish(settings, [e for _, _, worse, *_ in plans.values() for e in worse]))
+    issues = wait_until(
+        lambda: issues_at(lambda kind: plans[kind][3]), timeout=30, what="every kind escalated"
+    )
+    for kind, (_, first, _, higher, _) in plans.items():
+        history = http.get(f"/api/issues/{issues[kind]['issue_id']}/events").json()["items"]
+        detected = history[0]
+        assert (detected["type"], detected["data"]["severity"]) == ("detected", first), kind
+        escalations = [h["data"]["severity"] for h in history if h["type"] == "escalated"]
+        assert escalations == [higher], (kind, escalations)
+
+    asyncio.run(_publish(settings, [e for *_, clear in plans.values() for e in clear]))
+
+    def resolved() -> bool:
+        return all(
+            http.get(f"/api/issues/{issue['issue_id']}").json()["status"] == "resolved"
+            for issue in issues.values()
+        )
+
+    wait_until(resolved, timeout=30, what="every kind resolved")
+    for kind, issue in issues.items():
+        shown = http.get(f"/api/issues/{issue['issue_id']}").json()
+        assert shown["resolved_by"] == "system", kind
+
+
+async def _publish(settings: Settings, events: list[dict[str, Any]]) -> None:
+    client = await nats.connect(settings.nats_url or "")
+    try:
+        js = client.jetstream()
+        for body in events:
+            await js.publish(
+                f"{settings.orders_subject_prefix}.{body['type']}",
+                json.dumps(body).encode(),
+                headers={"Nats-Msg-Id": body["event_id"]},
+            )
+    finally:
+        await client.close()
