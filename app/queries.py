@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 
 from adapters import postgres
+from domain.order import OrderState
 from domain.values import KINDS, SEVERITIES, VERTICALS
 from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS as INBOX_COLUMNS
@@ -191,6 +192,16 @@ class ReadModels:
             order_id,
         )
         return [dict(r) for r in records]
+
+    async def watched_order(self, order_id: str) -> tuple[OrderState | None, datetime | None]:
+        """The detector's folded state of the order and its next timer (None, None when
+        it has not seen the order, or has yet to fold it)."""
+        row = await self.pool.fetchrow(
+            "SELECT state, next_check_at FROM order_watch WHERE order_id = $1", order_id
+        )
+        if row is None or row["state"] is None:
+            return None, None
+        return msgspec.json.decode(row["state"], type=OrderState), row["next_check_at"]
 
     async def counts(self, filters: Filters) -> list[asyncpg.Record]:
         """Rows of (dimensions..., n) matching the filters: from the counts model, or the

@@ -20,6 +20,7 @@ from app.integration import IssueFields
 from app.queries import Filters, Positions, ReadModels
 from app.service import Unavailable
 from app.settings import Settings
+from domain.order import OrderState
 
 _FEED_PAGE = 200
 _KEEP_ALIVE_SECONDS = 15.0
@@ -55,6 +56,29 @@ class OrderIssue(msgspec.Struct, kw_only=True):
     version: int
 
 
+class OrderFacts(msgspec.Struct, kw_only=True):
+    """What the detector has folded from the order's events (times are ``occurred_at``)."""
+
+    stage: str  # placed | accepted | rejected | ready | picked_up | delivered | cancelled
+    placed_at: datetime | None
+    promised_delivery_at: datetime | None
+    accepted_at: datetime | None
+    rejected_at: datetime | None
+    ready_at: datetime | None
+    courier_id: str | None
+    courier_assigned_at: datetime | None
+    courier_arrived_at: datetime | None
+    picked_up_at: datetime | None
+    estimated_delivery_at: datetime | None
+    delivered_at: datetime | None
+    cancelled_at: datetime | None
+    payment_failed_at: datetime | None
+    courier_unassignments: int
+    customer_contacts: int
+    last_event_at: datetime | None
+    next_check_at: datetime | None  # the detector's timer for the order
+
+
 class OrderView(msgspec.Struct, kw_only=True):
     order_id: str
     vertical: str
@@ -62,6 +86,38 @@ class OrderView(msgspec.Struct, kw_only=True):
     city: str
     open_issues: int
     issues: list[OrderIssue]
+    facts: OrderFacts | None  # None: the detector has not seen the order's events
+
+
+def _facts(state: OrderState, next_check_at: datetime | None) -> OrderFacts:
+    stages = (
+        ("cancelled", state.cancelled_at),
+        ("delivered", state.delivered_at),
+        ("picked_up", state.picked_up_at),
+        ("ready", state.ready_at),
+        ("rejected", state.rejected_at),
+        ("accepted", state.accepted_at),
+    )
+    return OrderFacts(
+        stage=next((name for name, at in stages if at is not None), "placed"),
+        placed_at=state.placed_at,
+        promised_delivery_at=state.promised_delivery_at,
+        accepted_at=state.accepted_at,
+        rejected_at=state.rejected_at,
+        ready_at=state.ready_at,
+        courier_id=state.courier_id,
+        courier_assigned_at=state.courier_assigned_at,
+        courier_arrived_at=state.courier_arrived_at,
+        picked_up_at=state.picked_up_at,
+        estimated_delivery_at=state.estimated_delivery_at,
+        delivered_at=state.delivered_at,
+        cancelled_at=state.cancelled_at,
+        payment_failed_at=state.payment_failed_at,
+        courier_unassignments=state.unassignments,
+        customer_contacts=len(state.contacts),
+        last_event_at=state.last_event_at,
+        next_check_at=next_check_at,
+    )
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -158,16 +214,21 @@ class InboxController(Controller):
         if "\x00" in order_id:
             raise NotFound(f"order {order_id!r} not found")
         rows = await read_models.order(order_id)
-        if not rows:
-            raise NotFound(f"order {order_id} has no issues")
-        first = rows[0]
+        state, next_check_at = await read_models.watched_order(order_id)
+        if rows:
+            vertical, country, city = rows[0]["vertical"], rows[0]["country"], rows[0]["city"]
+        elif state is not None:
+            vertical, country, city = state.vertical, state.country, state.city
+        else:
+            raise NotFound(f"order {order_id} not found: no events of it, no issues")
         return OrderView(
             order_id=order_id,
-            vertical=first["vertical"],
-            country=first["country"],
-            city=first["city"],
+            vertical=vertical,
+            country=country,
+            city=city,
             open_issues=sum(1 for row in rows if row["status"] != "resolved"),
             issues=[msgspec.convert(row, OrderIssue) for row in rows],
+            facts=None if state is None else _facts(state, next_check_at),
         )
 
     @get("/api/stats", summary="Unresolved issue counts, with the inbox's filters")

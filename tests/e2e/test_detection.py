@@ -67,6 +67,23 @@ def test_an_order_placed_20_minutes_ago_is_late_at_once_and_clears_when_accepted
     assert resolved[0]["resolved_by"] == "system"
 
 
+def test_an_order_without_issues_shows_what_the_detector_knows(http: httpx.Client) -> None:
+    quiet, late = f"ord-{uuid.uuid4().hex[:10]}", f"ord-{uuid.uuid4().hex[:10]}"
+    ingested = http.post("/api/order-events", json=[placed(quiet, 1), placed(late, 20)])
+    assert ingested.json()["accepted"] == 2  # stored before the answer
+    order = http.get(f"/api/orders/{quiet}").json()
+    assert (order["issues"], order["open_issues"], order["city"]) == ([], 0, "Helsinki")
+    facts = order["facts"]
+    assert (facts["stage"], facts["courier_id"], facts["customer_contacts"]) == ("placed", None, 0)
+    assert facts["next_check_at"] is not None  # the acceptance timer
+    http.post("/api/order-events", json=event(late, "venue_accepted", 0))
+    wait_until(lambda: issues_of(http, late, "resolved"), timeout=20, what="the auto-resolve")
+    order = http.get(f"/api/orders/{late}").json()
+    assert order["facts"]["stage"] == "accepted"
+    assert [i["kind"] for i in order["issues"]] == ["venue_acceptance_delayed"]
+    assert http.get(f"/api/orders/never-{uuid.uuid4().hex}").status_code == 404
+
+
 def test_http_ingestion_counts_duplicates_and_names_rejections(http: httpx.Client) -> None:
     order_id = f"ord-{uuid.uuid4().hex[:10]}"
     first = placed(order_id, 1)
