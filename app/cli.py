@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -20,12 +21,18 @@ from adapters.nats import ensure_stream
 from adapters.postgres import MigrationError, apply_migrations
 from app import bootstrap
 from app.bootstrap import Container, Endpoints, container, servers
+from app.detection import Retention
 from app.http.app import create_app
 from app.integration import write_schemas
 from app.rules_config import RulesError
 from app.settings import Settings, SettingsError, load_settings
 from app.simulator import ScaledClock, simulate
-from app.workers.detector import ConsumerConfigValues, consume_orders, fire_timers
+from app.workers.detector import (
+    ConsumerConfigValues,
+    consume_orders,
+    fire_timers,
+    sweep_forever,
+)
 from app.workers.relay import RelayError
 from projections import PROJECTIONS
 from projections.rebuild import SUFFIX, rebuild
@@ -58,6 +65,14 @@ async def _run_detector(built: Container, stop: asyncio.Event) -> None:
     async with asyncio.TaskGroup() as group:
         group.create_task(consume_orders(built.nats, built.detector, config, stop))
         group.create_task(fire_timers(built.detector, stop))
+        retention = Retention(
+            orders=timedelta(days=settings.order_retention_days),
+            contacts=timedelta(days=settings.contact_retention_days),
+            dead_letters=timedelta(days=settings.dead_letter_retention_days),
+        )
+        group.create_task(
+            sweep_forever(built.detector, retention, stop, every=settings.sweep_interval_seconds)
+        )
 
 
 async def _run_projections(built: Container, stop: asyncio.Event) -> None:

@@ -77,6 +77,23 @@ class Ingested:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long the detector keeps what it no longer needs."""
+
+    orders: timedelta  # an order's watch row and events, after its last change
+    contacts: timedelta  # support contacts (the detection KPI's window)
+    dead_letters: timedelta  # parked events nobody replayed
+
+
+@dataclass(frozen=True)
+class Swept:
+    orders: int
+    events: int
+    contacts: int
+    dead_letters: int
+
+
 def _encode(event: OrderEvent) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
@@ -100,7 +117,7 @@ class _Visit:
     new: list[OrderEvent] = field(default_factory=list)  # unseen events, in sort_key order
     state: OrderState | None = None
     refold: bool = False  # the state must be folded again from all the events
-    broken: bool = False  # its events could not be read: only its timer is moved
+    broken: bool = False  # a stored event could not be read: no state, try again later
     issue_ids: Mapping[str, UUID] = field(default_factory=dict)
     checks: dict[str, Any] | None = None
     outcome: tuple[dict[str, datetime], datetime | None] | None = None
@@ -114,6 +131,32 @@ class _Visit:
 def _issue_ids(order_id: str) -> Mapping[str, UUID]:
     """The id each kind's issue of the order has (or would have)."""
     return MappingProxyType({kind: issue_id_for(order_id, kind) for kind in RULES})
+
+
+async def _lock_watch_rows(
+    conn: asyncpg.Connection | PoolConnectionProxy, order_ids: list[str]
+) -> list[asyncpg.Record]:
+    """The watch rows of ``order_ids`` (sorted), created where missing, locked in that
+    order. A row the retention sweep deleted between the insert and the lock is created
+    again: its events are kept in ``order_events`` and fold it on the next visit."""
+    rows: list[asyncpg.Record] = []
+    missing = order_ids
+    for _ in range(2):
+        await conn.execute(
+            "INSERT INTO order_watch (order_id)"
+            " SELECT id FROM unnest($1::text[]) AS id ORDER BY id ON CONFLICT DO NOTHING",
+            missing,
+        )
+        rows += await conn.fetch(
+            f"SELECT {_WATCH_COLUMNS} FROM order_watch"
+            " WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+            missing,
+        )
+        found = {row["order_id"] for row in rows}
+        missing = [order_id for order_id in order_ids if order_id not in found]
+        if not missing:
+            break
+    return sorted(rows, key=lambda row: row["order_id"])
 
 
 def _snapshot(issue: OrderIssue) -> IssueSnapshot:
@@ -182,16 +225,7 @@ class Detector:
             by_order[event.order_id].append(event)
         order_ids = sorted(by_order)
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO order_watch (order_id)"
-                " SELECT id FROM unnest($1::text[]) AS id ORDER BY id ON CONFLICT DO NOTHING",
-                order_ids,
-            )
-            rows = await conn.fetch(
-                f"SELECT {_WATCH_COLUMNS} FROM order_watch"
-                " WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
-                order_ids,
-            )
+            rows = await _lock_watch_rows(conn, order_ids)
             unique = list({(e.order_id, e.event_id): e for e in events}.values())
             # The rows are locked: whatever this insert finds already there was seen before.
             inserted = await conn.fetch(
@@ -276,6 +310,51 @@ class Detector:
             await self._visit(conn, visits)
         TIMERS.inc(len(rows))
         return len(rows)
+
+    async def sweep(self, retention: Retention, *, batch: int = 1000) -> Swept:
+        """Delete what is older than ``retention`` allows, ``batch`` rows per statement
+        (short locks, replicas skip each other's rows). An event of a swept order that
+        still comes is taken for a new order's."""
+        orders = events = 0
+        async with self._pool.acquire() as conn:
+            while True:
+                row = await conn.fetchrow(
+                    "WITH gone AS (DELETE FROM order_watch WHERE order_id IN ("
+                    "  SELECT order_id FROM order_watch WHERE updated_at < now() - $1::interval"
+                    "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING order_id),"
+                    " dropped AS (DELETE FROM order_events AS e USING gone"
+                    "  WHERE e.order_id = gone.order_id RETURNING 1)"
+                    " SELECT (SELECT count(*) FROM gone) AS orders,"
+                    " (SELECT count(*) FROM dropped) AS events",
+                    retention.orders,
+                    batch,
+                )
+                assert row is not None
+                orders += row["orders"]
+                events += row["events"]
+                if row["orders"] < batch:
+                    break
+            deleted = {}
+            for table, key, column, keep in (
+                ("support_contacts", "event_id", "contacted_at", retention.contacts),
+                ("dead_letters", "id", "received_at", retention.dead_letters),
+            ):
+                deleted[table] = 0
+                while True:
+                    status = await conn.execute(
+                        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+                        f" WHERE {column} < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                        keep,
+                        batch,
+                    )
+                    count = int(status.split()[-1])  # "DELETE <n>"
+                    deleted[table] += count
+                    if count < batch:
+                        break
+        swept = Swept(orders, events, deleted["support_contacts"], deleted["dead_letters"])
+        if any((swept.orders, swept.contacts, swept.dead_letters)):
+            log.info("retention sweep: %s", swept)
+        return swept
 
     async def _refold(
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
@@ -449,7 +528,8 @@ class Detector:
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
     ) -> None:
         """Write the visited rows back, in one statement: the state, the clear-since times
-        and the next timer. A broken row keeps everything but its timer."""
+        and the next timer. A broken order (a stored event unreadable) loses its state, so
+        that it is folded again, from every event, once the event is repaired."""
         written = [v for v in visits if not v.broken]
         states = [
             None if v.state is None else msgspec.json.encode(v.state).decode() for v in written
@@ -470,7 +550,8 @@ class Detector:
         broken = [v for v in visits if v.broken and v.outcome is not None]
         if broken:
             await conn.executemany(
-                "UPDATE order_watch SET next_check_at = $2 WHERE order_id = $1",
+                # No state: every later visit folds again (and says why it cannot).
+                "UPDATE order_watch SET state = NULL, next_check_at = $2 WHERE order_id = $1",
                 [(v.order_id, v.outcome[1]) for v in broken if v.outcome is not None],
             )
 

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     inbox_subject_prefix: str = "inbox.issue"
     # Order events fetched and applied per detector transaction (one lock pass, one save).
     orders_batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
+    # Retention (the detector's sweep, every sweep_interval_seconds): an order's watch row
+    # and events after its last change, support contacts, dead letters nobody replayed.
+    order_retention_days: Annotated[float, Field(gt=0)] = 7.0
+    contact_retention_days: Annotated[float, Field(gt=0)] = 90.0
+    dead_letter_retention_days: Annotated[float, Field(gt=0)] = 30.0
+    sweep_interval_seconds: Annotated[float, Field(gt=0)] = 300.0
     # A batch of order events fetched by a detector that died is redelivered after this.
     orders_ack_wait_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     # Create (or update) the streams at start; an operator who manages them turns it off.

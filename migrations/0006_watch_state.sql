@@ -18,3 +18,7 @@ ALTER TABLE order_watch
     DROP COLUMN events,
     ADD COLUMN state jsonb,                              -- NULL: fold from the events
     ADD COLUMN fold_version integer NOT NULL DEFAULT 0;  -- domain.order.FOLD_VERSION
+
+-- Retention (Detector.sweep): orders untouched for long, old contacts and dead letters.
+CREATE INDEX order_watch_updated_idx ON order_watch (updated_at);
+CREATE INDEX dead_letters_received_idx ON dead_letters (received_at);

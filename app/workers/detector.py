@@ -23,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from adapters.leadership import wait_or_stop
 from adapters.nats import ensure_stream
 from adapters.postgres import CONNECTION_ERRORS
-from app.detection import Detector
+from app.detection import Detector, Retention
 from app.ingest import InvalidEvent, validate
 from domain.order import OrderEvent
 
@@ -134,6 +134,19 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
         return
     for message, _ in valid:
         await message.ack()
+
+
+async def sweep_forever(
+    detector: Detector, retention: Retention, stop: asyncio.Event, *, every: float
+) -> None:
+    """The retention sweep, now and then every ``every`` seconds, on each replica (they
+    skip each other's rows)."""
+    while not stop.is_set():
+        try:
+            await detector.sweep(retention)
+        except DATABASE_ERRORS as exc:
+            log.warning("detector: retention sweep skipped, database unavailable (%s)", exc)
+        await wait_or_stop(stop, every)
 
 
 async def fire_timers(detector: Detector, stop: asyncio.Event, *, idle: float = 0.5) -> None:

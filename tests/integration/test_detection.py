@@ -24,7 +24,7 @@ from adapters import postgres
 from adapters.nats import ensure_stream
 from app import rules_config
 from app.bootstrap import Endpoints
-from app.detection import Detector
+from app.detection import Detector, Retention, Swept
 from app.ingest import validate
 from app.service import Command, IssueService
 from domain.issue import issue_id_for
@@ -460,3 +460,58 @@ async def test_the_stored_state_is_the_fold_of_every_event_whatever_the_arrival(
     late = ev("g", "eta_updated", 80, estimated_delivery_at=T0.isoformat())
     await detector.ingest([late])
     assert await stored_state(pool, "g") == fold([*again, late])
+
+
+async def test_the_retention_sweep_drops_only_what_is_old_enough(
+    detector: Detector, pool: asyncpg.Pool, clock: Clock
+) -> None:
+    clock.at = T0 + timedelta(minutes=2)
+    for order_id in ("old", "new"):
+        await detector.ingest(
+            [placed(order_id), ev(order_id, "customer_contacted_support", 1, channel="chat")]
+        )
+    await detector.park("http", [("bad-old", "broken", b"{}"), ("bad-new", "broken", b"{}")])
+    week = timedelta(days=8)
+    await pool.execute(
+        "UPDATE order_watch SET updated_at = now() - $1::interval WHERE order_id = 'old'", week
+    )
+    await pool.execute(
+        "UPDATE support_contacts SET contacted_at = now() - $1::interval WHERE order_id = 'old'",
+        week * 12,
+    )
+    await pool.execute(
+        "UPDATE dead_letters SET received_at = now() - $1::interval WHERE event_id = 'bad-old'",
+        week * 4,
+    )
+    retention = Retention(
+        orders=timedelta(days=7), contacts=timedelta(days=90), dead_letters=timedelta(days=30)
+    )
+    swept = await detector.sweep(retention, batch=1)  # several rounds of one row
+    assert swept == Swept(orders=1, events=2, contacts=1, dead_letters=1)
+    watched = await pool.fetch("SELECT DISTINCT order_id FROM order_events")
+    assert [r["order_id"] for r in watched] == ["new"]
+    assert await pool.fetchval("SELECT count(*) FROM order_watch") == 1
+    assert await pool.fetchval("SELECT count(*) FROM support_contacts") == 1
+    assert await pool.fetchval("SELECT event_id FROM dead_letters") == "bad-new"
+    assert await detector.sweep(retention) == Swept(0, 0, 0, 0)
+
+
+async def test_an_unreadable_stored_event_stops_its_order_loudly_until_repaired(
+    detector: Detector, pool: asyncpg.Pool, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock.at = T0 + timedelta(minutes=1)
+    await detector.ingest([placed("u"), ev("u", "venue_accepted", 0.5)])
+    await pool.execute(
+        'UPDATE order_events SET body = \'{"type": "mystery"}\' WHERE event_id = $1',
+        ev("u", "venue_accepted", 0.5).event_id,
+    )
+    late = ev("u", "order_ready", 0.2)  # before the last applied: a fold from every event
+    await detector.ingest([late])
+    assert "a stored event of order u is corrupt" in caplog.text
+    row = await pool.fetchrow("SELECT state, next_check_at FROM order_watch WHERE order_id='u'")
+    assert row["state"] is None
+    assert row["next_check_at"] == clock.at + timedelta(minutes=5)
+    await pool.execute("DELETE FROM order_events WHERE body->>'type' = 'mystery'")
+    clock.at += timedelta(minutes=5)
+    assert await detector.fire_due() == 1
+    assert await stored_state(pool, "u") == fold([placed("u"), late])
