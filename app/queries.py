@@ -10,6 +10,7 @@ import binascii
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -30,6 +31,7 @@ Sort = Literal["priority", "detected_at", "updated_at"]
 STATUSES = frozenset({"open", "acknowledged", "snoozed", "resolved"})
 MAX_FILTER_LENGTH = 200
 _FILTERS = ("status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id")
+_CHANGING = ("status", "severity", "assignee")
 
 
 class InvalidQuery(Exception):
@@ -85,6 +87,18 @@ class Filters:
                 params.append(list(values))
                 clauses.append(f"{name} = ANY(${len(params)}::text[])")
         return " AND ".join(clauses) or "TRUE"
+
+    def fixed_only(self) -> Filters:
+        """These filters without the ones on fields that change (status, severity,
+        assignee): what an issue matches once matches for good."""
+        return Filters(**{**self.__dict__, **dict.fromkeys(_CHANGING, ())})
+
+    def matches_changing(self, row: Mapping[str, Any]) -> bool:
+        """Whether an issue's row passes the filters on fields that change (an empty one
+        passes anything; the feed has no default status)."""
+        return all(
+            not getattr(self, name) or row[name] in getattr(self, name) for name in _CHANGING
+        )
 
     @property
     def dimensions_only(self) -> bool:
@@ -170,12 +184,11 @@ class ReadModels:
         return _row(record) if record is not None else None
 
     async def changed_since(self, filters: Filters, after: int, limit: int) -> list[dict[str, Any]]:
-        """Issues whose row changed after a position, in position order (the SSE feed).
-
-        Unlike the list, a status filter left out means every status: a resolution is a
-        change the feed must show."""
+        """Issues whose row changed after a position, in position order (the SSE feed),
+        filtered on the fields that never change only: the feed tells a client when an
+        issue leaves its view (resolved, reassigned), so it sees those changes too."""
         params: list[Any] = [after]
-        where = filters.where(params) if filters.status else _without_default(filters, params)
+        where = _without_default(filters.fixed_only(), params)
         params.append(limit)
         records = await self.pool.fetch(
             f"SELECT {_SELECT} FROM inbox_issues WHERE position > $1 AND {where}"

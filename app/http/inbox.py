@@ -120,6 +120,27 @@ def _facts(state: OrderState, next_check_at: datetime | None) -> OrderFacts:
     )
 
 
+class Left(msgspec.Struct, kw_only=True):
+    """An issue that changed and is outside a feed's filters (on status, severity or
+    assignee) now."""
+
+    issue_id: UUID
+    status: str
+    severity: str
+    assignee: str | None
+    position: int
+
+
+def _left(row: dict[str, Any]) -> Left:
+    return Left(
+        issue_id=row["issue_id"],
+        status=row["status"],
+        severity=row["severity"],
+        assignee=row["assignee"],
+        position=row["position"],
+    )
+
+
 class Stats(msgspec.Struct, kw_only=True):
     total: int
     by_status: dict[str, int]
@@ -272,8 +293,11 @@ class InboxController(Controller):
         after: Annotated[int | None, Parameter(ge=0)] = None,
     ) -> ServerSentEvent:
         """``event: issue`` with the issue as ``GET /api/issues/{id}`` shows it (its
-        ``position`` is the SSE id); resumes after ``Last-Event-ID`` or ``after``, else
-        starts from now. A comment every 15 s keeps idle connections open."""
+        ``position`` is the SSE id); ``event: left`` (``issue_id``, ``status``,
+        ``severity``, ``assignee``, ``position``) when a changed issue does not match the
+        filters on status, severity or assignee (any more): a client showing it drops it.
+        Resumes after ``Last-Event-ID`` or ``after``, else starts from now. A comment every
+        15 s keeps idle connections open."""
         start = after
         if last_event_id is not None and last_event_id.isdigit():
             start = int(last_event_id)
@@ -289,11 +313,11 @@ class InboxController(Controller):
                 rows = await read_models.changed_since(filters, position, _FEED_PAGE)
                 for row in rows:
                     position = max(position, row["position"])
-                    yield ServerSentEventMessage(
-                        event="issue",
-                        data=msgspec.json.encode(_item(row)).decode(),
-                        id=str(row["position"]),
-                    )
+                    if filters.matches_changing(row):
+                        kind, data = "issue", msgspec.json.encode(_item(row))
+                    else:
+                        kind, data = "left", msgspec.json.encode(_left(row))
+                    yield ServerSentEventMessage(event=kind, data=data.decode(), id=str(position))
                 if len(rows) == _FEED_PAGE:
                     continue
                 position = max(position, head)

@@ -124,6 +124,47 @@ def test_the_stream_sends_each_change(http: httpx.Client, api: str) -> None:
     assert received[0]["position"] < received[1]["position"]
 
 
+def test_a_filtered_stream_says_when_an_issue_leaves_the_filter(
+    http: httpx.Client, api: str
+) -> None:
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    received: list[tuple[str, dict[str, Any]]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        params = {"order_id": order_id, "status": ["open", "acknowledged"]}
+        with (
+            httpx.Client(base_url=api, timeout=15) as client,
+            client.stream("GET", "/api/stream", params=params) as response,
+        ):
+            connected.set()
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    received.append((event, json.loads(line.split(":", 1)[1])))
+                    if len(received) == 2:
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    issue_id = report(http, order_id=order_id)["issue_id"]
+    command(
+        http,
+        issue_id,
+        "resolve",
+        {"agent_id": AGENT, "resolution": "no_action_needed", "note": "fine"},
+    )
+    listener.join(15)
+    assert [(event, data["issue_id"]) for event, data in received] == [
+        ("issue", issue_id),
+        ("left", issue_id),
+    ]
+    assert received[1][1]["status"] == "resolved"
+
+
 texts = st.text(max_size=300)
 
 
