@@ -255,7 +255,9 @@ def _parser() -> argparse.ArgumentParser:
     rebuild_cmd.add_argument(
         "--no-swap", action="store_true", help=f"leave the result in <table>{SUFFIX}"
     )
-    schemas = commands.add_parser("schemas", help="write the integration events' JSON Schemas")
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schemas of the published and the incoming events"
+    )
     schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
     return parser
 

@@ -17,6 +17,8 @@ from domain.values import Vertical
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
+Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+City = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class Envelope(msgspec.Struct):
@@ -25,8 +27,8 @@ class Envelope(msgspec.Struct):
     order_id: Id
     occurred_at: Aware
     vertical: Vertical
-    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
-    city: Annotated[str, msgspec.Meta(max_length=200)]
+    country: Country
+    city: City
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -126,3 +128,27 @@ def validate(raw: Any) -> OrderEvent:
         city=envelope.city,
         data=msgspec.structs.asdict(data),
     )
+
+
+def order_event_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each incoming order event type (CONTRACT §2), by type: the
+    envelope with that ``type`` and its ``data``, as :func:`validate` checks them."""
+    schemas = {}
+    for kind, data in DATA.items():
+        # ``data`` may be left out when its type has no required field (it defaults to {}).
+        optional = len(data.__struct_defaults__) == len(data.__struct_fields__)
+        struct = msgspec.defstruct(
+            f"{kind}_event",
+            [
+                ("event_id", Id),
+                ("type", Literal[kind]),
+                ("order_id", Id),
+                ("occurred_at", Aware),
+                ("vertical", Vertical),
+                ("country", Country),
+                ("city", City),
+                ("data", data, msgspec.field(default_factory=data)) if optional else ("data", data),
+            ],
+        )
+        schemas[kind] = msgspec.json.schema(struct)
+    return schemas

@@ -19,6 +19,7 @@ from uuid import UUID
 
 import msgspec
 
+from app.ingest import order_event_schemas
 from domain.issue import EVENT_NAMES, OrderIssue
 from domain.values import Action, Kind, Resolution, ResolvedBy, Severity, Vertical
 
@@ -266,13 +267,19 @@ def integration_event(event: Any, facts: IssueFacts) -> tuple[IntegrationEvent, 
 
 
 def schema_documents() -> dict[str, str]:
-    """File name → JSON Schema text of every integration event, generated from the Structs."""
+    """File name → JSON Schema text of every integration event and every incoming order
+    event, generated from the Structs."""
     documents = {}
     for entry in INTEGRATION_EVENTS.values():
         schema = msgspec.json.schema(entry.struct)
         schema["$id"] = f"urn:support-inbox:schema:{entry.ce_type}"
         schema["title"] = entry.ce_type
         documents[f"{entry.ce_type}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    for kind, schema in order_event_schemas().items():
+        name = f"orders.{kind}"  # incoming: the ORDERS stream and POST /api/order-events
+        schema["$id"] = f"urn:support-inbox:schema:{name}"
+        schema["title"] = name
+        documents[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return documents
 
 

@@ -1,4 +1,5 @@
-"""The JSON Schemas in docs/schemas are generated from the integration Structs."""
+"""The JSON Schemas in docs/schemas are generated from the integration and order-event
+Structs."""
 
 from __future__ import annotations
 
