@@ -54,6 +54,26 @@ class Projection(Protocol):
         """
         ...
 
+    # A rebuild (projections/rebuild.py) reads the events issue by issue, folds each
+    # issue's events into its one row of ``issue_table`` (``issue_columns``), COPYs the
+    # rows, then calls ``derive`` for the other tables.
+    issue_table: str
+    issue_columns: tuple[str, ...]
+
+    def fold(self, row: dict[str, Any] | None, event: Any, position: int) -> dict[str, Any]:
+        """An issue's row after ``event`` (at ``position``), from its row before (None
+        before Detected); ``row`` is left as it was."""
+        ...
+
+    def record(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        """The row as COPY takes it: its values in ``issue_columns`` order."""
+        ...
+
+    async def derive(self, conn: asyncpg.Connection, tables: dict[str, str]) -> None:
+        """Fill the owned tables other than ``issue_table`` from it, after a bulk load
+        (``tables`` as for ``apply``)."""
+        ...
+
 
 class ProjectionError(Exception):
     """An event the projection cannot apply (a bug or a corrupt store): it stops."""

@@ -3,15 +3,18 @@
 :func:`fold` is the pure heart: (row or None, event, position) → row. A unit test checks
 that folding any command sequence's events gives what the aggregate itself holds, so the
 two cannot drift. :class:`InboxProjection` loads the rows a batch touches, folds the batch
-in memory, and writes each touched row once.
+in memory, and writes each touched row once; a rebuild folds each issue's events into its
+row and COPYs it.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from domain.issue import EVENT_NAMES, due_at, priority_of
 from projections import rows
@@ -46,6 +49,9 @@ COLUMNS = (
 )
 
 _JSON = frozenset({"evidence"})
+_RECORD = itemgetter(*COLUMNS)
+_EVIDENCE = COLUMNS.index("evidence")
+_ENCODE_JSON = msgspec.json.Encoder().encode
 
 
 def detected_row(event: Any) -> Row:
@@ -154,6 +160,8 @@ def fold_batch(rows: dict[UUID, Row], batch: Batch) -> dict[UUID, Row]:
 class InboxProjection:
     name: str = "inbox"
     tables: tuple[str, ...] = ("inbox_issues",)
+    issue_table: str = "inbox_issues"
+    issue_columns: tuple[str, ...] = COLUMNS
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, tables: dict[str, str]) -> None:
         table = tables["inbox_issues"]
@@ -161,3 +169,14 @@ class InboxProjection:
         before = await rows.load(conn, table, COLUMNS, issue_ids, json_columns=_JSON)
         touched = fold_batch(before, batch)
         await rows.upsert(conn, table, COLUMNS, touched.values(), json_columns=_JSON)
+
+    def fold(self, row: Row | None, event: Any, position: int) -> Row:
+        return fold(row, event, position)
+
+    def record(self, row: Row) -> tuple[Any, ...]:
+        values = list(_RECORD(row))
+        values[_EVIDENCE] = _ENCODE_JSON(values[_EVIDENCE]).decode()
+        return tuple(values)
+
+    async def derive(self, conn: asyncpg.Connection, tables: dict[str, str]) -> None:
+        """Nothing to derive: ``inbox_issues`` is the whole model."""

@@ -3,6 +3,7 @@ issue with the facts of its order, looked up by order id."""
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,7 @@ _COLUMNS = (
     "updated_at",
     "version",
 )
+_RECORD = itemgetter(*_COLUMNS)
 
 
 def fold(row: Row | None, event: Any) -> Row:
@@ -46,6 +48,8 @@ def fold(row: Row | None, event: Any) -> Row:
 class OrdersProjection:
     name: str = "orders"
     tables: tuple[str, ...] = ("order_issues",)
+    issue_table: str = "order_issues"
+    issue_columns: tuple[str, ...] = _COLUMNS
 
     async def apply(self, conn: asyncpg.Connection, batch: Batch, tables: dict[str, str]) -> None:
         table = tables["order_issues"]
@@ -55,3 +59,13 @@ class OrdersProjection:
             issue_id = event.originator_id
             after[issue_id] = fold(after.get(issue_id, before.get(issue_id)), event)
         await rows.upsert(conn, table, _COLUMNS, after.values())
+
+    def fold(self, row: Row | None, event: Any, position: int) -> Row:
+        return fold(row, event)
+
+    def record(self, row: Row) -> tuple[Any, ...]:
+        record: tuple[Any, ...] = _RECORD(row)
+        return record
+
+    async def derive(self, conn: asyncpg.Connection, tables: dict[str, str]) -> None:
+        """Nothing to derive: ``order_issues`` is the whole model."""

@@ -4,6 +4,7 @@ the rows equal what OrderIssue itself holds."""
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from domain.errors import DomainError
 from domain.issue import OrderIssue
-from projections import inbox, orders, stats
+from projections import PROJECTIONS, inbox, orders, stats
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -104,3 +105,29 @@ def test_stats_and_orders_follow_status_and_severity(steps: list[int]) -> None:
             issue.country,
         )
     assert order_row["version"] == issue.version
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, len(COMMANDS) - 1), max_size=25))
+def test_a_rebuild_folds_and_records_each_issue_as_the_model_does(steps: list[int]) -> None:
+    """What ``inbox rebuild`` COPYs for an issue: its row from the model's own fold, as a
+    record in the issue table's column order (the inbox's evidence as JSON)."""
+    _, events = run(steps)
+    folds: dict[str, Any] = {
+        "inbox": inbox.fold,
+        "stats": lambda row, event, _: stats.fold(row, event),
+        "orders": lambda row, event, _: orders.fold(row, event),
+    }
+    for name, projection in PROJECTIONS.items():
+        row = expected = None
+        for position, event in enumerate(events, start=100):
+            row = projection.fold(row, event, position)
+            expected = folds[name](expected, event, position)
+        assert row is not None
+        assert row == expected
+        assert set(row) == set(projection.issue_columns)
+        values = dict(zip(projection.issue_columns, projection.record(row), strict=True))
+        if name == "inbox":
+            assert json.loads(values["evidence"]) == row["evidence"]
+            values["evidence"] = row["evidence"]
+        assert values == row
