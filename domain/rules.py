@@ -39,18 +39,21 @@ def tiered(
     elapsed_minutes: float, since: datetime, tiers: Tiers, evidence: dict[str, Any]
 ) -> Check:
     """The check of a condition that has lasted ``elapsed_minutes`` since ``since``."""
-    severity = None
-    recheck_at = None
+    severity = threshold = recheck_at = None
     for minutes, tier_severity in tiers:
         if elapsed_minutes >= minutes:
-            severity = tier_severity
+            severity, threshold = tier_severity, minutes
         else:
             recheck_at = since + timedelta(minutes=minutes)
             break
-    evidence = {**evidence, "minutes": round(elapsed_minutes, 1)}
-    if severity is not None:
-        evidence["threshold_minutes"] = max(m for m, s in tiers if elapsed_minutes >= m)
-    return Check(severity, evidence if severity else {}, recheck_at)
+    if severity is None:
+        return Check(None, {}, recheck_at)
+    evidence = {
+        **evidence,
+        "minutes": round(elapsed_minutes, 1),
+        "threshold_minutes": threshold,
+    }
+    return Check(severity, evidence, recheck_at)
 
 
 def _minutes(now: datetime, since: datetime) -> float:

@@ -11,6 +11,9 @@ import argparse
 import asyncio
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -174,11 +177,66 @@ async def whole_path(
     return Figure(label, count, seconds), notes
 
 
+async def replicas_path(
+    endpoints_nats: str, url: str, prefix: str, stream: str, count: int, batch: int, replicas: int
+) -> Figure:
+    """``replicas`` separate ``inbox detect`` processes (timers and retention sweep
+    included) on the stream. Timed from the first watch row stored (process start-up left
+    out) to the consumer's info showing every message acknowledged, polled every 0.25 s
+    (rarely enough not to slow the fetches; the figure is that coarse)."""
+    env = os.environ | {
+        "INBOX_DATABASE_URL": url,
+        "INBOX_NATS_URL": endpoints_nats,
+        "INBOX_ORDERS_STREAM": stream,
+        "INBOX_ORDERS_SUBJECT_PREFIX": prefix,
+        "INBOX_ORDERS_BATCH_SIZE": str(batch),
+        "INBOX_LOG_LEVEL": "WARNING",
+    }
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "app.cli", "detect"], env=env)
+        for _ in range(replicas)
+    ]
+    client = await nats.connect(endpoints_nats)
+    conn = await postgres.connect(url)
+    try:
+        js = client.jetstream()
+        deadline = time.perf_counter() + DEADLINE
+
+        def check() -> None:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{replicas} detectors did not finish within {DEADLINE} s")
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError("a detector process exited")
+
+        while not await conn.fetchval("SELECT EXISTS (SELECT FROM order_watch)"):
+            check()
+            await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        while True:
+            check()
+            await asyncio.sleep(0.25)
+            info = await js.consumer_info(stream, "inbox-detector")
+            if info.delivered.stream_seq == count and info.num_ack_pending == 0:
+                break
+        seconds = time.perf_counter() - started
+    finally:
+        await conn.close()
+        await client.close()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+    return Figure(f"{replicas} inbox detect processes (batch {batch})", count, seconds)
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench detect")
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--in-flight", type=int, default=2, help="batches handled at once")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="also measure this many `inbox detect` processes"
+    )
     args = parser.parse_args(argv)
     events, orders = order_events(args.events)
     payload = sum(len(msgspec.json.encode(e)) for e in events) / len(events)
@@ -196,13 +254,29 @@ async def main(argv: list[str]) -> None:
                 whole, notes = await whole_path(
                     url, client, path_prefix, streams[-1], len(events), args.batch, args.in_flight
                 )
+            figures = [whole]
+            if args.replicas:
+                replica_prefix = f"bench_rep_{run}.order"
+                streams.append(await publish(js, replica_prefix, events))
+                async with scratch_database(endpoints.database_url) as url:
+                    figures.append(
+                        await replicas_path(
+                            endpoints.nats_url,
+                            url,
+                            replica_prefix,
+                            streams[-1],
+                            len(events),
+                            args.batch,
+                            args.replicas,
+                        )
+                    )
         finally:
             for stream in streams:
                 await js.delete_stream(stream)
             await client.close()
     report(
         "detect",
-        [whole],
+        figures,
         raw,
         {
             "orders": orders,
