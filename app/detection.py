@@ -19,6 +19,7 @@ re-fired timer asks for nothing twice.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from prometheus_client import Counter
 
 from adapters.clock import Clock
 from app.ingest import InvalidEvent, validate
-from app.service import Command, CommandResult, IssueService, Outcome
+from app.service import Command, CommandResult, IssueService
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
 from domain.order import (
@@ -48,7 +49,6 @@ from domain.order import (
     apply,
     fold,
     sort_key,
-    trim,
 )
 from domain.rules import RULES, evaluate, next_check
 from domain.thresholds import Thresholds
@@ -64,9 +64,8 @@ REFOLDS = Counter("inbox_detector_refolds_total", "States folded again from all 
 
 # How long a timer that failed with a bug waits before it is tried again.
 _RETRY_BROKEN = timedelta(minutes=5)
-
-# Location pings that moved the courier kept per order when a re-fold trims its events.
-_KEEP_LOCATIONS = 20
+# How soon an order whose issue command did not land is looked at again.
+_RETRY_FAILED = timedelta(seconds=5)
 
 _WATCH_COLUMNS = "order_id, state, fold_version, clear_since"
 
@@ -107,7 +106,7 @@ def _encode(event: OrderEvent) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(eq=False)  # one visit is one order in one batch: compared by identity
 class _Visit:
     """One order looked at in a batch: its watch row as locked, what the batch brought,
     and what the detector decided."""
@@ -136,27 +135,22 @@ def _issue_ids(order_id: str) -> Mapping[str, UUID]:
 async def _lock_watch_rows(
     conn: asyncpg.Connection | PoolConnectionProxy, order_ids: list[str]
 ) -> list[asyncpg.Record]:
-    """The watch rows of ``order_ids`` (sorted), created where missing, locked in that
-    order. A row the retention sweep deleted between the insert and the lock is created
-    again: its events are kept in ``order_events`` and fold it on the next visit."""
-    rows: list[asyncpg.Record] = []
-    missing = order_ids
-    for _ in range(2):
-        await conn.execute(
-            "INSERT INTO order_watch (order_id)"
-            " SELECT id FROM unnest($1::text[]) AS id ORDER BY id ON CONFLICT DO NOTHING",
-            missing,
+    """The watch rows of ``order_ids`` (sorted), created where missing, all locked by one
+    statement in that order (``DO UPDATE ... WHERE false`` locks a row it leaves alone),
+    so that two batches never wait for each other in a circle. A row the retention sweep
+    deletes meanwhile is inserted afresh once the sweep commits."""
+    await conn.execute(
+        "INSERT INTO order_watch (order_id)"
+        " SELECT id FROM unnest($1::text[]) AS id ORDER BY id"
+        " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id WHERE false",
+        order_ids,
+    )
+    return list(
+        await conn.fetch(
+            f"SELECT {_WATCH_COLUMNS} FROM order_watch WHERE order_id = ANY($1) ORDER BY order_id",
+            order_ids,
         )
-        rows += await conn.fetch(
-            f"SELECT {_WATCH_COLUMNS} FROM order_watch"
-            " WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
-            missing,
-        )
-        found = {row["order_id"] for row in rows}
-        missing = [order_id for order_id in order_ids if order_id not in found]
-        if not missing:
-            break
-    return sorted(rows, key=lambda row: row["order_id"])
+    )
 
 
 def _snapshot(issue: OrderIssue) -> IssueSnapshot:
@@ -360,7 +354,7 @@ class Detector:
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
     ) -> None:
         """Fold again, from all their events, the states marked for it (a late event, a
-        new fold version), and drop the location pings no later fold needs."""
+        new fold version, a new order)."""
         due = {v.order_id: v for v in visits if v.refold and not v.broken}
         if not due:
             return
@@ -375,20 +369,9 @@ class Detector:
                 # Stored only after validation: a corrupt row, say so loudly.
                 log.exception("detector: a stored event of order %s is corrupt", row["order_id"])
                 due[row["order_id"]].broken = True
-        dropped: list[tuple[str, str]] = []
         for order_id, visit in due.items():
-            if visit.broken:
-                continue
-            events = stored[order_id]
-            kept = trim(events, _KEEP_LOCATIONS)
-            visit.state = fold(kept)
-            if len(kept) < len(events):
-                ids = {e.event_id for e in kept}
-                dropped += [(order_id, e.event_id) for e in events if e.event_id not in ids]
-        if dropped:
-            await conn.executemany(
-                "DELETE FROM order_events WHERE order_id = $1 AND event_id = $2", dropped
-            )
+            if not visit.broken:
+                visit.state = fold(stored[order_id])
 
     async def _visit(
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
@@ -402,7 +385,7 @@ class Detector:
         current = await self._issues_of(
             conn, [issue_id for v in evaluated for issue_id in v.issue_ids.values()]
         )
-        commands: list[tuple[OrderState, Action]] = []
+        commands: list[tuple[_Visit, Action]] = []
         contact_rows: list[tuple[str, str, datetime, bool, datetime | None]] = []
         for visit in evaluated:
             assert visit.state is not None
@@ -432,7 +415,7 @@ class Detector:
             if visit.contacts:
                 contacts = [c.event_id for c in visit.contacts]
                 actions += contact_escalations(snapshots, contacts, decided.actions)
-            commands += [(state, action) for action in actions]
+            commands += [(visit, action) for action in actions]
             times = [t for t in (next_check(visit.checks), decided.recheck_at) if t is not None]
             visit.outcome = (decided.clear_since, min(times) if times else None)
         if contact_rows:
@@ -442,7 +425,13 @@ class Detector:
                 contact_rows,
             )
         if commands:
-            await self._send(commands, current)
+            for visit in await self._send(commands, current):
+                # A command that did not land (a conflict, the store unavailable): look at
+                # the order again soon, from the issues as they will stand then.
+                assert visit.outcome is not None
+                clear_since, next_at = visit.outcome
+                soon = now + _RETRY_FAILED
+                visit.outcome = (clear_since, soon if next_at is None else min(next_at, soon))
         await self._store(conn, visits)
 
     async def _issues_of(
@@ -492,37 +481,45 @@ class Detector:
         visit.issue_ids = _issue_ids(visit.order_id)
 
     async def _send(
-        self, commands: list[tuple[OrderState, Action]], current: dict[UUID, OrderIssue]
-    ) -> None:
-        """Every command, at most ``command_batch_size`` per ``save()`` (the library hangs
-        on a very large insert), on the issues as just read. A crash between two saves
-        leaves the watch rows unwritten: the next look derives the rest from the issues as
-        they then stand."""
-        outcomes: list[Outcome] = []
-        size = self._command_batch_size
-        for start in range(0, len(commands), size):
-            chunk = [self._command(s, a) for s, a in commands[start : start + size]]
-            preloaded = {c.issue_id: current.get(c.issue_id) for c in chunk}
+        self, commands: list[tuple[_Visit, Action]], current: dict[UUID, OrderIssue]
+    ) -> set[_Visit]:
+        """Every command, on the issues as just read, in saves of at most
+        ``command_batch_size`` commands (the library hangs on a very large insert) that
+        never split one order's commands. Returns the visits whose commands did not all
+        land. A crash between two saves leaves the watch rows unwritten: the next look
+        derives the rest from the issues as they then stand."""
+        failed: set[_Visit] = set()
+        for chunk in _chunks(commands, self._command_batch_size):
+            built = [self._command(visit, action) for visit, action in chunk]
+            # What this batch read, or None for an issue known not to exist; an issue
+            # left out (its state unknown after a failed save) is read again.
+            preloaded: dict[UUID, OrderIssue | None] = {}
+            for command in built:
+                if command.issue_id in current:
+                    preloaded[command.issue_id] = current[command.issue_id]
+                elif command.create is not None:
+                    preloaded[command.issue_id] = None
             try:
-                outcomes += await anyio.to_thread.run_sync(
-                    self._issues.execute_batch, chunk, preloaded
+                outcomes = await anyio.to_thread.run_sync(
+                    self._issues.execute_batch, built, preloaded
                 )
             finally:
-                for issue_id in {c.issue_id for c in chunk}:
+                for issue_id in {command.issue_id for command in built}:
                     issue = preloaded.get(issue_id)
                     if issue is None:
                         self._known.pop(issue_id, None)
+                        current.pop(issue_id, None)
                     else:
                         self._known[issue_id] = current[issue_id] = issue
-        for (state, action), outcome in zip(commands, outcomes, strict=True):
-            if isinstance(outcome, CommandResult):
-                ISSUE_ACTIONS.labels(action.kind, action.op).inc()
-            else:
-                # An agent acted in between, or a replica did: the next evaluation
-                # starts from the issue as it now stands.
-                log.info(
-                    "detector %s on %s/%s: %s", action.op, state.order_id, action.kind, outcome
-                )
+            for (visit, action), outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, CommandResult):
+                    ISSUE_ACTIONS.labels(action.kind, action.op).inc()
+                else:
+                    failed.add(visit)
+                    log.info(
+                        "detector %s on %s/%s: %s", action.op, visit.order_id, action.kind, outcome
+                    )
+        return failed
 
     async def _store(
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
@@ -530,23 +527,26 @@ class Detector:
         """Write the visited rows back, in one statement: the state, the clear-since times
         and the next timer. A broken order (a stored event unreadable) loses its state, so
         that it is folded again, from every event, once the event is repaired."""
-        written = [v for v in visits if not v.broken]
-        states = [
-            None if v.state is None else msgspec.json.encode(v.state).decode() for v in written
-        ]
-        outcomes = [v.outcome for v in written]
-        assert all(outcome is not None for outcome in outcomes)
-        await conn.execute(
-            "UPDATE order_watch AS w SET state = u.state, fold_version = $5,"
-            " clear_since = u.clear_since, next_check_at = u.next_at, updated_at = now()"
-            " FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::timestamptz[])"
-            " AS u(order_id, state, clear_since, next_at) WHERE w.order_id = u.order_id",
-            [v.order_id for v in written],
-            states,
-            [msgspec.json.encode(o[0]).decode() for o in outcomes if o is not None],
-            [o[1] for o in outcomes if o is not None],
-            FOLD_VERSION,
-        )
+        rows = []
+        for visit in visits:
+            if visit.broken or visit.outcome is None:
+                continue
+            clear_since, next_at = visit.outcome
+            state = None if visit.state is None else msgspec.json.encode(visit.state).decode()
+            rows.append((visit.order_id, state, msgspec.json.encode(clear_since).decode(), next_at))
+        if rows:
+            order_ids, states, clear, next_ats = (list(c) for c in zip(*rows, strict=True))
+            await conn.execute(
+                "UPDATE order_watch AS w SET state = u.state, fold_version = $5,"
+                " clear_since = u.clear_since, next_check_at = u.next_at, updated_at = now()"
+                " FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::timestamptz[])"
+                " AS u(order_id, state, clear_since, next_at) WHERE w.order_id = u.order_id",
+                order_ids,
+                states,
+                clear,
+                next_ats,
+                FOLD_VERSION,
+            )
         broken = [v for v in visits if v.broken and v.outcome is not None]
         if broken:
             await conn.executemany(
@@ -555,7 +555,9 @@ class Detector:
                 [(v.order_id, v.outcome[1]) for v in broken if v.outcome is not None],
             )
 
-    def _command(self, state: OrderState, action: Action) -> Command:
+    def _command(self, visit: _Visit, action: Action) -> Command:
+        state = visit.state
+        assert state is not None
         issue_id = issue_id_for(state.order_id, action.kind)
         if action.op == "detect":
             assert action.severity is not None
@@ -596,5 +598,13 @@ class Detector:
         )
 
 
-def _clear_since(raw: bytes | str) -> dict[str, datetime]:
-    return msgspec.json.decode(raw, type=dict[str, datetime])
+def _chunks(commands: list[tuple[_Visit, Action]], size: int) -> list[list[tuple[_Visit, Action]]]:
+    """``commands`` (each order's together) cut into lists of about ``size``, only between
+    orders: an order's commands on one issue then share one save and one read of it."""
+    chunks: list[list[tuple[_Visit, Action]]] = [[]]
+    for visit, group in itertools.groupby(commands, key=lambda pair: pair[0]):
+        pairs = [(visit, action) for _, action in group]
+        if chunks[-1] and len(chunks[-1]) + len(pairs) > size:
+            chunks.append([])
+        chunks[-1] += pairs
+    return [chunk for chunk in chunks if chunk]

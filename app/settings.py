@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     orders_subject_prefix: str = "orders"
     inbox_stream: str = "INBOX"
     inbox_subject_prefix: str = "inbox.issue"
+    # Compressed time for a demo run as separate processes (`inbox simulate` and `inbox
+    # detect`): order time runs demo_speed times faster than the wall clock from
+    # demo_anchor, the same instant in every process (`inbox up` alone needs no anchor).
+    demo_speed: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    demo_anchor: AwareDatetime | None = None
     # Order events fetched and applied per detector transaction (one lock pass, one save).
     orders_batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
     # Retention (the detector's sweep, every sweep_interval_seconds): an order's watch row

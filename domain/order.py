@@ -3,8 +3,7 @@
 Events arrive twice, late and out of order: :func:`fold` drops repeated event ids and
 applies the rest in ``occurred_at`` order (the event id breaks ties), so any arrival order
 of the same events gives the same state. Events that arrive in order can be applied one by
-one to the state so far (:func:`apply`) with the same result; :func:`trim` bounds the
-location pings kept for a later re-fold without changing what it gives.
+one to the state so far (:func:`apply`) with the same result.
 """
 
 from __future__ import annotations
@@ -100,28 +99,6 @@ def fold(events: Iterable[OrderEvent]) -> OrderState | None:
 
 def sort_key(event: OrderEvent) -> tuple[datetime, str]:
     return (event.occurred_at, event.event_id)
-
-
-def trim(events: Iterable[OrderEvent], keep_moves: int) -> list[OrderEvent]:
-    """The events without the location pings a fold does not need: of the pings, only
-    the last ``keep_moves`` that moved the courier and the newest one are kept. A ping that
-    did not move the courier changes nothing but the last position, and a move only
-    counts from where the previous move ended, so folding the trimmed events gives the
-    state folding all of them gives (as long as the dropped moves are the oldest)."""
-    unique = sorted({event.event_id: event for event in events}.values(), key=sort_key)
-    moves: list[str] = []
-    newest_ping: str | None = None
-    state: OrderState | None = None
-    for event in unique:
-        if event.type == "courier_location":
-            newest_ping = event.event_id
-            if state is None or _moves(state, _position(event)):
-                moves.append(event.event_id)
-        state = apply(state, event)
-    keep = set(moves[-keep_moves:]) if keep_moves > 0 else set()
-    if newest_ping is not None:
-        keep.add(newest_ping)
-    return [e for e in unique if e.type != "courier_location" or e.event_id in keep]
 
 
 def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: PLR0912

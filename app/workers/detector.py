@@ -13,6 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+import asyncpg
 import msgspec
 from eventsourcing.persistence import InterfaceError, OperationalError
 from nats.aio.client import Client as NATS
@@ -29,9 +30,12 @@ from domain.order import OrderEvent
 
 log = logging.getLogger(__name__)
 
-# The read side (asyncpg) and the event store (the library, psycopg) losing the database.
+# The read side (asyncpg) and the event store (the library, psycopg) losing the database,
+# and a transaction the server rolled back (a deadlock, a serialization failure): the
+# batch is handed back for redelivery.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
+    asyncpg.TransactionRollbackError,
     OperationalError,
     InterfaceError,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from app.detection import _chunks, _Visit
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.order import OrderState
 from domain.rules import Check
@@ -112,3 +113,16 @@ def test_a_condition_that_cannot_come_back_resolves_at_once() -> None:
     assert ops(plan(ORDER, cleared, issue, {}, NOW, CLEAR_FOR)) == [
         ("venue_acceptance_delayed", "resolve")
     ]
+
+
+def test_commands_are_cut_into_saves_only_between_orders() -> None:
+    a, b, c = (_Visit(order_id=o, clear_since={}) for o in "abc")
+    act = Action("order_stale", "escalate", "high")
+    commands = [(a, act)] * 3 + [(b, act)] * 2 + [(c, act)] * 4
+    chunks = _chunks(commands, 4)
+    assert [[v.order_id for v, _ in chunk] for chunk in chunks] == [
+        ["a", "a", "a"],
+        ["b", "b"],
+        ["c", "c", "c", "c"],
+    ]
+    assert _chunks(commands, 100) == [commands]

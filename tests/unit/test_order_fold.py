@@ -1,4 +1,4 @@
-"""The order fold: arrival order, applying one by one, and trimming change nothing."""
+"""The order fold: arrival order and applying one by one change nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.order import OrderEvent, apply, fold, sort_key, trim
+from domain.order import OrderEvent, apply, fold, sort_key
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -46,26 +46,16 @@ def events_of(steps: list[tuple[int, str, str, int]]) -> list[OrderEvent]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(step, max_size=60), st.sampled_from([1, 2, 5, 20]), st.randoms())
-def test_folding_trimmed_shuffled_or_one_by_one_gives_one_state(
-    steps: list[tuple[int, str, str, int]], keep: int, rng: random.Random
+@given(st.lists(step, max_size=60), st.randoms())
+def test_folding_shuffled_or_one_by_one_gives_one_state(
+    steps: list[tuple[int, str, str, int]], rng: random.Random
 ) -> None:
     events = events_of(steps)
     whole = fold(events)
     shuffled = list(events)
     rng.shuffle(shuffled)
     assert fold(shuffled) == whole
-    assert fold(trim(shuffled, keep)) == whole
     one_by_one = None
     for event in sorted(events, key=sort_key):
         one_by_one = apply(one_by_one, event)
     assert one_by_one == whole
-
-
-def test_trim_keeps_the_last_moves_and_the_newest_ping() -> None:
-    steps = [(m, "courier_location", "k1", 100 * m) for m in range(1, 11)]  # each ping moves
-    steps += [(m, "courier_location", "k1", 1000) for m in range(11, 21)]  # then stands still
-    kept = trim(events_of(steps), 3)
-    pings = [e.event_id for e in kept if e.type == "courier_location"]
-    assert pings == ["e007", "e008", "e009", "e019"]
-    assert kept[0].type == "order_placed"

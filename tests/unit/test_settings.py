@@ -17,6 +17,9 @@ from app.settings import SettingsError, load_settings
         ("INBOX_NATS_URL", "http://localhost:4222"),
         ("INBOX_COMMAND_BATCH_SIZE", "0"),
         ("INBOX_LOG_LEVEL", "LOUD"),
+        ("INBOX_DEMO_SPEED", "0"),
+        ("INBOX_DEMO_ANCHOR", "2026-11-26T10:00:00"),  # no time zone
+        ("INBOX_ORDER_RETENTION_DAYS", "0"),
     ],
 )
 def test_a_bad_value_names_its_variable(
@@ -47,3 +50,20 @@ def test_the_command_line_prints_one_line_and_exits_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "INBOX_HTTP_PORT" in err[0]
+
+
+def test_a_detector_on_compressed_time_needs_the_shared_anchor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INBOX_DEMO_SPEED", "30")
+    monkeypatch.delenv("INBOX_DEMO_ANCHOR", raising=False)
+    assert main(["detect"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "INBOX_DEMO_ANCHOR" in err[0]
+    monkeypatch.setenv("INBOX_DEMO_ANCHOR", "2026-11-26T10:00:00+00:00")
+    settings = load_settings()
+    assert (settings.demo_speed, settings.demo_anchor.isoformat()) == (
+        30.0,
+        "2026-11-26T10:00:00+00:00",
+    )
