@@ -48,7 +48,6 @@ class IssueFields(msgspec.Struct, kw_only=True):
     resolved_by: str | None
     resolution: str | None
     snoozed_until: datetime | None
-    evidence: dict[str, Any]
     reopen_count: int
     version: int
 
@@ -56,6 +55,7 @@ class IssueFields(msgspec.Struct, kw_only=True):
 class IssueView(IssueFields, kw_only=True):
     """An issue as it was at a version (auditors), folded from the event store."""
 
+    evidence: dict[str, Any]
     notes: list[dict[str, Any]]
     actions: list[dict[str, Any]]
 

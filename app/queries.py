@@ -8,9 +8,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -93,7 +91,7 @@ class Filters:
         assignee): what an issue matches once matches for good."""
         return Filters(**{**self.__dict__, **dict.fromkeys(_CHANGING, ())})
 
-    def matches_changing(self, row: Mapping[str, Any]) -> bool:
+    def matches_changing(self, row: asyncpg.Record) -> bool:
         """Whether an issue's row passes the filters on fields that change (an empty one
         passes anything; the feed has no default status)."""
         return all(
@@ -124,7 +122,7 @@ class _Cursor(msgspec.Struct, array_like=True):
     issue_id: UUID
 
 
-def encode_cursor(sort: str, row: dict[str, Any]) -> str:
+def encode_cursor(sort: str, row: asyncpg.Record) -> str:
     at = row["detected_at"] if sort in ("priority", "detected_at") else row["updated_at"]
     raw = msgspec.json.encode(_Cursor(sort, row["priority"], at, row["issue_id"]))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -141,12 +139,6 @@ def decode_cursor(cursor: str, sort: str) -> _Cursor:
     return decoded
 
 
-def _row(record: asyncpg.Record) -> dict[str, Any]:
-    row = dict(record)
-    row["evidence"] = json.loads(row["evidence"])
-    return row
-
-
 _SELECT = ", ".join(c for c in INBOX_COLUMNS if c != "status_before_snooze")
 
 
@@ -156,7 +148,7 @@ class ReadModels:
 
     async def issues(
         self, filters: Filters, sort: str, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[asyncpg.Record], str | None]:
         order_by, keyset = _SORTS[sort]
         params: list[Any] = []
         where = filters.where(params)
@@ -173,17 +165,16 @@ class ReadModels:
             f" ORDER BY {order_by} LIMIT ${len(params)}",
             *params,
         )
-        rows = [_row(r) for r in records[:limit]]
+        rows = records[:limit]
         next_cursor = encode_cursor(sort, rows[-1]) if len(records) > limit else None
         return rows, next_cursor
 
-    async def issue(self, issue_id: UUID) -> dict[str, Any] | None:
-        record = await self.pool.fetchrow(
+    async def issue(self, issue_id: UUID) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
             f"SELECT {_SELECT} FROM inbox_issues WHERE issue_id = $1", issue_id
         )
-        return _row(record) if record is not None else None
 
-    async def changed_since(self, filters: Filters, after: int, limit: int) -> list[dict[str, Any]]:
+    async def changed_since(self, filters: Filters, after: int, limit: int) -> list[asyncpg.Record]:
         """Issues whose row changed after a position, in position order (the SSE feed),
         filtered on the fields that never change only: the feed tells a client when an
         issue leaves its view (resolved, reassigned), so it sees those changes too."""
@@ -195,7 +186,7 @@ class ReadModels:
             f" ORDER BY position LIMIT ${len(params)}",
             *params,
         )
-        return [_row(r) for r in records]
+        return list(records)
 
     async def order(self, order_id: str) -> list[dict[str, Any]]:
         records = await self.pool.fetch(

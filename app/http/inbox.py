@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
+import asyncpg
 import msgspec
 from litestar import Controller, Response, get
 from litestar.params import HeaderParameter, Parameter
@@ -35,6 +36,8 @@ _Values = Annotated[list[str] | None, Parameter(required=False)]
 class InboxItem(IssueFields, kw_only=True):
     """An issue as the inbox read model holds it."""
 
+    # The row's JSON as stored, passed through undecoded (a JSON object).
+    evidence: msgspec.Raw
     due_at: datetime
     note_count: int
     action_count: int
@@ -131,7 +134,7 @@ class Left(msgspec.Struct, kw_only=True):
     position: int
 
 
-def _left(row: dict[str, Any]) -> Left:
+def _left(row: asyncpg.Record) -> Left:
     return Left(
         issue_id=row["issue_id"],
         status=row["status"],
@@ -173,8 +176,12 @@ def filters(
     ).check()
 
 
-def _item(row: dict[str, Any]) -> InboxItem:
-    return msgspec.convert(row, InboxItem, from_attributes=False)
+def _item(row: asyncpg.Record) -> InboxItem:
+    """A read-model row (its columns are the item's fields) as the item; the evidence
+    goes out as stored, not decoded and encoded again."""
+    fields = dict(row)
+    fields["evidence"] = msgspec.Raw(fields["evidence"].encode())
+    return InboxItem(**fields)
 
 
 async def _caught_up(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -89,54 +90,18 @@ def test_resolved_issues_leave_the_default_view(http: httpx.Client) -> None:
     assert http.get("/api/stats", params=at).json()["total"] == 0
 
 
-def test_the_stream_sends_each_change(http: httpx.Client, api: str) -> None:
-    order_id = f"ord-{uuid.uuid4().hex[:10]}"
-    received: list[dict[str, Any]] = []
-    connected = threading.Event()
-
-    def listen() -> None:
-        with (
-            httpx.Client(base_url=api, timeout=15) as client,
-            client.stream("GET", "/api/stream", params={"order_id": order_id}) as response,
-        ):
-            assert response.status_code == 200
-            connected.set()
-            event = None
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event == "issue":
-                    received.append(json.loads(line.split(":", 1)[1]))
-                    if len(received) == 2:
-                        return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    assert connected.wait(10)
-    issue_id = report(http, order_id=order_id)["issue_id"]
-    report(http, order_id=f"other-{order_id}")  # filtered out
-    command(http, issue_id, "acknowledge", {"agent_id": AGENT})
-    listener.join(15)
-    assert [(i["issue_id"], i["status"]) for i in received] == [
-        (issue_id, "open"),
-        (issue_id, "acknowledged"),
-    ]
-    assert received[0]["position"] < received[1]["position"]
-
-
-def test_a_filtered_stream_says_when_an_issue_leaves_the_filter(
-    http: httpx.Client, api: str
-) -> None:
-    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+def _listen(api: str, params: dict[str, Any], count: int) -> Callable[[], list[Any]]:
+    """Start reading ``/api/stream`` with ``params`` in a thread, until ``count`` events;
+    returns a function that waits for them and gives them as (event, data) pairs."""
     received: list[tuple[str, dict[str, Any]]] = []
     connected = threading.Event()
 
     def listen() -> None:
-        params = {"order_id": order_id, "status": ["open", "acknowledged"]}
         with (
             httpx.Client(base_url=api, timeout=15) as client,
             client.stream("GET", "/api/stream", params=params) as response,
         ):
+            assert response.status_code == 200
             connected.set()
             event = ""
             for line in response.iter_lines():
@@ -144,12 +109,39 @@ def test_a_filtered_stream_says_when_an_issue_leaves_the_filter(
                     event = line.split(":", 1)[1].strip()
                 elif line.startswith("data:"):
                     received.append((event, json.loads(line.split(":", 1)[1])))
-                    if len(received) == 2:
+                    if len(received) == count:
                         return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert connected.wait(10)
+
+    def result() -> list[Any]:
+        listener.join(15)
+        return received
+
+    return result
+
+
+def test_the_stream_sends_each_change(http: httpx.Client, api: str) -> None:
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    received = _listen(api, {"order_id": order_id}, 2)
+    issue_id = report(http, order_id=order_id)["issue_id"]
+    report(http, order_id=f"other-{order_id}")  # filtered out
+    command(http, issue_id, "acknowledge", {"agent_id": AGENT})
+    events = received()
+    assert [(e, i["issue_id"], i["status"]) for e, i in events] == [
+        ("issue", issue_id, "open"),
+        ("issue", issue_id, "acknowledged"),
+    ]
+    assert events[0][1]["position"] < events[1][1]["position"]
+
+
+def test_a_filtered_stream_says_when_an_issue_leaves_the_filter(
+    http: httpx.Client, api: str
+) -> None:
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    received = _listen(api, {"order_id": order_id, "status": ["open", "acknowledged"]}, 2)
     issue_id = report(http, order_id=order_id)["issue_id"]
     command(
         http,
@@ -157,12 +149,12 @@ def test_a_filtered_stream_says_when_an_issue_leaves_the_filter(
         "resolve",
         {"agent_id": AGENT, "resolution": "no_action_needed", "note": "fine"},
     )
-    listener.join(15)
-    assert [(event, data["issue_id"]) for event, data in received] == [
+    events = received()
+    assert [(event, data["issue_id"]) for event, data in events] == [
         ("issue", issue_id),
         ("left", issue_id),
     ]
-    assert received[1][1]["status"] == "resolved"
+    assert events[1][1]["status"] == "resolved"
 
 
 texts = st.text(max_size=300)
