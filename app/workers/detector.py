@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 
 import asyncpg
@@ -104,8 +105,9 @@ async def consume_orders(
 
 
 def _reap(handling: set[asyncio.Task[None]]) -> None:
-    """Forget the finished batches; one that failed with a bug fails the consumer (its
-    worker is restarted, the batch is redelivered)."""
+    """Forget the finished batches; one whose handling itself failed (NATS gone while
+    acknowledging, say) fails the consumer: its worker is restarted, the batch
+    redelivered."""
     for task in [task for task in handling if task.done()]:
         handling.discard(task)
         task.result()
@@ -113,7 +115,10 @@ def _reap(handling: set[asyncio.Task[None]]) -> None:
 
 async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) -> None:
     """Validate, park the invalid, ingest the valid, then acknowledge; a database outage
-    naks the batch for redelivery."""
+    naks the batch for redelivery. A batch that fails otherwise (a bug, a row no code
+    expected) is tried again order by order, so that only the orders that fail are set
+    aside: their events parked in ``dead_letters`` (replayable once fixed), the rest
+    stored and acknowledged, and the consumer goes on."""
     valid: list[tuple[Msg, OrderEvent]] = []
     invalid: list[tuple[Msg, str | None, str]] = []
     for message in messages:
@@ -129,7 +134,14 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
             for message, _, _ in invalid:
                 await message.term()
         if valid:
-            await detector.ingest([event for _, event in valid])
+            try:
+                await detector.ingest([event for _, event in valid])
+            except DATABASE_ERRORS:
+                raise
+            except Exception:
+                log.exception("detector: a batch of %d events failed; order by order", len(valid))
+                await _order_by_order(detector, valid)
+                return
     except DATABASE_ERRORS as exc:
         log.warning("detector: database unavailable (%s); events will be redelivered", exc)
         for message, _ in valid:
@@ -138,6 +150,33 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
         return
     for message, _ in valid:
         await message.ack()
+
+
+async def _order_by_order(detector: Detector, valid: list[tuple[Msg, OrderEvent]]) -> None:
+    by_order: dict[str, list[tuple[Msg, OrderEvent]]] = defaultdict(list)
+    for message, event in valid:
+        by_order[event.order_id].append((message, event))
+    for order_id, pairs in by_order.items():
+        try:
+            await detector.ingest([event for _, event in pairs])
+        except DATABASE_ERRORS as exc:
+            log.warning("detector: database unavailable (%s); order %s redelivered", exc, order_id)
+            for message, _ in pairs:
+                await message.nak(delay=1)
+            continue
+        except Exception as exc:
+            log.exception(
+                "detector: order %s fails; its events %s are parked in dead_letters",
+                order_id,
+                [event.event_id for _, event in pairs],
+            )
+            reason = f"the detector failed on this order: {exc!r}"[:1000]
+            await detector.park("detector", [(e.event_id, reason, m.data) for m, e in pairs])
+            for message, _ in pairs:
+                await message.term()
+            continue
+        for message, _ in pairs:
+            await message.ack()
 
 
 async def sweep_forever(

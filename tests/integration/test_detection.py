@@ -28,6 +28,7 @@ from app.bootstrap import Endpoints
 from app.detection import Detector, Retention, Swept
 from app.ingest import validate
 from app.service import Command, ConcurrentWrite, IssueService
+from app.workers.detector import ConsumerConfigValues, consume_orders
 from domain.issue import issue_id_for
 from domain.order import OrderEvent, OrderState, fold
 from tests.conftest import RUN_ID
@@ -590,3 +591,51 @@ async def test_a_command_that_does_not_land_is_tried_again_soon(
     finally:
         issues.execute_batch = real  # type: ignore[method-assign]
     assert state(issues, "race", "venue_acceptance_delayed").status == "resolved"
+
+
+async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
+    endpoints: Endpoints, pool: asyncpg.Pool, issues: IssueService, clock: Clock
+) -> None:
+    """A batch that fails with a bug is tried order by order: the failing order's events
+    are parked (replayable), the others stored and acknowledged, the consumer goes on."""
+
+    class Failing(Detector):
+        async def _visit(self, conn: Any, visits: Any) -> None:
+            if any(visit.order_id == "poison" for visit in visits):
+                raise RuntimeError("a bug in the rules")
+            await super()._visit(conn, visits)
+
+    clock.at = T0 + timedelta(minutes=20)
+    detector = Failing(pool=pool, issues=issues, thresholds=rules_config.load(None), clock=clock)
+    stream, prefix = f"ORDERS_{RUN_ID}_{uuid.uuid4().hex[:6]}", f"o_{uuid.uuid4().hex[:8]}"
+    client = await nats.connect(endpoints.nats_url)
+    js = client.jetstream()
+    await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
+    for order_id in ("good-1", "poison", "good-2"):
+        body = msgspec.json.encode(dataclasses.asdict(placed(order_id)))
+        await js.publish(f"{prefix}.order_placed", body)
+    config = ConsumerConfigValues(
+        stream=stream, subject_prefix=prefix, durable="poison-test", create_stream=False
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume_orders(client, detector, config, stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (
+            state(issues, "good-2", "venue_acceptance_delayed") is not None
+            and await pool.fetchval("SELECT count(*) FROM dead_letters") == 1
+        ):
+            assert not task.done(), task
+            assert asyncio.get_running_loop().time() < deadline, "not handled"
+            await asyncio.sleep(0.05)
+        assert state(issues, "good-1", "venue_acceptance_delayed") is not None
+        letter = await pool.fetchrow("SELECT source, event_id, reason FROM dead_letters")
+        assert letter["source"] == "detector"
+        assert letter["event_id"] == placed("poison").event_id
+        assert "a bug in the rules" in letter["reason"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)  # it went on: it stops cleanly, without an error
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+        await client.close()
