@@ -67,7 +67,7 @@ _RETRY_BROKEN = timedelta(minutes=5)
 # How soon an order whose issue command did not land is looked at again.
 _RETRY_FAILED = timedelta(seconds=5)
 
-_WATCH_COLUMNS = "order_id, state, fold_version, clear_since"
+_WATCH_COLUMNS = "order_id, state, fold_version, clear_since, pending_contacts"
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,10 @@ class _Visit:
 
     order_id: str
     clear_since: dict[str, datetime]
+    # Customer contacts whose escalations have not all landed: passed again next time
+    # (an issue that counted one already is not raised twice).
+    pending: list[str] = field(default_factory=list)
+    contacts_sent: list[str] = field(default_factory=list)  # contacts this visit escalated
     new: list[OrderEvent] = field(default_factory=list)  # unseen events, in sort_key order
     state: OrderState | None = None
     refold: bool = False  # the state must be folded again from all the events
@@ -164,6 +168,7 @@ def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
     holds nothing the events cannot give again: a row that cannot be read is logged and
     folded again."""
     visit = _Visit(order_id=row["order_id"], clear_since={}, new=sorted(new, key=sort_key))
+    visit.pending = msgspec.json.decode(row["pending_contacts"], type=list[str])
     try:
         visit.clear_since = msgspec.json.decode(row["clear_since"], type=dict[str, datetime])
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -412,9 +417,11 @@ class Detector:
                 )
                 if not open_issues:
                     log.info("missed detection: order %s contacted support", state.order_id)
-            if visit.contacts:
-                contacts = [c.event_id for c in visit.contacts]
+            contacts = visit.pending + [c.event_id for c in visit.contacts if open_issues]
+            if contacts:
                 actions += contact_escalations(snapshots, contacts, decided.actions)
+            visit.pending = []
+            visit.contacts_sent = contacts
             commands += [(visit, action) for action in actions]
             times = [t for t in (next_check(visit.checks), decided.recheck_at) if t is not None]
             visit.outcome = (decided.clear_since, min(times) if times else None)
@@ -429,6 +436,7 @@ class Detector:
                 # A command that did not land (a conflict, the store unavailable): look at
                 # the order again soon, from the issues as they will stand then.
                 assert visit.outcome is not None
+                visit.pending = visit.contacts_sent
                 clear_since, next_at = visit.outcome
                 soon = now + _RETRY_FAILED
                 visit.outcome = (clear_since, soon if next_at is None else min(next_at, soon))
@@ -533,18 +541,31 @@ class Detector:
                 continue
             clear_since, next_at = visit.outcome
             state = None if visit.state is None else msgspec.json.encode(visit.state).decode()
-            rows.append((visit.order_id, state, msgspec.json.encode(clear_since).decode(), next_at))
+            rows.append(
+                (
+                    visit.order_id,
+                    state,
+                    msgspec.json.encode(clear_since).decode(),
+                    next_at,
+                    msgspec.json.encode(visit.pending).decode(),
+                )
+            )
         if rows:
-            order_ids, states, clear, next_ats = (list(c) for c in zip(*rows, strict=True))
+            order_ids, states, clear, next_ats, pending = (
+                list(column) for column in zip(*rows, strict=True)
+            )
             await conn.execute(
-                "UPDATE order_watch AS w SET state = u.state, fold_version = $5,"
-                " clear_since = u.clear_since, next_check_at = u.next_at, updated_at = now()"
-                " FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::timestamptz[])"
-                " AS u(order_id, state, clear_since, next_at) WHERE w.order_id = u.order_id",
+                "UPDATE order_watch AS w SET state = u.state, fold_version = $6,"
+                " clear_since = u.clear_since, next_check_at = u.next_at,"
+                " pending_contacts = u.pending, updated_at = now()"
+                " FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::timestamptz[],"
+                " $5::jsonb[]) AS u(order_id, state, clear_since, next_at, pending)"
+                " WHERE w.order_id = u.order_id",
                 order_ids,
                 states,
                 clear,
                 next_ats,
+                pending,
                 FOLD_VERSION,
             )
         broken = [v for v in visits if v.broken and v.outcome is not None]

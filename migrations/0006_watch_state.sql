@@ -22,3 +22,7 @@ ALTER TABLE order_watch
 -- Retention (Detector.sweep): orders untouched for long, old contacts and dead letters.
 CREATE INDEX order_watch_updated_idx ON order_watch (updated_at);
 CREATE INDEX dead_letters_received_idx ON dead_letters (received_at);
+
+-- Customer contacts whose escalations have not all landed yet (a conflict, the event
+-- store unavailable): the next look at the order passes them again.
+ALTER TABLE order_watch ADD COLUMN pending_contacts jsonb NOT NULL DEFAULT '[]';

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import signal
@@ -639,3 +640,37 @@ async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)
         await client.close()
+
+
+async def test_a_contact_whose_escalation_does_not_land_is_escalated_on_the_next_look(
+    detector: Detector, issues: IssueService, clock: Clock, pool: asyncpg.Pool
+) -> None:
+    clock.at = T0 + timedelta(minutes=4)
+    await detector.ingest([placed("pc")])
+    assert state(issues, "pc", "venue_acceptance_delayed").severity == "medium"
+    real = issues.execute_batch
+    refused: list[str] = []
+
+    def conflict_once(commands: Any, preloaded: Any = None) -> list[Any]:
+        if refused:
+            return real(commands, preloaded)
+        refused.append("once")
+        return [ConcurrentWrite(c.issue_id) for c in commands]
+
+    contact = ev("pc", "customer_contacted_support", 4, channel="phone")
+    issues.execute_batch = conflict_once  # type: ignore[method-assign]
+    try:
+        await detector.ingest([contact])
+        pending = await pool.fetchval(
+            "SELECT pending_contacts FROM order_watch WHERE order_id = 'pc'"
+        )
+        assert json.loads(pending) == [contact.event_id]
+        assert state(issues, "pc", "venue_acceptance_delayed").severity == "medium"
+        clock.at += timedelta(seconds=5)
+        assert await detector.fire_due() == 1
+    finally:
+        issues.execute_batch = real  # type: ignore[method-assign]
+    issue = state(issues, "pc", "venue_acceptance_delayed")
+    assert (issue.severity, issue.evidence["customer_contacts"]) == ("high", [contact.event_id])
+    pending = await pool.fetchval("SELECT pending_contacts FROM order_watch WHERE order_id='pc'")
+    assert json.loads(pending) == []
