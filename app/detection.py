@@ -164,15 +164,15 @@ def _snapshot(issue: OrderIssue) -> IssueSnapshot:
 
 def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
     """The visit of a locked watch row: the ``new`` events (never seen before) applied to
-    the stored state when they come after it, or the visit marked for a re-fold. The row
-    holds nothing the events cannot give again: a row that cannot be read is logged and
-    folded again."""
+    the stored state when they come after it, or the visit marked for a re-fold. A row
+    that cannot be read is logged and started over: the state folded again from the
+    events, the clear-for moments and pending contacts forgotten."""
     visit = _Visit(order_id=row["order_id"], clear_since={}, new=sorted(new, key=sort_key))
-    visit.pending = msgspec.json.decode(row["pending_contacts"], type=list[str])
     try:
         visit.clear_since = msgspec.json.decode(row["clear_since"], type=dict[str, datetime])
+        visit.pending = msgspec.json.decode(row["pending_contacts"], type=list[str])
     except (msgspec.DecodeError, msgspec.ValidationError):
-        log.exception("detector: order %s: unreadable clear_since, starting over", row["order_id"])
+        log.exception("detector: order %s: unreadable watch row, starting over", row["order_id"])
     if row["state"] is None or row["fold_version"] != FOLD_VERSION:
         visit.refold = True
         return visit
