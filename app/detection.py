@@ -157,11 +157,6 @@ async def _lock_watch_rows(
     )
 
 
-def _snapshot(issue: OrderIssue) -> IssueSnapshot:
-    counted = issue.evidence.get("customer_contacts", ())
-    return IssueSnapshot(issue.status, issue.severity, issue.resolved_by, frozenset(counted))
-
-
 def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
     """The visit of a locked watch row: the ``new`` events (never seen before) applied to
     the stored state when they come after it, or the visit marked for a re-fold. A row
@@ -207,6 +202,7 @@ class Detector:
         # Issues as last read or saved here: events never change, so an entry is right for
         # as long as the issue's latest stored version is the entry's version.
         self._known: LRUCache[UUID, OrderIssue] = LRUCache(maxsize=cached_issues)
+        self._snapshots: LRUCache[UUID, tuple[int, IssueSnapshot]] = LRUCache(cached_issues)
         self._command_batch_size = command_batch_size
         self._issues = issues
         self._thresholds = thresholds
@@ -401,7 +397,7 @@ class Detector:
                 for kind, issue_id in visit.issue_ids.items()
                 if (issue := current.get(issue_id)) is not None
             }
-            snapshots = {kind: _snapshot(issue) for kind, issue in issues.items()}
+            snapshots = {kind: self._snapshot(issue) for kind, issue in issues.items()}
             decided = plan(state, visit.checks, snapshots, visit.clear_since, now, self._clear_for)
             actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]
@@ -468,6 +464,17 @@ class Detector:
             found.update(read)
             self._known.update(read)
         return found
+
+    def _snapshot(self, issue: OrderIssue) -> IssueSnapshot:
+        """What the plan needs of an issue, kept per version (it is asked for on every
+        look at the order)."""
+        known = self._snapshots.get(issue.id)
+        if known is not None and known[0] == issue.version:
+            return known[1]
+        counted = frozenset(issue.evidence.get("customer_contacts", ()))
+        snapshot = IssueSnapshot(issue.status, issue.severity, issue.resolved_by, counted)
+        self._snapshots[issue.id] = (issue.version, snapshot)
+        return snapshot
 
     def _evaluate(self, visit: _Visit, now: datetime) -> None:
         """The rules' checks of the order now, or its outcome when there is nothing to

@@ -57,8 +57,10 @@ class Settings(BaseSettings):
     # demo_anchor, the same instant in every process (`inbox up` alone needs no anchor).
     demo_speed: Annotated[float, Field(gt=0, le=3600)] = 1.0
     demo_anchor: AwareDatetime | None = None
-    # Order events fetched and applied per detector transaction (one lock pass, one save).
-    orders_batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
+    # Order events fetched and applied per detector transaction (one lock pass, saves of
+    # INBOX_COMMAND_BATCH_SIZE). A fetch returns what is there, so a large batch costs no
+    # latency when traffic is light and makes a backlog cheaper to catch up on.
+    orders_batch_size: Annotated[int, Field(ge=1, le=5000)] = 2000
     # Retention (the detector's sweep, every sweep_interval_seconds): an order's watch row
     # and events after its last change, support contacts, dead letters nobody replayed.
     order_retention_days: Annotated[float, Field(gt=0)] = 7.0

@@ -36,9 +36,13 @@ CLEAR = Check()
 
 
 def tiered(
-    elapsed_minutes: float, since: datetime, tiers: Tiers, evidence: dict[str, Any]
+    elapsed_minutes: float,
+    since: datetime,
+    tiers: Tiers,
+    evidence: Callable[[], dict[str, Any]] = dict,
 ) -> Check:
-    """The check of a condition that has lasted ``elapsed_minutes`` since ``since``."""
+    """The check of a condition that has lasted ``elapsed_minutes`` since ``since``;
+    ``evidence`` is asked for only when the condition holds."""
     severity = threshold = recheck_at = None
     for minutes, tier_severity in tiers:
         if elapsed_minutes >= minutes:
@@ -48,12 +52,8 @@ def tiered(
             break
     if severity is None:
         return Check(None, {}, recheck_at)
-    evidence = {
-        **evidence,
-        "minutes": round(elapsed_minutes, 1),
-        "threshold_minutes": threshold,
-    }
-    return Check(severity, evidence, recheck_at)
+    shown = {**evidence(), "minutes": round(elapsed_minutes, 1), "threshold_minutes": threshold}
+    return Check(severity, shown, recheck_at)
 
 
 def _minutes(now: datetime, since: datetime) -> float:
@@ -68,7 +68,7 @@ def _waiting(
     elapsed = _minutes(now, since)
     if tiers and elapsed < tiers[0][0]:  # the usual case, without building the evidence
         return Check(recheck_at=since + timedelta(minutes=tiers[0][0]))
-    return tiered(elapsed, since, tiers, {"waiting_for": what, "since": since.isoformat()})
+    return tiered(elapsed, since, tiers, lambda: {"waiting_for": what, "since": since.isoformat()})
 
 
 def venue_acceptance_delayed(order: OrderState, now: datetime, tiers: Tiers) -> Check:
@@ -80,7 +80,7 @@ def venue_acceptance_delayed(order: OrderState, now: datetime, tiers: Tiers) -> 
 def venue_rejected(order: OrderState, now: datetime, tiers: Tiers) -> Check:
     if order.rejected_at is None or order.finished:
         return CLEAR
-    check = tiered(_minutes(now, order.rejected_at), order.rejected_at, tiers, {})
+    check = tiered(_minutes(now, order.rejected_at), order.rejected_at, tiers)
     return Check(
         check.severity,
         {"rejected_at": order.rejected_at.isoformat(), "reason": order.rejection_reason},
@@ -112,13 +112,14 @@ def eta_slipped(order: OrderState, now: datetime, tiers: Tiers) -> Check:
     if order.finished or order.estimated_delivery_at is None or order.promised_delivery_at is None:
         return CLEAR
     slip = (order.estimated_delivery_at - order.promised_delivery_at).total_seconds() / 60
+    promised, estimated = order.promised_delivery_at, order.estimated_delivery_at
     check = tiered(
         max(0.0, slip),
-        order.promised_delivery_at,
+        promised,
         tiers,
-        {
-            "promised_delivery_at": order.promised_delivery_at.isoformat(),
-            "estimated_delivery_at": order.estimated_delivery_at.isoformat(),
+        lambda: {
+            "promised_delivery_at": promised.isoformat(),
+            "estimated_delivery_at": estimated.isoformat(),
         },
     )
     return Check(check.severity, check.evidence, None)
@@ -156,7 +157,7 @@ def courier_reassigned_repeatedly(order: OrderState, now: datetime, tiers: Tiers
 def payment_failed(order: OrderState, now: datetime, tiers: Tiers) -> Check:
     if order.payment_failed_at is None or order.finished:
         return CLEAR
-    check = tiered(_minutes(now, order.payment_failed_at), order.payment_failed_at, tiers, {})
+    check = tiered(_minutes(now, order.payment_failed_at), order.payment_failed_at, tiers)
     return Check(
         check.severity, {"failed_at": order.payment_failed_at.isoformat()}, check.recheck_at
     )

@@ -47,7 +47,7 @@ class ConsumerConfigValues:
     stream: str
     subject_prefix: str
     durable: str = "inbox-detector"
-    batch_size: int = 256
+    batch_size: int = 2000
     create_stream: bool = True
     duplicate_window: float = 20 * 60.0
     # A batch fetched by a detector that died is redelivered after this long.

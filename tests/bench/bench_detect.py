@@ -232,7 +232,7 @@ async def replicas_path(
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench detect")
     parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=2, help="batches handled at once")
     parser.add_argument(
         "--replicas", type=int, default=0, help="also measure this many `inbox detect` processes"
