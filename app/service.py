@@ -275,7 +275,9 @@ class IssueService:
             " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(query, (list(issue_ids),), prepare=True)
+            # Not prepared: a generic plan made while the table was small would scan it all
+            # once it has grown (see app/detection.py, _CUSTOM_PLANS).
+            cursor.execute(query, (list(issue_ids),), prepare=False)
             rows = cursor.fetchall()
         aggregates: dict[UUID, OrderIssue] = {}
         for row in rows:
