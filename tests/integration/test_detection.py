@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -564,6 +564,23 @@ async def test_a_separate_detector_shares_the_simulators_compressed_time(
     assert issue.severity == "critical"  # 9 compressed minutes: past the 8-minute tier
 
 
+@contextlib.contextmanager
+def conflict_once(issues: IssueService) -> Iterator[None]:
+    """The next batch of commands loses a race (each answered ConcurrentWrite, nothing
+    stored), as when an agent writes the same issues first; later ones go through."""
+    real = issues.execute_batch
+
+    def refuse(commands: Any, preloaded: Any = None) -> list[Any]:
+        issues.execute_batch = real  # type: ignore[method-assign]
+        return [ConcurrentWrite(c.issue_id) for c in commands]
+
+    issues.execute_batch = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        issues.execute_batch = real  # type: ignore[method-assign]
+
+
 async def test_a_command_that_does_not_land_is_tried_again_soon(
     detector: Detector, issues: IssueService, clock: Clock, pool: asyncpg.Pool
 ) -> None:
@@ -572,25 +589,13 @@ async def test_a_command_that_does_not_land_is_tried_again_soon(
     resolves the issue."""
     clock.at = T0 + timedelta(minutes=4)
     await detector.ingest([placed("race")])
-    real = issues.execute_batch
-    refused: list[str] = []
-
-    def conflict_once(commands: Any, preloaded: Any = None) -> list[Any]:
-        if refused:
-            return real(commands, preloaded)
-        refused.append("once")
-        return [ConcurrentWrite(c.issue_id) for c in commands]
-
-    issues.execute_batch = conflict_once  # type: ignore[method-assign]
-    try:
+    with conflict_once(issues):
         await detector.ingest([ev("race", "order_delivered", 4)])
         timer = await pool.fetchval("SELECT next_check_at FROM order_watch WHERE order_id='race'")
         assert timer == clock.at + timedelta(seconds=5)
         assert state(issues, "race", "venue_acceptance_delayed").status == "open"
-        clock.at += timedelta(seconds=5)
-        assert await detector.fire_due() == 1
-    finally:
-        issues.execute_batch = real  # type: ignore[method-assign]
+    clock.at += timedelta(seconds=5)
+    assert await detector.fire_due() == 1
     assert state(issues, "race", "venue_acceptance_delayed").status == "resolved"
 
 
@@ -648,28 +653,16 @@ async def test_a_contact_whose_escalation_does_not_land_is_escalated_on_the_next
     clock.at = T0 + timedelta(minutes=4)
     await detector.ingest([placed("pc")])
     assert state(issues, "pc", "venue_acceptance_delayed").severity == "medium"
-    real = issues.execute_batch
-    refused: list[str] = []
-
-    def conflict_once(commands: Any, preloaded: Any = None) -> list[Any]:
-        if refused:
-            return real(commands, preloaded)
-        refused.append("once")
-        return [ConcurrentWrite(c.issue_id) for c in commands]
-
     contact = ev("pc", "customer_contacted_support", 4, channel="phone")
-    issues.execute_batch = conflict_once  # type: ignore[method-assign]
-    try:
+    with conflict_once(issues):
         await detector.ingest([contact])
         pending = await pool.fetchval(
             "SELECT pending_contacts FROM order_watch WHERE order_id = 'pc'"
         )
         assert json.loads(pending) == [contact.event_id]
         assert state(issues, "pc", "venue_acceptance_delayed").severity == "medium"
-        clock.at += timedelta(seconds=5)
-        assert await detector.fire_due() == 1
-    finally:
-        issues.execute_batch = real  # type: ignore[method-assign]
+    clock.at += timedelta(seconds=5)
+    assert await detector.fire_due() == 1
     issue = state(issues, "pc", "venue_acceptance_delayed")
     assert (issue.severity, issue.evidence["customer_contacts"]) == ("high", [contact.event_id])
     pending = await pool.fetchval("SELECT pending_contacts FROM order_watch WHERE order_id='pc'")
