@@ -145,26 +145,27 @@ def _issue_ids(order_id: str) -> Mapping[str, UUID]:
 
 async def _lock_watch_rows(
     conn: asyncpg.Connection | PoolConnectionProxy, order_ids: list[str]
-) -> list[asyncpg.Record]:
+) -> tuple[list[asyncpg.Record], set[str]]:
     """The watch rows of ``order_ids`` (sorted), created where missing, all locked by one
     statement in that order (``DO UPDATE ... WHERE false`` locks a row it leaves alone),
-    so that two batches never wait for each other in a circle. A row the retention sweep
-    deletes meanwhile is inserted afresh once the sweep commits."""
-    await conn.execute(
+    so that two batches never wait for each other in a circle; and the orders whose row
+    was created here (a new order: nothing stored before this batch). A row the retention
+    sweep deletes meanwhile is inserted afresh once the sweep commits."""
+    created = await conn.fetch(
         "INSERT INTO order_watch (order_id)"
         " SELECT id FROM unnest($1::text[]) AS id ORDER BY id"
-        " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id WHERE false",
+        " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id WHERE false"
+        " RETURNING order_id",
         order_ids,
     )
-    return list(
-        await conn.fetch(
-            f"SELECT {_WATCH_COLUMNS} FROM order_watch WHERE order_id = ANY($1) ORDER BY order_id",
-            order_ids,
-        )
+    rows = await conn.fetch(
+        f"SELECT {_WATCH_COLUMNS} FROM order_watch WHERE order_id = ANY($1) ORDER BY order_id",
+        order_ids,
     )
+    return list(rows), {row["order_id"] for row in created}
 
 
-def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
+def _visit_of(row: asyncpg.Record, new: list[OrderEvent], *, created: bool) -> _Visit:
     """The visit of a locked watch row: the ``new`` events (never seen before) applied to
     the stored state when they come after it, or the visit marked for a re-fold. A row
     that cannot be read is logged and started over: the state folded again from the
@@ -175,6 +176,9 @@ def _visit_of(row: asyncpg.Record, new: list[OrderEvent]) -> _Visit:
         visit.pending = msgspec.json.decode(row["pending_contacts"], type=list[str])
     except (msgspec.DecodeError, msgspec.ValidationError):
         log.exception("detector: order %s: unreadable watch row, starting over", row["order_id"])
+    if created:  # a new order: its events are all in hand, nothing to read back
+        visit.state = fold(visit.new)
+        return visit
     if row["state"] is None or row["fold_version"] != FOLD_VERSION:
         visit.refold = True
         return visit
@@ -228,7 +232,7 @@ class Detector:
         order_ids = sorted(by_order)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_CUSTOM_PLANS)
-            rows = await _lock_watch_rows(conn, order_ids)
+            rows, created = await _lock_watch_rows(conn, order_ids)
             unique = list({(e.order_id, e.event_id): e for e in events}.values())
             # The rows are locked: whatever this insert finds already there was seen before.
             inserted = await conn.fetch(
@@ -244,7 +248,10 @@ class Detector:
             for event in unique:
                 if (event.order_id, event.event_id) in fresh:
                     new[event.order_id].append(event)
-            visits = [_visit_of(row, new[row["order_id"]]) for row in rows]
+            visits = [
+                _visit_of(row, new[row["order_id"]], created=row["order_id"] in created)
+                for row in rows
+            ]
             await self._refold(conn, visits)
             await self._visit(conn, visits)
         accepted = len(fresh)
@@ -309,7 +316,7 @@ class Detector:
                 self._clock.now(),
                 limit,
             )
-            visits = [_visit_of(row, []) for row in rows]
+            visits = [_visit_of(row, [], created=False) for row in rows]
             await self._refold(conn, visits)
             await self._visit(conn, visits)
         TIMERS.inc(len(rows))
@@ -364,7 +371,7 @@ class Detector:
         self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
     ) -> None:
         """Fold again, from all their events, the states marked for it (a late event, a
-        new fold version, a new order)."""
+        new fold version, a row without state)."""
         due = {v.order_id: v for v in visits if v.refold and not v.broken}
         if not due:
             return
