@@ -261,6 +261,15 @@ class Positions:
             with contextlib.suppress(*postgres.CONNECTION_ERRORS):
                 await self._conn.close(timeout=2)
 
+    def known(self, name: str) -> int:
+        """The newest position of projection ``name`` this process has heard of."""
+        return self._known.get(name, 0)
+
+    @property
+    def live(self) -> bool:
+        """Whether positions are being followed as projections announce them (LISTEN)."""
+        return self._conn is not None and not self._conn.is_closed()
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         name, _, position = str(payload).rpartition(":")
         self._advance(name, int(position))

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # requests, waiting for a connection makes a long tail: 50 clients on 10 connections
     # gave a p99 of 300-670 ms, on 20 of 110-160 ms (tests/bench/README.md).
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 20
+    # GET /api/issues and /api/stats answers are kept per query and read-model position
+    # (app/http/cache.py) for at most this long (0: not cached), in at most this much memory.
+    read_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = 1
+    read_cache_mb: Annotated[int, Field(ge=1, le=65_536)] = 64
     # Commands are grouped into shared save() calls: at most this many per save (250
     # commands of at most ~16 KB each stay under the ~6 MB insert that hangs the library) ...
     command_batch_size: Annotated[int, Field(ge=1, le=250)] = 100

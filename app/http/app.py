@@ -14,10 +14,11 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from app.bootstrap import Container
 from app.detection import Detector
 from app.history import History
+from app.http import cache
 from app.http.errors import exception_to_response
 from app.http.events import EventLogController
 from app.http.health import HealthController
-from app.http.inbox import InboxController, filters
+from app.http.inbox import InboxController, InboxPages, filters
 from app.http.issues import IssueController
 from app.http.orders import DetectionController, OrderEventsController
 from app.queries import Positions, ReadModels
@@ -66,6 +67,11 @@ def create_app(container: Container) -> Litestar:
         app.state.container = container
         yield
 
+    pages = InboxPages(container.read_models, container.settings.read_cache_seconds)
+
+    def _pages() -> InboxPages:
+        return pages
+
     prometheus = PrometheusConfig(app_name="inbox", group_path=True, prefix="inbox_http")
     return Litestar(
         route_handlers=[
@@ -85,9 +91,12 @@ def create_app(container: Container) -> Litestar:
             "positions": Provide(_positions, sync_to_thread=False),
             "settings": Provide(_settings, sync_to_thread=False),
             "filters": Provide(filters, sync_to_thread=False),
+            "pages": Provide(_pages, sync_to_thread=False),
             "detector": Provide(_detector, sync_to_thread=False),
         },
         exception_handlers={Exception: exception_to_response},
+        response_cache_config=cache.config(container.settings.read_cache_seconds),
+        stores={cache.STORE_NAME: cache.ReadCache(container.settings.read_cache_mb * 2**20)},
         middleware=[prometheus.middleware],
         lifespan=[keep_state],
         openapi_config=OpenAPIConfig(

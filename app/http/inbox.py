@@ -7,15 +7,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 from uuid import UUID
 
 import asyncpg
 import msgspec
-from litestar import Controller, Response, get
+from async_lru import alru_cache
+from litestar import Controller, MediaType, Response, get
 from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from app.http import cache
 from app.http.errors import NotFound
 from app.integration import IssueFields
 from app.queries import Filters, Positions, ReadModels
@@ -195,20 +197,46 @@ async def _caught_up(
         )
 
 
+class InboxPages:
+    """Inbox pages as JSON. Identical reads at one read-model position (as this process
+    knows it when the request arrives; see app/http/cache.py for why that is exact) share
+    one query and one encoding, and the page is kept ``seconds`` (0: every read queries)."""
+
+    def __init__(self, read_models: ReadModels, seconds: float) -> None:
+        self._read_models = read_models
+        self._shared = alru_cache(maxsize=256, ttl=seconds)(self._read) if seconds > 0 else None
+
+    async def page(
+        self, filters: Filters, sort: str, limit: int, cursor: str | None, at: int | None
+    ) -> bytes:
+        """``at``: the newest inbox position known (None: not following, read alone)."""
+        if at is None or self._shared is None:
+            return await self._read(filters, sort, limit, cursor, at)
+        return await self._shared(filters, sort, limit, cursor, at)
+
+    async def _read(
+        self, filters: Filters, sort: str, limit: int, cursor: str | None, _at: int | None
+    ) -> bytes:
+        rows, next_cursor = await self._read_models.issues(filters, sort, limit, cursor)
+        return msgspec.json.encode(InboxPage([_item(row) for row in rows], next_cursor))
+
+
 async def inbox_page(
     filters: Filters,
-    read_models: ReadModels,
+    pages: InboxPages,
     positions: Positions,
     settings: Settings,
     sort: str,
     limit: int,
     cursor: str | None,
     min_position: int | None,
-) -> InboxPage:
+) -> Response[InboxPage]:
     """GET /api/issues (routed by the issues controller, which owns that path)."""
     await _caught_up(positions, settings, "inbox", min_position)
-    rows, next_cursor = await read_models.issues(filters, sort, limit, cursor)
-    return InboxPage([_item(row) for row in rows], next_cursor)
+    at = positions.known("inbox") if positions.live else None
+    body = await pages.page(filters, sort, limit, cursor, at)
+    # The page's JSON, encoded once for every request that shares it.
+    return cast(Response[InboxPage], Response(body, media_type=MediaType.JSON))
 
 
 class InboxController(Controller):
@@ -259,7 +287,12 @@ class InboxController(Controller):
             facts=None if state is None else _facts(state, next_check_at),
         )
 
-    @get("/api/stats", summary="Unresolved issue counts, with the inbox's filters")
+    @get(
+        "/api/stats",
+        summary="Unresolved issue counts, with the inbox's filters",
+        cache=True,
+        cache_key_builder=cache.keyed_by("stats", "inbox"),
+    )
     async def stats(
         self,
         filters: Filters,

@@ -19,10 +19,11 @@ from prometheus_client import Counter
 
 from app.bootstrap import COMMANDS
 from app.history import History
+from app.http import cache
 from app.http.errors import BadRequest, NotFound, Unprocessable
-from app.http.inbox import InboxPage, MinPosition, inbox_page
+from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
 from app.integration import EventItem, IssueView, issue_view
-from app.queries import Filters, Positions, ReadModels, Sort
+from app.queries import Filters, Positions, Sort
 from app.service import Command, CommandBus
 from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
@@ -148,20 +149,25 @@ class IssueController(Controller):
     path = "/api/issues"
     tags = ["issues"]
 
-    @get("/", summary="The inbox: filtered, sorted, keyset-paginated")
+    @get(
+        "/",
+        summary="The inbox: filtered, sorted, keyset-paginated",
+        cache=True,
+        cache_key_builder=cache.keyed_by("inbox"),
+    )
     async def list_issues(
         self,
         filters: Filters,
-        read_models: ReadModels,
+        pages: InboxPages,
         positions: Positions,
         settings: Settings,
         sort: Sort = "priority",
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Parameter(max_length=400)] = None,
         min_position: MinPosition = None,
-    ) -> InboxPage:
+    ) -> Response[InboxPage]:
         return await inbox_page(
-            filters, read_models, positions, settings, sort, limit, cursor, min_position
+            filters, pages, positions, settings, sort, limit, cursor, min_position
         )
 
     @post("/", status_code=201, summary="Raise an issue by hand")

@@ -11,14 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
+import functools
 import json
+import multiprocessing
+import multiprocessing.synchronize
 import os
 import random
 import resource
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,30 +140,51 @@ async def load_issues(url: str, total: int) -> float:
     return time.perf_counter() - started
 
 
+QUERIES = {
+    "default (unresolved, priority)": "/api/issues?limit=50",
+    "country=FI": "/api/issues?country=FI&limit=50",
+    "open, high+critical": "/api/issues?status=open&severity=high&severity=critical&limit=50",
+    "grocery DE, sort=updated_at": (
+        "/api/issues?vertical=grocery&country=DE&sort=updated_at&limit=50"
+    ),
+    f"assignee={AGENTS[7]}": f"/api/issues?assignee={AGENTS[7]}&limit=50",
+}
+DEFAULT_PAGE = QUERIES["default (unresolved, priority)"]
+
+
 async def inbox_queries(
-    endpoints: Endpoints, url: str, clients: int, total: int
+    endpoints: Endpoints, url: str, clients: int, total: int, write_rate: int, seconds: float
+) -> tuple[Figure, list[Figure]]:
+    """/health, then each query with the read cache as shipped and with it off (its label
+    says "uncached"), then the default page while issues are written at ``write_rate``/s
+    (every projection commit moves the inbox position, so cached pages keep expiring)."""
+    raw, figures = await _queries(endpoints, url, clients, total, {}, "")
+    figures += (
+        await _queries(
+            endpoints, url, clients, total, {"INBOX_READ_CACHE_SECONDS": "0"}, ", uncached"
+        )
+    )[1]
+    for env, label in (({}, ""), ({"INBOX_READ_CACHE_SECONDS": "0"}, ", uncached")):
+        log = Path(tempfile.mkstemp(prefix="bench-read-api-", suffix=".log")[1])
+        with running_api(
+            Endpoints(url, endpoints.nats_url), log, log_level="WARNING", env=env
+        ) as base:
+            async with _client(base, clients) as get, _writing(endpoints, url, write_rate):
+                await _run_clients(clients, WARMUP, lambda _: get(DEFAULT_PAGE))
+                latencies, took = await _run_for(clients, seconds, lambda: get(DEFAULT_PAGE))
+        figures.append(
+            figure(f"GET default page, {write_rate} events/s written{label}", latencies, took)
+        )
+    return raw, figures
+
+
+async def _queries(
+    endpoints: Endpoints, url: str, clients: int, total: int, env: dict[str, str], label: str
 ) -> tuple[Figure, list[Figure]]:
     log = Path(tempfile.mkstemp(prefix="bench-read-api-", suffix=".log")[1])
-    queries = {
-        "default (unresolved, priority)": "/api/issues?limit=50",
-        "country=FI": "/api/issues?country=FI&limit=50",
-        "open, high+critical": "/api/issues?status=open&severity=high&severity=critical&limit=50",
-        "grocery DE, sort=updated_at": (
-            "/api/issues?vertical=grocery&country=DE&sort=updated_at&limit=50"
-        ),
-        f"assignee={AGENTS[7]}": f"/api/issues?assignee={AGENTS[7]}&limit=50",
-    }
     figures = []
-    with running_api(Endpoints(url, endpoints.nats_url), log, log_level="WARNING") as base:
-        connector = aiohttp.TCPConnector(limit=clients)
-        async with aiohttp.ClientSession(base, connector=connector) as http:
-
-            async def get(path: str) -> bytes:
-                async with http.get(path) as response:
-                    body = await response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"GET {path}: {response.status} {body!r}")
-                    return body
+    with running_api(Endpoints(url, endpoints.nats_url), log, log_level="WARNING", env=env) as base:
+        async with _client(base, clients) as get:
 
             async def measure(name: str, path: str) -> Figure:
                 await _run_clients(clients, WARMUP, lambda _: get(path))
@@ -163,17 +192,50 @@ async def inbox_queries(
                 return figure(f"GET {name}", latencies, seconds)
 
             raw = await measure(f"/health ({clients} clients)", "/health")
-            for name, path in queries.items():
-                figures.append(await measure(name, path))
-            first = json.loads(await get(queries["default (unresolved, priority)"]))
+            for name, path in QUERIES.items():
+                figures.append(await measure(name + label, path))
+            first = json.loads(await get(DEFAULT_PAGE))
             assert len(first["items"]) == 50, first
             assert first["next_cursor"], first
             figures.append(
                 await measure(
-                    "second page (cursor)", f"/api/issues?limit=50&cursor={first['next_cursor']}"
+                    "second page (cursor)" + label,
+                    f"/api/issues?limit=50&cursor={first['next_cursor']}",
                 )
             )
     return raw, figures
+
+
+@contextlib.asynccontextmanager
+async def _client(base: str, clients: int) -> AsyncIterator[Callable[[str], Awaitable[bytes]]]:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(base, connector=connector) as http:
+
+        async def get(path: str) -> bytes:
+            async with http.get(path) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"GET {path}: {response.status} {body!r}")
+                return body
+
+        yield get
+
+
+async def _run_for(
+    clients: int, seconds: float, one: Callable[[], Awaitable[object]]
+) -> tuple[list[float], float]:
+    """``clients`` concurrent loops calling ``one`` for ``seconds``: latencies, wall time."""
+    latencies: list[float] = []
+    started = time.perf_counter()
+    end = started + seconds
+
+    async def client() -> None:
+        while (now := time.perf_counter()) < end:
+            await one()
+            latencies.append(time.perf_counter() - now)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, time.perf_counter() - started
 
 
 async def _wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
@@ -184,11 +246,73 @@ async def _wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: fl
         await asyncio.sleep(0.005)
 
 
+def _write_paced(
+    url: str,
+    rate: int,
+    done: threading.Event | multiprocessing.synchronize.Event,
+    on_commit: Callable[[int, float], None] | None = None,
+) -> None:
+    """Report new issues at ``rate`` events/s (10 per save) until ``done``;
+    ``on_commit(position, when)`` for each event written."""
+    app = IssueApplication(env=eventstore_env(url, pool_size=2))
+    service = IssueService(app=app, clock=SystemClock())
+    per_tick, tick = 10, 10 / rate
+    next_at = time.perf_counter()
+    try:
+        while not done.is_set():
+            outcomes = service.execute_batch(
+                [report_issue(f"w-{uuid.uuid4().hex}") for _ in range(per_tick)]
+            )
+            now = time.perf_counter()
+            for outcome in outcomes if on_commit else ():
+                on_commit(outcome.position, now)  # type: ignore[union-attr,misc]
+            next_at += tick
+            time.sleep(max(0.0, next_at - time.perf_counter()))  # pacing the writer
+    finally:
+        app.close()
+
+
+@contextlib.asynccontextmanager
+async def _writing(endpoints: Endpoints, url: str, rate: int) -> AsyncIterator[None]:
+    """While the block runs: ``inbox project`` and a writer process reporting new issues at
+    ``rate`` events/s, both out of this process (its clients measure undisturbed)."""
+    log = Path(tempfile.mkstemp(prefix="bench-read-project-", suffix=".log")[1])
+    env = os.environ | {
+        "INBOX_DATABASE_URL": url,
+        "INBOX_NATS_URL": endpoints.nats_url,
+        "INBOX_LOG_LEVEL": "WARNING",
+    }
+    with log.open("wb") as out:
+        project = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "project"], env=env, stdout=out, stderr=out
+        )
+    context = multiprocessing.get_context("spawn")
+    done = context.Event()
+    writer = context.Process(target=_write_paced, args=(url, rate, done))
+    conn = await postgres.connect(url, name="bench-read-writing")
+
+    async def followers_started() -> bool:
+        return bool(await conn.fetchval("SELECT count(*) = 3 FROM projection_positions"))
+
+    try:
+        await _wait_for(followers_started, "inbox project to start")
+        writer.start()
+        yield
+    finally:
+        done.set()
+        if writer.pid is not None:
+            await anyio.to_thread.run_sync(writer.join)
+        project.send_signal(signal.SIGTERM)
+        await anyio.to_thread.run_sync(project.wait)
+        await conn.close()
+    assert writer.exitcode == 0, f"the writer process exited {writer.exitcode}"
+    assert project.returncode == 0, log.read_text()
+
+
 async def read_model_latency(url: str, rate: int, seconds: float) -> Figure:
     """Write ``rate`` events/s for ``seconds`` with the three followers running in-process;
     time from each commit until the inbox projection's position reaches it."""
     app = IssueApplication(env=eventstore_env(url, pool_size=2))
-    service = IssueService(app=app, clock=SystemClock())
     config = FollowerConfig(batch_size=1000, poll_interval=1.0)
     stop = asyncio.Event()
     tasks = [
@@ -211,34 +335,27 @@ async def read_model_latency(url: str, rate: int, seconds: float) -> Figure:
 
     listener = await postgres.connect(url, name="bench-read-listener")
     await listener.add_listener(POSITIONS_CHANNEL, on_position)
-    per_tick, tick = 10, 10 / rate
-
-    def write() -> None:
-        next_at = time.perf_counter()
-        end = next_at + seconds
-        while next_at < end:
-            outcomes = service.execute_batch(
-                [report_issue(f"l-{uuid.uuid4().hex}") for _ in range(per_tick)]
-            )
-            now = time.perf_counter()
-            for outcome in outcomes:
-                committed[outcome.position] = now  # type: ignore[union-attr]
-            next_at += tick
-            time.sleep(max(0.0, next_at - time.perf_counter()))  # pacing the writer
 
     async def followers_started() -> bool:
         return bool(await listener.fetchval("SELECT count(*) = 3 FROM projection_positions"))
 
+    async def caught_up() -> bool:
+        return bool(seen) and seen[-1] >= max(committed)
+
+    done = threading.Event()
     try:
         await _wait_for(followers_started, "the followers to start")
-        await anyio.to_thread.run_sync(write)
-        newest = max(committed)
-
-        async def caught_up() -> bool:
-            return bool(seen) and seen[-1] >= newest
-
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                functools.partial(
+                    anyio.to_thread.run_sync, _write_paced, url, rate, done, committed.__setitem__
+                )
+            )
+            await asyncio.sleep(seconds)  # the load's duration, not a wait for a condition
+            done.set()
         await _wait_for(caught_up, "the inbox projection to catch up")
     finally:
+        done.set()
         stop.set()
         await asyncio.gather(*tasks)
         await listener.close()
@@ -324,7 +441,9 @@ async def main(argv: list[str]) -> None:
         async with scratch_database(endpoints.database_url) as url:
             print(f"loading {args.issues:,} issues into inbox_issues ...")
             load_seconds = await load_issues(url, args.issues)
-            raw, figures = await inbox_queries(endpoints, url, args.clients, args.requests)
+            raw, figures = await inbox_queries(
+                endpoints, url, args.clients, args.requests, args.rate, args.seconds
+            )
         async with scratch_database(endpoints.database_url) as url:
             figures.append(await read_model_latency(url, args.rate, args.seconds))
             print(f"writing up to {args.rebuild_events:,} events to rebuild from ...")

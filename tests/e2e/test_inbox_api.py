@@ -90,6 +90,28 @@ def test_resolved_issues_leave_the_default_view(http: httpx.Client) -> None:
     assert http.get("/api/stats", params=at).json()["total"] == 0
 
 
+def test_a_cached_answer_moves_on_with_the_read_model(http: httpx.Client) -> None:
+    """Pages and counts are cached per read-model position: once the API knows of a newer
+    position, a read without min_position shows the change (a plain TTL cache would not)."""
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    created = report(http, order_id=order_id)
+    by_order = {"order_id": order_id}
+    seen = http.get(
+        f"/api/issues/{created['issue_id']}", params={"min_position": created["position"]}
+    )
+    assert seen.status_code == 200
+    for _ in range(2):  # the second answer may come from the cache
+        assert http.get("/api/issues", params=by_order).json()["items"][0]["status"] == "open"
+        assert http.get("/api/stats", params=by_order).json()["by_status"] == {"open": 1}
+    done = command(http, created["issue_id"], "acknowledge", {"agent_id": AGENT}).json()
+    # Any read with min_position makes this API process wait until it knows the position.
+    seen = http.get(f"/api/issues/{created['issue_id']}", params={"min_position": done["position"]})
+    assert seen.status_code == 200
+    page = http.get("/api/issues", params=by_order).json()
+    assert page["items"][0]["status"] == "acknowledged"
+    assert http.get("/api/stats", params=by_order).json()["by_status"] == {"acknowledged": 1}
+
+
 def _listen(api: str, params: dict[str, Any], count: int) -> Callable[[], list[Any]]:
     """Start reading ``/api/stream`` with ``params`` in a thread, until ``count`` events;
     returns a function that waits for them and gives them as (event, data) pairs."""
