@@ -68,6 +68,10 @@ _RETRY_BROKEN = timedelta(minutes=5)
 _RETRY_FAILED = timedelta(seconds=5)
 
 _WATCH_COLUMNS = "order_id, state, fold_version, clear_since, pending_contacts"
+# Decoders of the watch row's JSON columns, built once (not per row).
+_CLEAR_SINCE = msgspec.json.Decoder(dict[str, datetime])
+_PENDING = msgspec.json.Decoder(list[str])
+_STATE = msgspec.json.Decoder(OrderState)
 
 # Plan each statement of a detector transaction for the tables as they are now. A cached
 # generic plan made while order_watch/order_events/inbox_events were nearly empty (a new
@@ -172,8 +176,8 @@ def _visit_of(row: asyncpg.Record, new: list[OrderEvent], *, created: bool) -> _
     events, the clear-for moments and pending contacts forgotten."""
     visit = _Visit(order_id=row["order_id"], clear_since={}, new=sorted(new, key=sort_key))
     try:
-        visit.clear_since = msgspec.json.decode(row["clear_since"], type=dict[str, datetime])
-        visit.pending = msgspec.json.decode(row["pending_contacts"], type=list[str])
+        visit.clear_since = _CLEAR_SINCE.decode(row["clear_since"])
+        visit.pending = _PENDING.decode(row["pending_contacts"])
     except (msgspec.DecodeError, msgspec.ValidationError):
         log.exception("detector: order %s: unreadable watch row, starting over", row["order_id"])
     if created:  # a new order: its events are all in hand, nothing to read back
@@ -183,7 +187,7 @@ def _visit_of(row: asyncpg.Record, new: list[OrderEvent], *, created: bool) -> _
         visit.refold = True
         return visit
     try:
-        state = msgspec.json.decode(row["state"], type=OrderState)
+        state = _STATE.decode(row["state"])
     except (msgspec.DecodeError, msgspec.ValidationError):
         log.exception("detector: order %s: unreadable state, folding again", row["order_id"])
         visit.refold = True

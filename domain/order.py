@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
+
+import msgspec
 
 OrderEventType = Literal[
     "order_placed",
@@ -40,8 +41,7 @@ STATIONARY_RADIUS_METRES = 50.0
 FOLD_VERSION = 2
 
 
-@dataclass(frozen=True)
-class OrderEvent:
+class OrderEvent(msgspec.Struct, frozen=True):
     """One incoming order event, as the rules need it (validated before it gets here)."""
 
     event_id: str
@@ -51,11 +51,13 @@ class OrderEvent:
     vertical: str
     country: str
     city: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class OrderState:
+class OrderState(msgspec.Struct, frozen=True):
+    """(A Struct, not a dataclass: :func:`apply` makes one per event, and
+    ``msgspec.structs.replace`` is many times cheaper than ``dataclasses.replace``.)"""
+
     order_id: str
     vertical: str
     country: str
@@ -144,7 +146,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
         changes.update(payment_failed_at=at)
     elif kind == "customer_contacted_support":
         changes.update(contacts=(*state.contacts, at))
-    return replace(state, **changes)
+    return msgspec.structs.replace(state, **changes)
 
 
 def _position(event: OrderEvent) -> tuple[float, float]:

@@ -25,13 +25,12 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
-from prometheus_client import REGISTRY
 
 from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.nats import ensure_stream
 from app import rules_config
-from app.detection import Detector
+from app.detection import ORDER_EVENTS, Detector
 from app.simulator import order_events as lifecycle_events
 from app.workers.detector import ConsumerConfigValues, consume_orders
 from tests.bench.common import Figure, report, scratch_database, servers
@@ -106,10 +105,16 @@ async def raw_consume(client: NATS, prefix: str, stream: str, count: int, batch:
 
 
 def _applied() -> float:
-    """Order events the detector in this process has stored (accepted or duplicate)."""
+    """Order events the detector in this process has stored (accepted or duplicate). Only
+    this counter is collected: ``REGISTRY.get_sample_value`` collects every metric, the
+    process collector's /proc reads included, which took ~12% of this process's time when
+    polled every 5 ms during a run (cProfile)."""
     return sum(
-        REGISTRY.get_sample_value("inbox_order_events_total", {"outcome": outcome}) or 0.0
-        for outcome in ("accepted", "duplicate")
+        sample.value
+        for metric in ORDER_EVENTS.collect()
+        for sample in metric.samples
+        if sample.name == "inbox_order_events_total"
+        and sample.labels["outcome"] in ("accepted", "duplicate")
     )
 
 
