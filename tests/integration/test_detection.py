@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -146,7 +147,7 @@ async def test_duplicates_and_shuffled_arrival_give_the_same_issues(
         for k in ("eta_slipped", "courier_reassigned_repeatedly", "no_courier_assigned")
     }
     again = [
-        msgspec.structs.replace(e, order_id="b", event_id=e.event_id.replace("a-", "b-", 1))
+        OrderEvent(**{**e.__dict__, "order_id": "b", "event_id": e.event_id.replace("a-", "b-", 1)})
         for e in shuffled
     ]
     for chunk in (again[:4], again[4:]):
@@ -452,7 +453,7 @@ async def test_the_stored_state_is_the_fold_of_every_event_whatever_the_arrival(
     kept = await pool.fetchval("SELECT count(*) FROM order_events WHERE order_id = 'f'")
     assert kept == len(steps)  # every event is kept: a late one may land anywhere
 
-    again = [msgspec.structs.replace(e, order_id="g") for e in steps]
+    again = [OrderEvent(**{**e.__dict__, "order_id": "g"}) for e in steps]
     for n, event in enumerate(again):  # the same events in order, one at a time
         await detector.ingest([event])
         assert n > 5 or await stored_state(pool, "g") == fold(again[: n + 1])
@@ -540,7 +541,7 @@ async def test_a_separate_detector_shares_the_simulators_compressed_time(
     await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
     compressed_now = anchor + (datetime.now(UTC) - anchor) * 60
     event = {
-        **msgspec.structs.asdict(placed("demo")),
+        **dataclasses.asdict(placed("demo")),
         "occurred_at": compressed_now - timedelta(minutes=9),
     }
     await js.publish(f"{prefix}.order_placed", msgspec.json.encode(event))
@@ -617,7 +618,7 @@ async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
     js = client.jetstream()
     await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
     for order_id in ("good-1", "poison", "good-2"):
-        body = msgspec.json.encode(msgspec.structs.asdict(placed(order_id)))
+        body = msgspec.json.encode(dataclasses.asdict(placed(order_id)))
         await js.publish(f"{prefix}.order_placed", body)
     config = ConsumerConfigValues(
         stream=stream, subject_prefix=prefix, durable="poison-test", create_stream=False
