@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Sort = Literal["priority", "detected_at", "updated_at"]
 STATUSES = frozenset({"open", "acknowledged", "snoozed", "resolved"})
 MAX_FILTER_LENGTH = 200
-_FILTERS = ("status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id")
+FILTER_NAMES = ("status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id")
 _CHANGING = ("status", "severity", "assignee")
 
 
@@ -60,7 +60,7 @@ class Filters:
     }
 
     def check(self) -> Filters:
-        for name in _FILTERS:
+        for name in FILTER_NAMES:
             for value in getattr(self, name):
                 if "\x00" in value or len(value) > MAX_FILTER_LENGTH:
                     raise InvalidQuery(
@@ -79,7 +79,7 @@ class Filters:
         clauses = []
         if not self.status:
             clauses.append("status <> 'resolved'")
-        for name in _FILTERS:
+        for name in FILTER_NAMES:
             values = getattr(self, name)
             if values:
                 params.append(list(values))

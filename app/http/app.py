@@ -96,7 +96,11 @@ def create_app(container: Container) -> Litestar:
         },
         exception_handlers={Exception: exception_to_response},
         response_cache_config=cache.config(container.settings.read_cache_seconds),
-        stores={cache.STORE_NAME: cache.ReadCache(container.settings.read_cache_mb * 2**20)},
+        stores={
+            cache.STORE_NAME: cache.ReadCache(
+                container.settings.read_cache_mb * 2**20, container.settings.read_cache_seconds
+            )
+        },
         middleware=[prometheus.middleware],
         lifespan=[keep_state],
         openapi_config=OpenAPIConfig(

@@ -12,8 +12,14 @@ read models it reads, as this process knows them when the request arrives:
 - a request with ``min_position`` past what this process knows is not cached (it waits
   for the model, then reads);
 - without a live LISTEN connection positions are not followed, and nothing is cached;
+- the key holds what the handler reads: a parameter that takes one value given twice, an
+  over-long query string, or ``min_position`` given twice are answered uncached;
 - entries live ``INBOX_READ_CACHE_SECONDS`` at most (0 turns the cache off), in a store
   bounded to ``INBOX_READ_CACHE_MB`` that drops the least recently used entry first.
+
+Content that changes without a new position (a rebuild's swap announces the position it
+reached, which may be one already known) can be served until its entries expire: up to
+twice ``INBOX_READ_CACHE_SECONDS``, the answer's own lifetime and the shared page's.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from cachetools import LRUCache
+from cachetools import TTLCache
 from litestar.config.response_cache import ResponseCacheConfig, default_do_cache_predicate
 from litestar.stores.base import Store
+
+from app.queries import FILTER_NAMES
 
 if TYPE_CHECKING:
     from litestar.connection import Request
@@ -38,23 +46,34 @@ _KEY = "read_cache_key"  # the key of this request, taken once (scope state)
 _SKIP = "read_cache_skip"
 
 
-class ReadCache(Store):
-    """An in-process store bounded in bytes, least recently used out first."""
+# Bytes an entry costs beyond its key and answer (the tuple, the cache's bookkeeping).
+_ENTRY_OVERHEAD = 250
+# A longer query string is answered uncached: it would make a large key for one client.
+_MAX_QUERY = 2048
 
-    def __init__(self, max_bytes: int) -> None:
-        self._entries: LRUCache[str, tuple[float, bytes]] = LRUCache(
-            maxsize=max_bytes, getsizeof=lambda entry: len(entry[1])
+
+class ReadCache(Store):
+    """An in-process store bounded in bytes (key, answer and overhead of each entry),
+    least recently used out first; expired entries leave on the next write."""
+
+    def __init__(self, max_bytes: int, seconds: float) -> None:
+        self._entries: TTLCache[str, tuple[float, bytes, int]] = TTLCache(
+            maxsize=max_bytes,
+            ttl=max(seconds, 1e-9),
+            timer=time.monotonic,
+            getsizeof=lambda entry: entry[2],
         )
 
     async def set(
         self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
     ) -> None:
         data = value.encode() if isinstance(value, str) else value
-        if len(data) > self._entries.maxsize:
+        size = len(key) + len(data) + _ENTRY_OVERHEAD
+        if size > self._entries.maxsize:
             return
         seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
         deadline = time.monotonic() + seconds if seconds else float("inf")
-        self._entries[key] = (deadline, data)
+        self._entries[key] = (deadline, data, size)
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         entry = self._entries.get(key)
@@ -81,8 +100,9 @@ class ReadCache(Store):
         return max(0, int(entry[0] - time.monotonic()))
 
 
-def keyed_by(*models: str) -> CacheKeyBuilder:
-    """A cache-key builder for a route that reads these read models."""
+def keyed_by(*models: str, single: tuple[str, ...] = ()) -> CacheKeyBuilder:
+    """A cache-key builder for a route that reads these read models and takes the inbox
+    filters (repeatable) and the parameters named in ``single`` (one value each)."""
 
     def key(request: Request[Any, Any, Any]) -> str:
         state = request.scope["state"]
@@ -91,16 +111,22 @@ def keyed_by(*models: str) -> CacheKeyBuilder:
         if _KEY in state:
             return str(state[_KEY])
         positions: Positions = request.app.state.container.positions
-        query = sorted(
-            (name, value)
-            for name, values in request.query_params.dict().items()
-            if name != "min_position"
-            for value in values
-        )
+        params = request.query_params
         known = [positions.known(model) for model in models]
-        wanted = request.query_params.get("min_position")
+        # What the handler reads, and only that: a filter's values in any order (they are
+        # matched with = ANY); other names are ignored by the handler, so by the key too.
+        query = sorted(
+            (name, value) for name in (*FILTER_NAMES, *single) for value in params.getall(name, [])
+        )
         key = f"{request.method}{request.url.path}?{urlencode(query)}@{known}"
-        if not positions.live or (wanted is not None and not _reached(wanted, min(known))):
+        cacheable = (
+            positions.live
+            and len(request.scope["query_string"]) <= _MAX_QUERY
+            # Given twice, the handler reads the last value (or refuses the request).
+            and all(len(params.getall(name, [])) <= 1 for name in single)
+            and all(_reached(wanted, min(known)) for wanted in params.getall("min_position", []))
+        )
+        if not cacheable:
             # Neither answered from the cache nor stored: no key stored ends with this.
             state[_SKIP] = True
             key += "#uncached"
@@ -116,8 +142,11 @@ def _reached(wanted: str, known: int) -> bool:
 
 
 def _should_store(scope: HTTPScope, status_code: int) -> bool:
-    skip = bool(scope["state"].get(_SKIP))
-    return not skip and default_do_cache_predicate(scope, status_code)
+    # Only what a key builder let through: Litestar wraps the route's other methods
+    # (POST, OPTIONS) in the response cache too.
+    state = scope["state"]
+    keyed = _KEY in state and not state.get(_SKIP)
+    return keyed and default_do_cache_predicate(scope, status_code)
 
 
 def config(seconds: int) -> ResponseCacheConfig:

@@ -153,7 +153,7 @@ class IssueController(Controller):
         "/",
         summary="The inbox: filtered, sorted, keyset-paginated",
         cache=True,
-        cache_key_builder=cache.keyed_by("inbox"),
+        cache_key_builder=cache.keyed_by("inbox", single=("sort", "limit", "cursor")),
     )
     async def list_issues(
         self,

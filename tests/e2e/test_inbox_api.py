@@ -112,6 +112,25 @@ def test_a_cached_answer_moves_on_with_the_read_model(http: httpx.Client) -> Non
     assert http.get("/api/stats", params=by_order).json()["by_status"] == {"acknowledged": 1}
 
 
+def test_a_cached_answer_is_the_one_the_handler_would_give(http: httpx.Client) -> None:
+    """A parameter given twice counts as the handler reads it (its last value), invalid
+    answers are never shared, and a repeated min_position still waits for the largest."""
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    report(http, order_id=order_id)
+    last = report(http, order_id=order_id, kind="eta_slipped")
+    at = {"order_id": order_id, "min_position": last["position"]}
+    assert len(http.get("/api/issues", params=at).json()["items"]) == 2
+    by_order = f"/api/issues?order_id={order_id}"
+    for limits, expected in (("limit=1&limit=2", 2), ("limit=2&limit=1", 1)):
+        assert len(http.get(f"{by_order}&{limits}").json()["items"]) == expected, limits
+    assert http.get(f"{by_order}&limit=0&limit=5").status_code == 200
+    assert http.get(f"{by_order}&limit=5&limit=0").status_code == 400
+    stats = f"/api/stats?order_id={order_id}"
+    assert http.get(stats).status_code == 200
+    ahead = http.get(f"{stats}&min_position=1&min_position={10**15}")
+    assert ahead.status_code == 503, ahead.text
+
+
 def _listen(api: str, params: dict[str, Any], count: int) -> Callable[[], list[Any]]:
     """Start reading ``/api/stream`` with ``params`` in a thread, until ``count`` events;
     returns a function that waits for them and gives them as (event, data) pairs."""

@@ -1,11 +1,15 @@
-"""The read cache's store: bounded in bytes (least recently used out first), entries
-expire."""
+"""The read cache's store: bounded in bytes (key, answer and overhead of each entry; least
+recently used out first), entries expire."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+from litestar.datastructures import MultiDict
 
 from app.http import cache
 from app.http.cache import ReadCache
@@ -19,7 +23,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 async def test_an_entry_lives_until_it_expires(clock: list[float]) -> None:
-    store = ReadCache(max_bytes=1000)
+    store = ReadCache(max_bytes=10_000, seconds=60)
     await store.set("a", b"page", expires_in=2)
     await store.set("b", "text", expires_in=timedelta(seconds=5))
     assert await store.get("a") == b"page"
@@ -32,14 +36,79 @@ async def test_an_entry_lives_until_it_expires(clock: list[float]) -> None:
     assert await store.get("b") is None
 
 
+async def test_expired_entries_leave_by_themselves(clock: list[float]) -> None:
+    store = ReadCache(max_bytes=10_000, seconds=1)
+    await store.set("old", b"x", expires_in=1)
+    clock[0] += 1.5
+    await store.set("new", b"y", expires_in=1)  # a write drops what has expired
+    assert "old" not in store._entries
+    assert await store.get("new") == b"y"
+
+
 async def test_the_least_recently_used_entry_leaves_first(clock: list[float]) -> None:
-    store = ReadCache(max_bytes=120)
+    entry = 1 + 40 + cache._ENTRY_OVERHEAD  # a one-letter key and a 40-byte answer
+    store = ReadCache(max_bytes=3 * entry, seconds=60)
     for key in "abc":
         await store.set(key, bytes(40), expires_in=60)
     assert await store.get("a") == bytes(40)  # now b is the least recently used
     await store.set("d", bytes(40), expires_in=60)
     assert [await store.exists(key) for key in "abcd"] == [True, False, True, True]
-    await store.set("huge", bytes(121), expires_in=60)  # larger than the store
-    assert not await store.exists("huge")
+    await store.set("k" * (3 * entry), b"", expires_in=60)  # its key alone is too large
+    assert not await store.exists("k" * (3 * entry))
     await store.delete_all()
     assert not await store.exists("a")
+
+
+class _Positions:
+    def __init__(self, known: int, live: bool = True) -> None:
+        self._known, self.live = known, live
+
+    def known(self, _name: str) -> int:
+        return self._known
+
+
+def _key(query: str, known: int = 10, live: bool = True) -> tuple[str, bool]:
+    """The key the inbox list's builder gives a request, and whether it may be cached."""
+    scope: dict[str, Any] = {"state": {}, "query_string": query.encode()}
+    request = SimpleNamespace(
+        scope=scope,
+        method="GET",
+        url=SimpleNamespace(path="/api/issues"),
+        query_params=MultiDict(parse_qsl(query, keep_blank_values=True)),
+        app=SimpleNamespace(
+            state=SimpleNamespace(container=SimpleNamespace(positions=_Positions(known, live)))
+        ),
+    )
+    key = cache.keyed_by("inbox", single=("sort", "limit", "cursor"))(request)  # type: ignore[arg-type]
+    return key, cache._should_store(scope, 200)  # type: ignore[arg-type]
+
+
+def test_the_key_is_what_the_handler_reads() -> None:
+    key, stored = _key("country=FI&country=DE&limit=5")
+    assert stored
+    assert _key("limit=5&country=DE&country=FI&junk=1") == (key, True)  # order, unknown names
+    assert _key("country=FI&country=DE&limit=5", known=11)[0] != key  # a newer position
+    assert _key("country=FI&country=DE&limit=5&min_position=10") == (key, True)
+
+
+@pytest.mark.parametrize(
+    ("query", "live"),
+    [
+        ("limit=1&limit=2", True),  # the handler reads the last value
+        ("sort=priority&sort=updated_at", True),
+        ("min_position=1&min_position=99", True),  # the largest one is not reached
+        ("min_position=11", True),
+        ("min_position=x", True),
+        ("country=" + "F" * 3000, True),
+        ("limit=5", False),  # positions not followed
+    ],
+)
+def test_these_are_answered_uncached(query: str, live: bool) -> None:
+    key, stored = _key(query, live=live)
+    assert not stored
+    assert key.endswith("#uncached")
+
+
+def test_only_keyed_requests_are_stored() -> None:
+    """Litestar wraps the route's POST and OPTIONS in the response cache too."""
+    assert not cache._should_store({"state": {}}, 200)  # type: ignore[arg-type]
