@@ -12,8 +12,9 @@ read models it reads, as this process knows them when the request arrives:
 - a request with ``min_position`` past what this process knows is not cached (it waits
   for the model, then reads);
 - without a live LISTEN connection positions are not followed, and nothing is cached;
-- the key holds what the handler reads: a parameter that takes one value given twice, an
-  over-long query string, or ``min_position`` given twice are answered uncached;
+- the key holds what the handler reads: a parameter that takes one value given twice, or
+  an over-long query string, is answered uncached (so is a request with any of several
+  ``min_position`` values past what this process knows);
 - entries live ``INBOX_READ_CACHE_SECONDS`` at most (0 turns the cache off), in a store
   bounded to ``INBOX_READ_CACHE_MB`` that drops the least recently used entry first.
 
