@@ -150,6 +150,11 @@ QUERIES = {
     f"assignee={AGENTS[7]}": f"/api/issues?assignee={AGENTS[7]}&limit=50",
 }
 DEFAULT_PAGE = QUERIES["default (unresolved, priority)"]
+# (environment of `inbox api`, label): the read cache as shipped, and turned off.
+_MODES: tuple[tuple[dict[str, str], str], ...] = (
+    ({}, ""),
+    ({"INBOX_READ_CACHE_SECONDS": "0"}, ", uncached"),
+)
 
 
 async def inbox_queries(
@@ -158,13 +163,9 @@ async def inbox_queries(
     """/health, then each query with the read cache as shipped and with it off (its label
     says "uncached"), then the default page while issues are written at ``write_rate``/s
     (every projection commit moves the inbox position, so cached pages keep expiring)."""
-    raw, figures = await _queries(endpoints, url, clients, total, {}, "")
-    figures += (
-        await _queries(
-            endpoints, url, clients, total, {"INBOX_READ_CACHE_SECONDS": "0"}, ", uncached"
-        )
-    )[1]
-    for env, label in (({}, ""), ({"INBOX_READ_CACHE_SECONDS": "0"}, ", uncached")):
+    raw, figures = await _queries(endpoints, url, clients, total, *_MODES[0])
+    figures += (await _queries(endpoints, url, clients, total, *_MODES[1]))[1]
+    for env, label in _MODES:
         log = Path(tempfile.mkstemp(prefix="bench-read-api-", suffix=".log")[1])
         with running_api(
             Endpoints(url, endpoints.nats_url), log, log_level="WARNING", env=env
