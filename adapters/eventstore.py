@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
 
 from adapters.postgres import connection_params
 
@@ -35,7 +41,50 @@ def eventstore_env(url: str, *, pool_size: int, create_table: bool = False) -> d
         "POSTGRES_PRE_PING": "n",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "CREATE_TABLE": "y" if create_table else "n",
+        "APPLICATION_RECORDER_TOPIC": f"{__name__}:{RequestRecorder.__qualname__}",
     }
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """A command's idempotency key, stored with the command's event."""
+
+    key: str
+    fingerprint: str
+    issue_id: UUID
+    version: int
+
+
+class RequestRecorder(PostgresApplicationRecorder):
+    """The library's recorder, which also stores the idempotency keys of the commands a
+    ``save()`` carries (``save(..., requests=[StoredRequest], request_window=timedelta)``)
+    in the transaction that stores their events: a key is there exactly when its
+    command's effect is. A key still held by another command's row makes the insert fail
+    with the library's ``IntegrityError``, like a version conflict, so the caller's
+    conflict path finds the first outcome."""
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        requests: Sequence[StoredRequest] = kwargs.get("requests") or ()
+        if requests:
+            window: timedelta = kwargs["request_window"]
+            # Sorted: two transactions inserting the same keys wait in one order, never
+            # for each other in a circle.
+            ordered = sorted(requests, key=lambda r: r.key)
+            keys = [r.key for r in ordered]
+            # An expired key is free again (its row may not have been swept yet).
+            curs.execute(
+                "DELETE FROM command_requests WHERE key = ANY(%s)"
+                " AND created_at < now() - %s::interval",
+                (keys, window),
+            )
+            curs.executemany(
+                "INSERT INTO command_requests (key, fingerprint, issue_id, version)"
+                " VALUES (%s, %s, %s, %s)",
+                [(r.key, r.fingerprint, r.issue_id, r.version) for r in ordered],
+            )
+        super()._insert_events(curs, stored_events, **kwargs)
 
 
 # The columns of the library's events table that a stored event is decoded from, with

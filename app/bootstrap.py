@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio.to_thread
 import asyncpg
@@ -109,7 +110,9 @@ async def container(
         # The library opens its psycopg pool synchronously: keep that off the event loop.
         app = await anyio.to_thread.run_sync(lambda: IssueApplication(env=env))
         stack.callback(app.close)
-        issues = IssueService(app=app, clock=clock)
+        issues = IssueService(
+            app=app, clock=clock, request_window=timedelta(hours=settings.idempotency_window_hours)
+        )
         bus = CommandBus(
             issues,
             batch_size=settings.command_batch_size,

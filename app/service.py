@@ -13,8 +13,16 @@ Exception tree (mapped to HTTP in ``app/http/errors.py``)::
     ├── IssueAlreadyExists   detect on an (order, kind) that already has an issue
     ├── VersionMismatch      If-Match named another version than the current one
     ├── ConcurrentWrite      another writer saved the issue between our read and our write
+    ├── KeyReused            an idempotency key already used for a different request
+    ├── AnsweredBefore       an idempotency key whose first request was refused: that answer
     └── Unavailable          the database did not answer in time: outcome unknown
         └── NotApplied       never carried out (queue full, timed out waiting, shutdown)
+
+Idempotency: a command may carry a :class:`Request` (the client's ``Idempotency-Key`` and a
+fingerprint of what it asked). Its key is stored by the event store in the transaction
+that stores its event (``adapters.eventstore.RequestRecorder``), and looked up before a
+command is applied, so a repeat within the window (on any replica, after any restart,
+after a 503 or a lost answer) gets the first outcome and is applied once.
 """
 
 from __future__ import annotations
@@ -22,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -37,9 +45,10 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
+from psycopg.types.json import Jsonb
 
 from adapters.clock import Clock
-from adapters.eventstore import decode
+from adapters.eventstore import StoredRequest, decode
 from domain.errors import DomainError
 from domain.issue import OrderIssue
 
@@ -76,6 +85,22 @@ class ConcurrentWrite(ApplicationError):
         super().__init__(f"issue {issue_id} was changed by another writer; read it and retry")
 
 
+class KeyReused(ApplicationError):
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used for a different request; use a new key"
+        )
+
+
+class AnsweredBefore(ApplicationError):
+    """The first request with this idempotency key was refused: the same answer again."""
+
+    def __init__(self, status_code: int, body: dict[str, Any]) -> None:
+        self.status_code = status_code
+        self.body = body
+        super().__init__(str(body.get("detail", "refused")))
+
+
 class Unavailable(ApplicationError):
     """No answer in time: the command may or may not have been carried out."""
 
@@ -91,11 +116,20 @@ class IssueApplication(Application[UUID]):
 
 
 @dataclass(frozen=True)
+class Request:
+    """A client's idempotency key for one command, and a fingerprint of what it asked."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class Command:
     """One command on one issue.
 
     ``act`` mutates the aggregate (it raises a domain error when refused); ``create``
-    builds a new aggregate instead, for the commands that raise an issue.
+    builds a new aggregate instead, for the commands that raise an issue. ``request``
+    makes it idempotent (see the module docstring).
     """
 
     issue_id: UUID
@@ -103,6 +137,7 @@ class Command:
     act: Callable[[OrderIssue, datetime], None] | None = None
     create: Callable[[datetime], OrderIssue] | None = None
     expected_version: int | None = None
+    request: Request | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +167,8 @@ class IssueService:
 
     app: IssueApplication
     clock: Clock
+    # How long an idempotency key is remembered (INBOX_IDEMPOTENCY_WINDOW_HOURS).
+    request_window: timedelta = field(default=timedelta(hours=24))
 
     def execute(self, command: Command) -> CommandResult:
         outcome = self.execute_batch([command])[0]
@@ -151,9 +188,13 @@ class IssueService:
         issue the batch saved, at its new version, and has lost every issue whose state it
         could no longer vouch for (a refused command, a conflict, a failed save). A stale
         entry costs nothing but a conflict: the save is refused and the command retried
-        on a fresh read."""
+        on a fresh read.
+
+        A command whose idempotency key was used before is not applied: it gets the first
+        outcome (a repeat of the key in the same batch too)."""
         now = self.clock.now()
         outcomes: list[Outcome | None] = [None] * len(commands)
+        repeats = self._answer_repeats(commands, outcomes)
         wanted = {command.issue_id for command in commands}
         given = preloaded if preloaded is not None else {}
         known = {i: issue for i in wanted if (issue := given.get(i)) is not None}
@@ -162,6 +203,8 @@ class IssueService:
         touched: dict[UUID, OrderIssue] = {}
         applied: list[_Applied] = []
         for index, command in enumerate(commands):
+            if outcomes[index] is not None or index in repeats:
+                continue
             try:
                 base, aggregate = self._act(command, known, now)
             except (DomainError, ApplicationError) as exc:
@@ -172,10 +215,10 @@ class IssueService:
             applied.append(_Applied(index, command, base, aggregate.version))
         if applied:
             try:
-                positions = self._save(list(touched.values()))
+                positions = self._save(list(touched.values()), applied)
             except IntegrityError:
-                # Another process wrote one of these issues since we read it. Find which:
-                # each command again, alone, on a fresh read of its issue.
+                # Another process wrote one of these issues (or used one of these keys)
+                # since we read it. Find which: each command again, alone, on a fresh read.
                 for issue_id in touched:
                     given.pop(issue_id, None)
                 self._retry_alone(applied, outcomes, now)
@@ -190,8 +233,33 @@ class IssueService:
                     outcomes[item.index] = CommandResult(
                         item.command.issue_id, item.version, position
                     )
+        for index, (first, same) in repeats.items():
+            outcomes[index] = outcomes[first] if same else KeyReused()
         assert all(outcome is not None for outcome in outcomes)
         return outcomes  # type: ignore[return-value]
+
+    def _answer_repeats(
+        self, commands: Sequence[Command], outcomes: list[Outcome | None]
+    ) -> dict[int, tuple[int, bool]]:
+        """Answer each keyed command whose key was used before with that first outcome
+        (in ``outcomes``); returns the repeats of a key within the batch, by index: the
+        index of the key's first command, and whether they asked for the same."""
+        earlier = self._answers([c.request for c in commands if c.request is not None])
+        first_with_key: dict[str, int] = {}
+        repeats: dict[int, tuple[int, bool]] = {}
+        for index, command in enumerate(commands):
+            request = command.request
+            if request is None:
+                continue
+            if request.key in earlier:
+                outcomes[index] = _replay(request, earlier[request.key])
+            elif request.key in first_with_key:
+                first = first_with_key[request.key]
+                before = commands[first].request
+                repeats[index] = (first, before is not None and before == request)
+            else:
+                first_with_key[request.key] = index
+        return repeats
 
     def _act(
         self,
@@ -230,9 +298,15 @@ class IssueService:
     ) -> None:
         for item in applied:
             issue_id = item.command.issue_id
+            request = item.command.request
             try:
+                if request is not None and (found := self._answers([request])):
+                    # The key's first request landed meanwhile (another replica, or a
+                    # first attempt that timed out): its outcome, not a second effect.
+                    outcomes[item.index] = _replay(request, found[request.key])
+                    continue
                 _, aggregate = self._act(item.command, self._load({issue_id}), now, retry_of=item)
-                positions = self._save([aggregate])
+                positions = self._save([aggregate], [item])
             except IntegrityError:
                 outcomes[item.index] = ConcurrentWrite(issue_id)
             except (DomainError, ApplicationError) as exc:
@@ -248,12 +322,80 @@ class IssueService:
                 position = positions[(issue_id, aggregate.version)]
                 outcomes[item.index] = CommandResult(issue_id, aggregate.version, position)
 
-    def _save(self, aggregates: list[OrderIssue]) -> dict[tuple[UUID, int], int]:
-        recordings = self.app.save(*aggregates)
+    def _save(
+        self, aggregates: list[OrderIssue], applied: Sequence[_Applied]
+    ) -> dict[tuple[UUID, int], int]:
+        requests = [
+            StoredRequest(
+                item.command.request.key,
+                item.command.request.fingerprint,
+                item.command.issue_id,
+                item.version,
+            )
+            for item in applied
+            if item.command.request is not None
+        ]
+        recordings = self.app.save(
+            *aggregates, requests=requests, request_window=self.request_window
+        )
         return {
             (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
             for r in recordings
         }
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _answers(self, requests: Sequence[Request]) -> dict[str, dict[str, Any]]:
+        """What was answered before to each key among ``requests`` still in the window: a
+        stored outcome (issue, version, position) or a refusal (status code, body)."""
+        if not requests:
+            return {}
+        recorder = self._recorder()
+        query = SQL(
+            "SELECT r.key, r.fingerprint, r.issue_id, r.version, r.status_code, r.body,"
+            " e.notification_id AS position FROM command_requests AS r"
+            " LEFT JOIN {}.{} AS e ON e.originator_id = r.issue_id"
+            " AND e.originator_version = r.version"
+            " WHERE r.key = ANY(%s) AND r.created_at >= now() - %s::interval"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, ([r.key for r in requests], self.request_window))
+            return {row["key"]: row for row in cursor.fetchall()}
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def remember_refusal(self, request: Request, status_code: int, body: dict[str, Any]) -> None:
+        """Keep the answer a keyed command was refused with, for its repeats (the first
+        answer wins: a key already taken keeps its row)."""
+        with self._recorder().datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                "DELETE FROM command_requests WHERE key = %s AND created_at < now() - %s::interval",
+                (request.key, self.request_window),
+            )
+            cursor.execute(
+                "INSERT INTO command_requests (key, fingerprint, status_code, body)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+                (request.key, request.fingerprint, status_code, Jsonb(body)),
+            )
+
+    def sweep_requests(self, batch: int = 1000) -> int:
+        """Delete idempotency keys older than the window, ``batch`` rows per statement;
+        how many were."""
+        deleted = 0
+        while True:
+            with self._recorder().datastore.transaction(commit=True) as cursor:
+                cursor.execute(
+                    "DELETE FROM command_requests WHERE key IN (SELECT key FROM command_requests"
+                    " WHERE created_at < now() - %s::interval LIMIT %s FOR UPDATE SKIP LOCKED)",
+                    (self.request_window, batch),
+                )
+                count = cursor.rowcount
+            deleted += count
+            if count < batch:
+                return deleted
+
+    def _recorder(self) -> PostgresApplicationRecorder:
+        recorder = self.app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        return recorder
 
     def current(self, issue_ids: set[UUID]) -> dict[UUID, OrderIssue]:
         """The issues among ``issue_ids`` that exist, as they stand now (planned for the
@@ -271,8 +413,7 @@ class IssueService:
         statement's plan (the command path: the planning is a tenth of a millisecond of
         every command); unprepared, each read is planned for the table as it is.
         """
-        recorder = self.app.recorder
-        assert isinstance(recorder, PostgresApplicationRecorder)
+        recorder = self._recorder()
         query = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {}.{}"
             " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
@@ -285,6 +426,15 @@ class IssueService:
             event = decode(self.app.mapper, row)
             aggregates[row["originator_id"]] = event.mutate(aggregates.get(row["originator_id"]))
         return aggregates
+
+
+def _replay(request: Request, row: dict[str, Any]) -> Outcome:
+    """The first outcome of an idempotency key, for a repeat of its request."""
+    if row["fingerprint"] != request.fingerprint:
+        return KeyReused()
+    if row["version"] is None:
+        return AnsweredBefore(row["status_code"], row["body"])
+    return CommandResult(row["issue_id"], row["version"], row["position"])
 
 
 class CommandBus:

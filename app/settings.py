@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     command_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     # Commands waiting for a writer, per writer; past it a command is refused at once (503).
     command_queue_limit: Annotated[int, Field(ge=1)] = 10_000
+    # How long a command's Idempotency-Key is remembered (a repeat gets the first answer).
+    idempotency_window_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
 
     orders_stream: str = "ORDERS"
     orders_subject_prefix: str = "orders"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from app.bootstrap import Container
 from app.detection import Detector
 from app.history import History
-from app.http import cache
+from app.http import cache, idempotency
 from app.http.errors import exception_to_response
 from app.http.events import EventLogController
 from app.http.health import HealthController
@@ -65,7 +66,13 @@ def create_app(container: Container) -> Litestar:
     @contextlib.asynccontextmanager
     async def keep_state(app: Litestar) -> AsyncIterator[None]:
         app.state.container = container
-        yield
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(idempotency.sweep_forever(container.issues, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await sweeper
 
     pages = InboxPages(container.read_models, container.settings.read_cache_seconds)
 

@@ -16,9 +16,11 @@ from litestar.exceptions import HTTPException, ValidationException
 from adapters.postgres import CONNECTION_ERRORS
 from app.queries import InvalidQuery
 from app.service import (
+    AnsweredBefore,
     ConcurrentWrite,
     IssueAlreadyExists,
     IssueNotFound,
+    KeyReused,
     Unavailable,
     VersionMismatch,
 )
@@ -70,6 +72,24 @@ def _validation(exc: ValidationException) -> Response[dict[str, Any]]:
     return _body(status, detail, field=field, errors=errors)
 
 
+def refusal(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+    """The status and body a command refused by the domain or the application is
+    answered with (the same answer is kept for repeats of its Idempotency-Key); None for
+    any other exception."""
+    match exc:
+        case InvalidValue():
+            return 422, {"detail": str(exc), "field": exc.field}
+        case TransitionNotAllowed():
+            return 409, {"detail": str(exc), "status": exc.status}
+        case IssueNotFound():
+            return 404, {"detail": str(exc)}
+        case VersionMismatch():
+            return 412, {"detail": str(exc), "current_version": exc.actual}
+        case IssueAlreadyExists():
+            return 409, {"detail": str(exc)}
+    return None
+
+
 def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[Any]:
@@ -84,16 +104,23 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
         case BadRequest() | Unprocessable():
             status = 400 if isinstance(exc, BadRequest) else 422
             return _body(status, str(exc), field=exc.field)
-        case InvalidValue():
-            return _body(422, str(exc), field=exc.field)
-        case TransitionNotAllowed():
-            return _body(409, str(exc), status=exc.status)
-        case IssueNotFound() | NotFound():
+        case (
+            InvalidValue()
+            | TransitionNotAllowed()
+            | IssueNotFound()
+            | VersionMismatch()
+            | IssueAlreadyExists()
+        ):
+            status, body = refusal(exc) or (500, {"detail": "Internal Server Error"})
+            return _body(status, **body)
+        case NotFound():
             return _body(404, str(exc))
-        case VersionMismatch():
-            return _body(412, str(exc), current_version=exc.actual)
-        case ConcurrentWrite() | IssueAlreadyExists():
+        case ConcurrentWrite():
             return _body(409, str(exc))
+        case AnsweredBefore():
+            return _body(exc.status_code, **exc.body)
+        case KeyReused():
+            return _body(422, str(exc), field="Idempotency-Key")
         case Unavailable():
             return _body(503, str(exc))
         case _ if isinstance(exc, (*CONNECTION_ERRORS, OperationalError, InterfaceError)):

@@ -14,6 +14,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
+from litestar.di import Provide
 from litestar.params import HeaderParameter, Parameter
 from prometheus_client import Counter
 
@@ -21,10 +22,11 @@ from app.bootstrap import COMMANDS
 from app.history import History
 from app.http import cache
 from app.http.errors import BadRequest, NotFound, Unprocessable
+from app.http.idempotency import Commands, commands
 from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
 from app.integration import EventItem, IssueView, issue_view
 from app.queries import Filters, Positions, Sort
-from app.service import Command, CommandBus
+from app.service import Command
 from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
 from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
@@ -126,7 +128,7 @@ def _check_object_size(field: str, value: dict[str, Any]) -> None:
         raise Unprocessable(field, f"must encode to at most {MAX_OBJECT_BYTES} bytes of JSON")
 
 
-async def _send(bus: CommandBus, command: Command, counter: Counter = COMMANDS) -> CommandAccepted:
+async def _send(bus: Commands, command: Command, counter: Counter = COMMANDS) -> CommandAccepted:
     try:
         result = await bus.submit(command)
     except Exception as exc:
@@ -148,6 +150,8 @@ def _on(
 class IssueController(Controller):
     path = "/api/issues"
     tags = ["issues"]
+    # Every command's bus carries the request's Idempotency-Key.
+    dependencies = {"bus": Provide(commands)}
 
     @get(
         "/",
@@ -171,7 +175,7 @@ class IssueController(Controller):
         )
 
     @post("/", status_code=201, summary="Raise an issue by hand")
-    async def report(self, data: ReportIssue, bus: CommandBus) -> CommandAccepted:
+    async def report(self, data: ReportIssue, bus: Commands) -> CommandAccepted:
         _check_object_size("evidence", data.evidence)
 
         def create(at: datetime) -> OrderIssue:
@@ -192,7 +196,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/escalate", status_code=200)
     async def escalate(
-        self, issue_id: UUID, data: Escalate, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         evidence = {"escalation_reason": data.reason}
         return await _send(
@@ -209,7 +213,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/assign", status_code=200)
     async def assign(
-        self, issue_id: UUID, data: Assign, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         assignee = data.assignee or data.agent_id
         return await _send(
@@ -224,7 +228,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/unassign", status_code=200)
     async def unassign(
-        self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -238,7 +242,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/acknowledge", status_code=200)
     async def acknowledge(
-        self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -252,7 +256,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/notes", status_code=200)
     async def add_note(
-        self, issue_id: UUID, data: AddNote, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: AddNote, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -266,7 +270,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/actions", status_code=200)
     async def take_action(
-        self, issue_id: UUID, data: TakeAction, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         _check_object_size("details", data.details)
         return await _send(
@@ -283,7 +287,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/snooze", status_code=200)
     async def snooze(
-        self, issue_id: UUID, data: Snooze, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: Snooze, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -297,7 +301,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/wake", status_code=200)
     async def wake(
-        self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -306,7 +310,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/resolve", status_code=200)
     async def resolve(
-        self, issue_id: UUID, data: Resolve, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: Resolve, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -322,7 +326,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/reopen", status_code=200)
     async def reopen(
-        self, issue_id: UUID, data: Reopen, bus: CommandBus, if_match: IfMatch = None
+        self, issue_id: UUID, data: Reopen, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
         return await _send(
             bus,

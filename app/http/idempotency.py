@@ -1,0 +1,108 @@
+"""``Idempotency-Key`` on commands: a client that retries (after a 503, a timeout, a lost
+connection) sends the same key, and gets the first outcome instead of a second effect.
+
+The key travels with the command to the event store (``app/service.py``), which stores it
+in the transaction of the command's event; a refusal (4xx) is kept beside it, so a repeat
+gets the same answer. A key is remembered for ``INBOX_IDEMPOTENCY_WINDOW_HOURS``; the same
+key with a different request (method, path, ``If-Match``, body) is 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio.to_thread
+from litestar import Request as HttpRequest
+from litestar.params import HeaderParameter
+
+from adapters.leadership import wait_or_stop
+from app.bootstrap import Container
+from app.http.errors import BadRequest, refusal
+from app.service import Command, CommandBus, CommandResult, IssueService, Request
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+# Visible ASCII: what a header carries unchanged and a text column stores.
+_KEY = re.compile(rf"^[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}$")
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name=HEADER,
+        required=False,
+        description="A key of the client's choosing (e.g. a UUID), the same on every retry of"
+        " one command: a repeat within the window gets the first answer and is applied once",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Commands:
+    """The command bus as one HTTP request sees it: its command carries the request's
+    idempotency key, and a refusal is remembered for the key's repeats."""
+
+    bus: CommandBus
+    issues: IssueService
+    request: Request | None = None
+
+    async def submit(self, command: Command) -> CommandResult:
+        if self.request is None:
+            return await self.bus.submit(command)
+        try:
+            return await self.bus.submit(dataclasses.replace(command, request=self.request))
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is not None:
+                await self._remember(*refused)
+            raise
+
+    async def _remember(self, status_code: int, body: dict[str, Any]) -> None:
+        assert self.request is not None
+        try:
+            await anyio.to_thread.run_sync(
+                self.issues.remember_refusal, self.request, status_code, body
+            )
+        except Exception:
+            # The refusal is still answered; a repeat is judged afresh (nothing was applied).
+            log.exception("could not remember the refusal of an idempotency key")
+
+
+async def commands(
+    request: HttpRequest[Any, Any, Any], container: Container, idempotency_key: IdempotencyKey
+) -> Commands:
+    """The dependency ``bus`` of the command routes."""
+    if idempotency_key is None:
+        return Commands(container.bus, container.issues)
+    if not _KEY.match(idempotency_key):
+        raise BadRequest(HEADER, f"must be 1 to {MAX_KEY_LENGTH} visible ASCII characters")
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, request.headers.get("if-match") or ""):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    digest.update(await request.body())
+    return Commands(container.bus, container.issues, Request(idempotency_key, digest.hexdigest()))
+
+
+SWEEP_SECONDS = 600.0
+
+
+async def sweep_forever(issues: IssueService, stop: asyncio.Event) -> None:
+    """Delete expired keys now and then every ``SWEEP_SECONDS`` (each API replica; they
+    skip each other's rows). Expired keys are ignored before they are swept."""
+    while not stop.is_set():
+        try:
+            swept = await anyio.to_thread.run_sync(issues.sweep_requests)
+        except Exception:
+            log.exception("idempotency keys: sweep failed; trying again later")
+        else:
+            if swept:
+                log.info("idempotency keys: %d expired keys deleted", swept)
+        await wait_or_stop(stop, SWEEP_SECONDS)

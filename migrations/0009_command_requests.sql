@@ -1,0 +1,16 @@
+-- Idempotency keys of commands (the Idempotency-Key header, app/http/issues.py).
+-- A command that was stored has its row written by the event store's own insert, in the
+-- same transaction as its event (adapters/eventstore.py RequestRecorder): the key and the
+-- effect land together or not at all. A command refused with a 4xx has its answer kept
+-- here too (status_code, body). Rows older than the window are ignored and swept.
+CREATE TABLE command_requests (
+    key text PRIMARY KEY,
+    fingerprint text NOT NULL,     -- what the request asked for: a key reused for another is 422
+    issue_id uuid,                 -- the stored outcome: the issue and the version its event got
+    version integer,
+    status_code integer,           -- or the refusal that was answered, with its body
+    body jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((version IS NULL) <> (status_code IS NULL))
+);
+CREATE INDEX command_requests_created_idx ON command_requests (created_at);

@@ -1,0 +1,156 @@
+"""Idempotency keys on the write side, against real PostgreSQL: a repeat gets the first
+outcome and is applied once, across replicas, within a batch and while the first is still
+being stored."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from app.bootstrap import Endpoints
+from app.service import (
+    AnsweredBefore,
+    Command,
+    CommandResult,
+    IssueService,
+    KeyReused,
+    Request,
+)
+from tests.conftest import wait_until
+from tests.integration.helpers import note, report, service
+
+
+@pytest.fixture(scope="module")
+def replicas(endpoints: Endpoints) -> Iterator[list[IssueService]]:
+    built = [service(endpoints.database_url), service(endpoints.database_url)]
+    yield built
+    for one in built:
+        one.app.close()
+
+
+def keyed(command: Command, key: str, fingerprint: str = "same request") -> Command:
+    return Command(
+        command.issue_id,
+        command.name,
+        act=command.act,
+        create=command.create,
+        expected_version=command.expected_version,
+        request=Request(key, fingerprint),
+    )
+
+
+def key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+def versions(replica: IssueService, issue_id: uuid.UUID) -> list[int]:
+    return [event.originator_version for event in replica.app.events.get(issue_id)]
+
+
+def test_a_repeated_key_gets_the_first_outcome_and_is_applied_once(
+    replicas: list[IssueService],
+) -> None:
+    first, second = replicas
+    created = first.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+    k = key()
+    once = first.execute(keyed(note(created.issue_id, "called the venue"), k))
+    again = second.execute(keyed(note(created.issue_id, "called the venue"), k))
+    assert again == once
+    assert versions(first, created.issue_id) == [1, 2]
+
+
+def test_a_key_creating_an_issue_is_applied_once(replicas: list[IssueService]) -> None:
+    k = key()
+    command = keyed(report(f"ord-{uuid.uuid4().hex[:12]}"), k)
+    once = replicas[0].execute(command)
+    assert replicas[1].execute(command) == once  # not "already exists"
+
+
+def test_a_key_reused_for_another_request_is_refused(replicas: list[IssueService]) -> None:
+    created = replicas[0].execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+    k = key()
+    replicas[0].execute(keyed(note(created.issue_id, "a"), k, "note a"))
+    with pytest.raises(KeyReused):
+        replicas[0].execute(keyed(note(created.issue_id, "b"), k, "note b"))
+    assert versions(replicas[0], created.issue_id) == [1, 2]
+
+
+def test_a_key_repeated_within_one_batch_is_applied_once(replicas: list[IssueService]) -> None:
+    created = replicas[0].execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+    k = key()
+    command = keyed(note(created.issue_id, "twice in one batch"), k)
+    other = keyed(note(created.issue_id, "another"), k, "another request")
+    outcomes = replicas[0].execute_batch([command, command, other])
+    assert isinstance(outcomes[0], CommandResult)
+    assert outcomes[1] == outcomes[0]
+    assert isinstance(outcomes[2], KeyReused)
+    assert versions(replicas[0], created.issue_id) == [1, 2]
+
+
+def test_a_remembered_refusal_is_answered_again(replicas: list[IssueService]) -> None:
+    created = replicas[0].execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+    k = key()
+    body = {"status_code": 409, "detail": "refused the first time"}
+    replicas[0].remember_refusal(Request(k, "same request"), 409, body)
+    with pytest.raises(AnsweredBefore) as refused:
+        replicas[1].execute(keyed(note(created.issue_id, "would be allowed now"), k))
+    assert (refused.value.status_code, refused.value.body) == (409, body)
+    assert versions(replicas[0], created.issue_id) == [1]
+
+
+def test_a_repeat_while_the_first_is_still_being_stored_waits_for_it(
+    endpoints: Endpoints, replicas: list[IssueService]
+) -> None:
+    """The first replica's transaction is held inside its save (the events table is
+    locked by someone else); the repeat on the other replica finds no key yet, tries,
+    and must end with the first outcome, not a second note."""
+    first, second = replicas
+    created = first.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+    command = keyed(note(created.issue_id, "once only"), key())
+    with psycopg.connect(endpoints.database_url, autocommit=False) as blocker:
+        blocker.execute("LOCK TABLE inbox_events IN EXCLUSIVE MODE")
+        with ThreadPoolExecutor(2) as pool:
+            started = threading.Event()
+
+            def run(replica: IssueService) -> CommandResult:
+                started.set()
+                return replica.execute(command)
+
+            one = pool.submit(run, first)
+            wait_until(started.is_set, what="the first command to start")
+            wait_until(lambda: _waiting_on_lock(endpoints) >= 1, what="the first save to wait")
+            two = pool.submit(second.execute, command)
+            wait_until(lambda: _waiting_on_lock(endpoints) >= 2, what="the repeat to wait")
+            blocker.rollback()  # let both go
+            assert one.result(timeout=30) == two.result(timeout=30)
+    assert versions(first, created.issue_id) == [1, 2]
+
+
+def _waiting_on_lock(endpoints: Endpoints) -> int:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_expired_key_is_free_again_and_swept(endpoints: Endpoints) -> None:
+    replica = service(endpoints.database_url)
+    try:
+        created = replica.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+        k = key()
+        replica.execute(keyed(note(created.issue_id, "first"), k))
+        replica.request_window = timedelta(0)
+        replica.execute(keyed(note(created.issue_id, "first"), k))
+        assert versions(replica, created.issue_id) == [1, 2, 3]
+        assert replica.sweep_requests() >= 1
+    finally:
+        replica.app.close()
