@@ -81,13 +81,26 @@ def plan(
                 why = "the order was delivered" if order.delivered_at else "the order was cancelled"
                 actions.append(Action(kind, "resolve", reason=why))
                 continue
-            since = clear_since.get(kind, now)
+            since = clear_since.get(kind) or _facts_since(order, now)
             if kind in SETTLED_WHEN_CLEAR or now - since >= clear_for:
                 actions.append(Action(kind, "resolve", reason="the condition cleared"))
             else:
                 still_clear[kind] = since
                 recheck.append(since + clear_for)
     return Plan(actions, still_clear, min(recheck) if recheck else None)
+
+
+def _facts_since(order: OrderState, now: datetime) -> datetime:
+    """Since when, in order time, an order's condition found clear now has been clear.
+
+    Every rule's condition can only come to hold as time passes while the facts stay the
+    same (it waits for something), so one clear now was clear since the facts became what
+    they are: the order's latest event. Arriving late, or in a burst after a backlog,
+    such facts clear the issue at once instead of a clear-for moment after arrival;
+    facts that just happened wait out the moment as before, so a wobble does not flap.
+    """
+    last = order.last_event_at
+    return now if last is None or last > now else last
 
 
 def contact_escalations(

@@ -164,6 +164,35 @@ async def test_duplicates_and_shuffled_arrival_give_the_same_issues(
     assert (replay.accepted, replay.duplicates) == (0, len(in_order))
 
 
+async def test_an_arrival_order_that_raised_an_issue_converges_on_the_in_order_result(
+    detector: Detector, issues: IssueService, clock: Clock
+) -> None:
+    """The same lifecycle, in order and with its first events arriving alone: the second
+    order's issue (raised while its courier's assignment had not arrived) resolves as
+    soon as the rest arrives, since in order time it cleared long ago."""
+    clock.at = T0 + timedelta(minutes=30)
+
+    def lifecycle(order_id: str) -> list[OrderEvent]:
+        return [
+            placed(order_id, promise=60),
+            ev(order_id, "venue_accepted", 1),
+            ev(order_id, "courier_assigned", 2, courier_id="k1"),
+            ev(order_id, "order_ready", 10),
+            ev(order_id, "order_picked_up", 11, courier_id="k1"),
+        ]
+
+    kinds = ("no_courier_assigned", "venue_acceptance_delayed", "ready_not_picked_up")
+    await detector.ingest(lifecycle("conv-a"))
+    late = lifecycle("conv-b")
+    await detector.ingest(late[:2])
+    assert state(issues, "conv-b", "no_courier_assigned").status == "open"
+    await detector.ingest(late[2:])
+    for kind in kinds:
+        a, b = state(issues, "conv-a", kind), state(issues, "conv-b", kind)
+        assert a is None, kind
+        assert b is None or b.status == "resolved", (kind, b.status)
+
+
 async def test_a_delivered_order_resolves_every_open_issue(
     detector: Detector, issues: IssueService, clock: Clock
 ) -> None:

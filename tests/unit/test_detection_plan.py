@@ -49,6 +49,19 @@ def test_a_cleared_condition_resolves_only_after_staying_clear() -> None:
     assert ops(later) == [("order_stale", "resolve")]
 
 
+def test_a_condition_that_cleared_long_ago_in_order_time_resolves_at_once() -> None:
+    """The facts that clear it happened ten minutes ago (they arrived late, or in a
+    burst after a backlog): the clear-for moment is measured from them, in order time."""
+    issue = {"order_stale": IssueSnapshot("open", "high")}
+    late = OrderState("o1", "restaurant", "FI", "Helsinki", placed_at=NOW, last_event_at=NOW)
+    later = NOW + timedelta(minutes=10)
+    assert ops(plan(late, CLEAR, issue, {}, later, CLEAR_FOR)) == [("order_stale", "resolve")]
+    # Facts that just happened wait out the moment, as before.
+    live = plan(late, CLEAR, issue, {}, NOW + timedelta(seconds=1), CLEAR_FOR)
+    assert ops(live) == []
+    assert live.clear_since == {"order_stale": NOW}
+
+
 def test_a_condition_back_before_the_moment_passed_keeps_the_issue() -> None:
     issue = {"order_stale": IssueSnapshot("open", "high")}
     back = plan(ORDER, HOLDS, issue, {"order_stale": NOW}, NOW + timedelta(seconds=30), CLEAR_FOR)
