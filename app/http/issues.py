@@ -1,7 +1,9 @@
 """``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
 
 Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
-``Command`` to the bus, map the result.
+``Command`` to the bus, map the result. Every text of a body is one PostgreSQL can store
+(``app/edge.py``); the free-form objects (evidence, action details) are walked once at the
+edge (``domain.values.check_object``: keys and values, depth), and times kept in range.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from litestar.params import HeaderParameter, Parameter
 from prometheus_client import Counter
 
 from app.bootstrap import COMMANDS
+from app.edge import Aware, Text, check_times
 from app.history import History
 from app.http import cache
 from app.http.errors import BadRequest, NotFound, Unprocessable
@@ -27,34 +30,45 @@ from app.queries import Filters, Positions, Sort
 from app.service import Command, CommandBus
 from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
-from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
+from domain.values import (
+    MAX_TEXT_LENGTH,
+    Action,
+    Kind,
+    Resolution,
+    Severity,
+    Vertical,
+    check_object,
+)
 
-AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
-OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+AgentId = Annotated[Text, msgspec.Meta(min_length=1, max_length=200)]
+RequiredText = Annotated[Text, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
+OptionalText = Annotated[Text, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
 
 # A free-form JSON object (evidence, action details) may encode to at most this many bytes,
 # which with the batch size bounds the bytes of one save() (DESIGN.md, "Known traps").
 MAX_OBJECT_BYTES = 8192
+# The most bytes a command body may take: the longest text (4,000 characters, each up to
+# twelve bytes as a JSON escape) or object, with room for whitespace. A larger one is
+# refused (413) before it is read.
+MAX_COMMAND_BODY = 256 * 1024
 
 
 class ReportIssue(msgspec.Struct, forbid_unknown_fields=True):
     agent_id: AgentId
-    order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    order_id: Annotated[Text, msgspec.Meta(min_length=1, max_length=200)]
     kind: Kind
     severity: Severity
     vertical: Vertical
     country: Country
-    city: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    city: Annotated[Text, msgspec.Meta(max_length=200)] = ""
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Escalate(msgspec.Struct, forbid_unknown_fields=True):
     agent_id: AgentId
     severity: Severity
-    reason: Text
+    reason: RequiredText
 
 
 class Assign(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,7 +82,7 @@ class ActorOnly(msgspec.Struct, forbid_unknown_fields=True):
 
 class AddNote(msgspec.Struct, forbid_unknown_fields=True):
     agent_id: AgentId
-    text: Text
+    text: RequiredText
 
 
 class TakeAction(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,7 +93,7 @@ class TakeAction(msgspec.Struct, forbid_unknown_fields=True):
 
 class Snooze(msgspec.Struct, forbid_unknown_fields=True):
     agent_id: AgentId
-    until: AwareDatetime
+    until: Aware
 
 
 class Resolve(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,7 +104,7 @@ class Resolve(msgspec.Struct, forbid_unknown_fields=True):
 
 class Reopen(msgspec.Struct, forbid_unknown_fields=True):
     agent_id: AgentId
-    reason: Text
+    reason: RequiredText
 
 
 class CommandAccepted(msgspec.Struct):
@@ -103,7 +117,7 @@ class EventPage(msgspec.Struct):
     items: list[EventItem]
 
 
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')
 
 IfMatch = Annotated[
     str | None,
@@ -121,7 +135,8 @@ def expected_version(if_match: str | None) -> int | None:
     return int(found.group(1))
 
 
-def _check_object_size(field: str, value: dict[str, Any]) -> None:
+def _check_object(field: str, value: dict[str, Any]) -> None:
+    check_object(field, value)  # before encoding: it bounds the depth
     if len(msgspec.json.encode(value)) > MAX_OBJECT_BYTES:
         raise Unprocessable(field, f"must encode to at most {MAX_OBJECT_BYTES} bytes of JSON")
 
@@ -148,6 +163,7 @@ def _on(
 class IssueController(Controller):
     path = "/api/issues"
     tags = ["issues"]
+    request_max_body_size = MAX_COMMAND_BODY
 
     @get(
         "/",
@@ -172,7 +188,7 @@ class IssueController(Controller):
 
     @post("/", status_code=201, summary="Raise an issue by hand")
     async def report(self, data: ReportIssue, bus: CommandBus) -> CommandAccepted:
-        _check_object_size("evidence", data.evidence)
+        _check_object("evidence", data.evidence)
 
         def create(at: datetime) -> OrderIssue:
             return OrderIssue.detect(
@@ -268,7 +284,7 @@ class IssueController(Controller):
     async def take_action(
         self, issue_id: UUID, data: TakeAction, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
-        _check_object_size("details", data.details)
+        _check_object("details", data.details)
         return await _send(
             bus,
             _on(
@@ -285,6 +301,7 @@ class IssueController(Controller):
     async def snooze(
         self, issue_id: UUID, data: Snooze, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
+        check_times(data)
         return await _send(
             bus,
             _on(
