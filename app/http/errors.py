@@ -14,6 +14,7 @@ import asyncpg
 from eventsourcing.persistence import InterfaceError, OperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, InternalServerException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from adapters.postgres import CONNECTION_ERRORS
 from app.edge import explain
@@ -96,6 +97,9 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
         case RecursionError():
             # msgspec gives up on absurdly deep JSON with a RecursionError.
             return _body(400, "body: the JSON is nested too deeply", field="body")
+        case RequestEntityTooLarge():
+            limit = request.route_handler.resolve_request_max_body_size()
+            return _body(413, f"body: must be at most {limit} bytes", field="body")
         case InternalServerException() if exc.detail == _DISCONNECTED:
             log.info(
                 "client disconnected before its body arrived: %s %s",
