@@ -2,7 +2,7 @@
 
 The envelope and each type's ``data`` are msgspec Structs; an event that fails says which
 field and why, and never reaches the detector. Every text is one PostgreSQL can store and
-every time lies in the range of ``domain/values.py`` (``app/edge.py``); a message body is
+every time lies in the range of ``domain/values.py`` (``app/edge.Checked``); a message body is
 bounded in size before it is decoded, and one that cannot be decoded however it fails
 (malformed, nested too deep) is an :class:`InvalidEvent` like any other.
 """
@@ -13,22 +13,22 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.edge import Aware, Text, check_times, explain, field_of
+from app.edge import Aware, Checked, field_of
 from domain.errors import InvalidValue
 from domain.order import OrderEvent, OrderEventType
 from domain.values import INT64_MAX, Vertical
 
-Id = Annotated[Text, msgspec.Meta(min_length=1, max_length=200)]
-FreeText = Annotated[Text, msgspec.Meta(max_length=1000)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+FreeText = Annotated[str, msgspec.Meta(max_length=1000)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
-City = Annotated[Text, msgspec.Meta(max_length=200)]
+City = Annotated[str, msgspec.Meta(max_length=200)]
 
 # The most bytes one order event may take as JSON (a real one takes a few hundred): a
 # message over it is parked before it is decoded.
 MAX_EVENT_BYTES = 64 * 1024
 
 
-class Envelope(msgspec.Struct):
+class Envelope(Checked):
     event_id: Id
     type: OrderEventType
     order_id: Id
@@ -39,7 +39,13 @@ class Envelope(msgspec.Struct):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Placed(msgspec.Struct):
+class _Data(Checked):
+    """The ``data`` of an event: its faults are named under ``data.``."""
+
+    field_prefix = "data."
+
+
+class Placed(_Data):
     venue_id: Id
     customer_id: Id
     promised_delivery_at: Aware
@@ -47,43 +53,43 @@ class Placed(msgspec.Struct):
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 
 
-class Accepted(msgspec.Struct):
+class Accepted(_Data):
     estimated_ready_at: Aware | None = None
 
 
-class Reason(msgspec.Struct):
+class Reason(_Data):
     reason: FreeText = ""
 
 
-class Courier(msgspec.Struct):
+class Courier(_Data):
     courier_id: Id
 
 
-class Unassigned(msgspec.Struct):
+class Unassigned(_Data):
     courier_id: Id
     reason: FreeText = ""
 
 
-class Eta(msgspec.Struct):
+class Eta(_Data):
     estimated_delivery_at: Aware
 
 
-class Location(msgspec.Struct):
+class Location(_Data):
     courier_id: Id
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
 
 
-class Cancelled(msgspec.Struct):
+class Cancelled(_Data):
     reason: FreeText = ""
     by: Literal["customer", "venue", "support", "system"] = "system"
 
 
-class Contact(msgspec.Struct):
+class Contact(_Data):
     channel: Literal["chat", "phone", "email"]
 
 
-class Empty(msgspec.Struct):
+class Empty(_Data):
     pass
 
 
@@ -136,16 +142,14 @@ def validate(raw: Any) -> OrderEvent:
     named = str(event_id)[:200] if event_id else None
     try:
         envelope = msgspec.convert(raw, Envelope)
-        check_times(envelope)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(named, explain(str(exc)), field_of(str(exc))) from None
+        raise InvalidEvent(named, str(exc), field_of(str(exc))) from None
     except InvalidValue as exc:
         raise InvalidEvent(named, f"{exc.reason} - at `$.{exc.field}`", exc.field) from None
     try:
         data = msgspec.convert(envelope.data, DATA[envelope.type])
-        check_times(data, "data.")
     except msgspec.ValidationError as exc:
-        reason = explain(str(exc)).replace("`$", "`$.data")
+        reason = str(exc).replace("`$", "`$.data")
         field = field_of(reason)
         if "$.data" not in reason:  # a field missing from data itself
             reason, field = f"data: {reason}", f"data.{field}" if field else "data"

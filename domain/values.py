@@ -83,6 +83,8 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def is_storable(text: str) -> bool:
     """Whether PostgreSQL text and jsonb can hold ``text`` as it is."""
+    if text.isascii():  # the common case, ten times cheaper than the search
+        return "\x00" not in text
     return _UNSTORABLE.search(text) is None
 
 

@@ -18,7 +18,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from app.edge import Text
+from app.edge import QueryText
 from app.http import cache
 from app.http.errors import BadRequest, NotFound
 from app.integration import IssueFields
@@ -40,7 +40,7 @@ MinPosition = Annotated[
     ),
 ]
 # Each value a text PostgreSQL can store (400 naming the parameter otherwise).
-_Values = Annotated[list[Text] | None, Parameter(required=False)]
+_Values = Annotated[list[QueryText] | None, Parameter(required=False)]
 _LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 

@@ -1,9 +1,10 @@
 """``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
 
 Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
-``Command`` to the bus, map the result. Every text of a body is one PostgreSQL can store
-(``app/edge.py``); the free-form objects (evidence, action details) are walked once at the
-edge (``domain.values.check_object``: keys and values, depth), and times kept in range.
+``Command`` to the bus, map the result. Every body is a ``Checked`` Struct (``app/edge.py``:
+its texts PostgreSQL can store, its times in range); the free-form objects (evidence,
+action details) are walked at the edge (``domain.values.check_object``: keys, values,
+depth) before they reach the bus.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from litestar.params import HeaderParameter, Parameter
 from prometheus_client import Counter
 
 from app.bootstrap import COMMANDS
-from app.edge import Aware, Text, check_times
+from app.edge import Aware, Checked
 from app.history import History
 from app.http import cache
 from app.http.errors import BadRequest, NotFound, Unprocessable
@@ -40,9 +41,9 @@ from domain.values import (
     check_object,
 )
 
-AgentId = Annotated[Text, msgspec.Meta(min_length=1, max_length=200)]
-RequiredText = Annotated[Text, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
-OptionalText = Annotated[Text, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
+OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
 
 # A free-form JSON object (evidence, action details) may encode to at most this many bytes,
@@ -54,57 +55,57 @@ MAX_OBJECT_BYTES = 8192
 MAX_COMMAND_BODY = 256 * 1024
 
 
-class ReportIssue(msgspec.Struct, forbid_unknown_fields=True):
+class ReportIssue(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
-    order_id: Annotated[Text, msgspec.Meta(min_length=1, max_length=200)]
+    order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     kind: Kind
     severity: Severity
     vertical: Vertical
     country: Country
-    city: Annotated[Text, msgspec.Meta(max_length=200)] = ""
+    city: Annotated[str, msgspec.Meta(max_length=200)] = ""
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Escalate(msgspec.Struct, forbid_unknown_fields=True):
+class Escalate(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     severity: Severity
-    reason: RequiredText
+    reason: Text
 
 
-class Assign(msgspec.Struct, forbid_unknown_fields=True):
+class Assign(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     assignee: AgentId | None = None
 
 
-class ActorOnly(msgspec.Struct, forbid_unknown_fields=True):
+class ActorOnly(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
 
 
-class AddNote(msgspec.Struct, forbid_unknown_fields=True):
+class AddNote(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
-    text: RequiredText
+    text: Text
 
 
-class TakeAction(msgspec.Struct, forbid_unknown_fields=True):
+class TakeAction(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     action: Action
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Snooze(msgspec.Struct, forbid_unknown_fields=True):
+class Snooze(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     until: Aware
 
 
-class Resolve(msgspec.Struct, forbid_unknown_fields=True):
+class Resolve(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     resolution: Resolution
     note: OptionalText = ""
 
 
-class Reopen(msgspec.Struct, forbid_unknown_fields=True):
+class Reopen(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
-    reason: RequiredText
+    reason: Text
 
 
 class CommandAccepted(msgspec.Struct):
@@ -301,7 +302,6 @@ class IssueController(Controller):
     async def snooze(
         self, issue_id: UUID, data: Snooze, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
-        check_times(data)
         return await _send(
             bus,
             _on(
