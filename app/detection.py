@@ -38,7 +38,7 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from adapters.clock import Clock
-from app.ingest import InvalidEvent, validate
+from app.ingest import InvalidEvent, decode, validate
 from app.service import Command, CommandResult, IssueService
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
@@ -52,6 +52,7 @@ from domain.order import (
 )
 from domain.rules import RULES, evaluate, next_check
 from domain.thresholds import Thresholds
+from domain.values import storable
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +265,36 @@ class Detector:
         ORDER_EVENTS.labels("duplicate").inc(duplicates)
         return Ingested(accepted, duplicates)
 
+    async def ingest_each_order(
+        self, events: Sequence[OrderEvent]
+    ) -> tuple[Ingested, dict[str, Exception]]:
+        """Ingest ``events`` one order at a time (after a batch of them failed), so that
+        only the orders that fail are set aside: what was stored, and each failed order's
+        id with the exception it failed with, for the caller to park or hand back."""
+        by_order: dict[str, list[OrderEvent]] = defaultdict(list)
+        for event in events:
+            by_order[event.order_id].append(event)
+        accepted = duplicates = 0
+        failed: dict[str, Exception] = {}
+        for order_id, group in by_order.items():
+            try:
+                done = await self.ingest(group)
+            except Exception as exc:  # handed to the caller, which logs it
+                failed[order_id] = exc
+                continue
+            accepted += done.accepted
+            duplicates += done.duplicates
+        return Ingested(accepted, duplicates), failed
+
     async def park(self, source: str, rejected: Sequence[tuple[str | None, str, Any]]) -> None:
         """Keep events that could not be accepted where an operator can list and replay
-        them (``dead_letters``), logged with their ids."""
+        them (``dead_letters``), logged with their ids. The payload is kept as it came
+        (bytes); an id or reason holding a character PostgreSQL cannot store is kept with
+        it escaped, so parking never fails on what it parks."""
+        rejected = [
+            (None if event_id is None else storable(event_id[:200]), storable(reason), payload)
+            for event_id, reason, payload in rejected
+        ]
         for event_id, reason, _payload in rejected:
             log.warning("rejected order event %s from %s: %s", event_id, source, reason)
         ORDER_EVENTS.labels("rejected").inc(len(rejected))
@@ -298,8 +326,8 @@ class Detector:
         replayed = still_invalid = 0
         for letter in await self.dead_letters(limit):
             try:
-                event = validate(msgspec.json.decode(letter["payload"]))
-            except (msgspec.DecodeError, InvalidEvent) as exc:
+                event = decode(letter["payload"])
+            except InvalidEvent as exc:
                 still_invalid += 1
                 log.info("dead letter %s still invalid: %s", letter["id"], exc)
                 continue

@@ -1,27 +1,34 @@
 """Incoming order events (CONTRACT §2): validation shared by NATS and HTTP.
 
 The envelope and each type's ``data`` are msgspec Structs; an event that fails says which
-field and why, and never reaches the detector.
+field and why, and never reaches the detector. Every text is one PostgreSQL can store and
+every time lies in the range of ``domain/values.py`` (``app/edge.Checked``); a message body is
+bounded in size before it is decoded, and one that cannot be decoded however it fails
+(malformed, nested too deep) is an :class:`InvalidEvent` like any other.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.edge import Aware, Checked, field_of
+from domain.errors import InvalidValue
 from domain.order import OrderEvent, OrderEventType
-from domain.values import Vertical
+from domain.values import INT64_MAX, Vertical
 
-Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=1000)]
+FreeText = Annotated[str, msgspec.Meta(max_length=1000)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
 City = Annotated[str, msgspec.Meta(max_length=200)]
 
+# The most bytes one order event may take as JSON (a real one takes a few hundred): a
+# message over it is parked before it is decoded.
+MAX_EVENT_BYTES = 64 * 1024
 
-class Envelope(msgspec.Struct):
+
+class Envelope(Checked):
     event_id: Id
     type: OrderEventType
     order_id: Id
@@ -32,51 +39,57 @@ class Envelope(msgspec.Struct):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Placed(msgspec.Struct):
+class _Data(Checked):
+    """The ``data`` of an event: its faults are named under ``data.``."""
+
+    field_prefix = "data."
+
+
+class Placed(_Data):
     venue_id: Id
     customer_id: Id
     promised_delivery_at: Aware
-    amount: Annotated[int, msgspec.Meta(ge=0)]
+    amount: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 
 
-class Accepted(msgspec.Struct):
+class Accepted(_Data):
     estimated_ready_at: Aware | None = None
 
 
-class Reason(msgspec.Struct):
-    reason: Text = ""
+class Reason(_Data):
+    reason: FreeText = ""
 
 
-class Courier(msgspec.Struct):
+class Courier(_Data):
     courier_id: Id
 
 
-class Unassigned(msgspec.Struct):
+class Unassigned(_Data):
     courier_id: Id
-    reason: Text = ""
+    reason: FreeText = ""
 
 
-class Eta(msgspec.Struct):
+class Eta(_Data):
     estimated_delivery_at: Aware
 
 
-class Location(msgspec.Struct):
+class Location(_Data):
     courier_id: Id
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
 
 
-class Cancelled(msgspec.Struct):
-    reason: Text = ""
+class Cancelled(_Data):
+    reason: FreeText = ""
     by: Literal["customer", "venue", "support", "system"] = "system"
 
 
-class Contact(msgspec.Struct):
+class Contact(_Data):
     channel: Literal["chat", "phone", "email"]
 
 
-class Empty(msgspec.Struct):
+class Empty(_Data):
     pass
 
 
@@ -99,10 +112,28 @@ DATA: dict[str, type[msgspec.Struct]] = {
 
 
 class InvalidEvent(Exception):
-    def __init__(self, event_id: str | None, reason: str) -> None:
+    """An order event refused: its id when it has one, why, and the field at fault
+    (``data.reason``) when one is."""
+
+    def __init__(self, event_id: str | None, reason: str, field: str | None = None) -> None:
         self.event_id = event_id
         self.reason = reason
+        self.field = field
         super().__init__(f"event {event_id or '?'}: {reason}")
+
+
+def decode(payload: bytes) -> OrderEvent:
+    """One message body → a domain OrderEvent, or InvalidEvent however it fails: over
+    ``MAX_EVENT_BYTES``, malformed JSON, nested too deep for the decoder, or invalid."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise InvalidEvent(None, f"over {MAX_EVENT_BYTES} bytes of JSON")
+    try:
+        raw = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(None, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent(None, "the JSON is nested too deeply") from None
+    return validate(raw)
 
 
 def validate(raw: Any) -> OrderEvent:
@@ -112,12 +143,19 @@ def validate(raw: Any) -> OrderEvent:
     try:
         envelope = msgspec.convert(raw, Envelope)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(named, str(exc)) from None
+        raise InvalidEvent(named, str(exc), field_of(str(exc))) from None
+    except InvalidValue as exc:
+        raise InvalidEvent(named, f"{exc.reason} - at `$.{exc.field}`", exc.field) from None
     try:
         data = msgspec.convert(envelope.data, DATA[envelope.type])
     except msgspec.ValidationError as exc:
         reason = str(exc).replace("`$", "`$.data")
-        raise InvalidEvent(named, reason if "$.data" in reason else f"data: {reason}") from None
+        field = field_of(reason)
+        if "$.data" not in reason:  # a field missing from data itself
+            reason, field = f"data: {reason}", f"data.{field}" if field else "data"
+        raise InvalidEvent(named, reason, field) from None
+    except InvalidValue as exc:
+        raise InvalidEvent(named, f"{exc.reason} - at `$.{exc.field}`", exc.field) from None
     return OrderEvent(
         event_id=envelope.event_id,
         type=envelope.type,

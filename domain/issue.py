@@ -32,6 +32,9 @@ from domain.values import (
     SEVERITY_RANK,
     SYSTEM_ACTOR,
     VERTICALS,
+    check_object,
+    check_text,
+    check_time,
 )
 
 ISSUE_NAMESPACE = uuid5(NAMESPACE_URL, "https://support-inbox.invalid/order-issue")
@@ -67,31 +70,13 @@ def _check_text(field: str, value: str, *, required: bool = True) -> None:
         raise InvalidValue(field, "must not be empty")
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidValue(field, f"must be at most {MAX_TEXT_LENGTH} characters")
+    check_text(field, value)
 
 
 def _check_actor(by: str) -> None:
     _check_text("agent_id", by)
     if len(by) > 200:
         raise InvalidValue("agent_id", "must be at most 200 characters")
-
-
-_MAX_OBJECT_DEPTH = 16
-
-
-def _check_object(field: str, value: Any, depth: int = 0) -> None:
-    """A free-form JSON object (evidence, action details) the event store reads back as
-    it was written: the library's JSON transcoder turns a dict holding both ``_type_``
-    and ``_data_`` into a custom type, so such a dict would make the issue unreadable."""
-    if depth > _MAX_OBJECT_DEPTH:
-        raise InvalidValue(field, f"nested more than {_MAX_OBJECT_DEPTH} deep")
-    if isinstance(value, dict):
-        if "_type_" in value and "_data_" in value:
-            raise InvalidValue(field, "an object with both _type_ and _data_ keys is reserved")
-        for item in value.values():
-            _check_object(field, item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_object(field, item, depth + 1)
 
 
 def _check_severity(severity: str) -> None:
@@ -129,10 +114,10 @@ class OrderIssue(Aggregate):
         _check_severity(severity)
         if vertical not in VERTICALS:
             raise InvalidValue("vertical", f"must be one of {', '.join(sorted(VERTICALS))}")
-        if len(country) != 2 or not country.isascii() or not country.isupper():
+        if len(country) != 2 or not (country.isascii() and country.isalpha() and country.isupper()):
             raise InvalidValue("country", "must be an ISO 3166-1 alpha-2 code, e.g. FI")
         _check_text("city", city, required=False)
-        _check_object("evidence", evidence)
+        check_object("evidence", evidence)
         _check_actor(by)
         return cls(
             order_id=order_id,
@@ -200,7 +185,7 @@ class OrderIssue(Aggregate):
     def escalate(self, *, severity: str, evidence: dict[str, Any], at: datetime, by: str) -> None:
         """Raise the severity as the condition worsens; new evidence adds to the old."""
         _check_severity(severity)
-        _check_object("evidence", evidence)
+        check_object("evidence", evidence)
         _check_actor(by)
         self._check_not_resolved("escalate")
         if SEVERITY_RANK[severity] <= SEVERITY_RANK[self.severity]:
@@ -238,13 +223,14 @@ class OrderIssue(Aggregate):
         _check_actor(by)
         if action not in ACTIONS:
             raise InvalidValue("action", f"must be one of {', '.join(sorted(ACTIONS))}")
-        _check_object("details", details)
+        check_object("details", details)
         self._check_not_resolved("take action on")
         self._action_taken(action=action, details=details, at=at, by=by)
 
     def snooze(self, *, until: datetime, at: datetime, by: str) -> None:
         """Hide the issue until a time; snoozing a snoozed issue moves the time."""
         _check_actor(by)
+        check_time("until", until)
         if until <= at:
             raise InvalidValue("until", "must be in the future")
         self._check_not_resolved("snooze")

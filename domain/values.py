@@ -1,8 +1,15 @@
-"""Value types shared by the domain: kinds, severities, statuses, resolutions, actions."""
+"""Value types shared by the domain: kinds, severities, statuses, resolutions, actions;
+and the bounds every value that enters must keep (text PostgreSQL can store, times in a
+sane range, free-form objects of bounded depth), with their checks."""
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from domain.errors import InvalidValue
 
 Kind = Literal[
     "venue_acceptance_delayed",
@@ -51,3 +58,89 @@ SYSTEM_ACTOR: Final = "system"
 # Longest free text a note, reason or resolution note may carry. Together with the
 # command batch size this bounds the bytes of one save() (DESIGN.md, "Known traps").
 MAX_TEXT_LENGTH: Final = 4000
+
+# The largest integer PostgreSQL's bigint (positions, versions) takes.
+INT64_MAX: Final = 2**63 - 1
+
+# Every time that enters (an event's occurred_at, a promise, an ETA, a snooze, a report
+# window) lies in [EARLIEST_TIME, LATEST_TIME): a fixed range, not one around the clock, so
+# an event that validated once validates again when the detector folds it a week later
+# or an operator replays it from dead_letters. Outside it, date arithmetic (a tier's
+# minutes added to a time) overflows Python's datetime, and no order lives there.
+EARLIEST_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME: Final = datetime(2100, 1, 1, tzinfo=UTC)
+
+# How deep a free-form JSON object (evidence, action details) may nest.
+MAX_OBJECT_DEPTH: Final = 16
+
+# Characters PostgreSQL cannot store: NUL in text and jsonb, and UTF-16 surrogates, which
+# have no UTF-8 encoding. The same class as a JSON Schema / msgspec pattern (anchored,
+# so a text matches it when it holds none of them).
+STORABLE_TEXT_PATTERN: Final = "^[^\\u0000\\ud800-\\udfff]*$"
+UNSTORABLE_TEXT_REASON: Final = "must not hold NUL (\\u0000) or unpaired surrogate characters"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def is_storable(text: str) -> bool:
+    """Whether PostgreSQL text and jsonb can hold ``text`` as it is."""
+    if text.isascii():  # the common case, ten times cheaper than the search
+        return "\x00" not in text
+    return _UNSTORABLE.search(text) is None
+
+
+def storable(text: str) -> str:
+    """``text`` with each character PostgreSQL cannot store written as ``\\uXXXX``: for
+    what must be kept whatever it holds (a rejected event's id and reason)."""
+    return _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def check_text(field: str, value: str) -> None:
+    if not is_storable(value):
+        raise InvalidValue(field, UNSTORABLE_TEXT_REASON)
+
+
+def check_time(field: str, value: datetime) -> None:
+    if value.tzinfo is None:
+        raise InvalidValue(field, "must have an offset, e.g. 2026-11-25T12:00:00Z")
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        raise InvalidValue(
+            field, f"must lie in [{EARLIEST_TIME:%Y-%m-%d}, {LATEST_TIME:%Y-%m-%d}) UTC"
+        )
+
+
+def check_object(field: str, value: Any) -> None:
+    """A free-form JSON object (evidence, action details) that every store takes and gives
+    back as it was written; refused naming the path of the first fault (``evidence.a[2]``):
+
+    - no text, value or key, holds a character PostgreSQL cannot store (``jsonb`` refuses
+      ``\\u0000`` in a read model long after the command was accepted);
+    - it nests at most ``MAX_OBJECT_DEPTH`` deep;
+    - no object has both ``_type_`` and ``_data_`` keys: the event store's JSON transcoder
+      would take it for a custom type and the issue would be unreadable;
+    - no number is NaN or infinite (JSON has no such number).
+    """
+    if not isinstance(value, dict):
+        raise InvalidValue(field, "must be a JSON object")
+    _check_json(field, value, 0)
+
+
+def _check_json(path: str, value: Any, depth: int) -> None:
+    if isinstance(value, str):
+        if not is_storable(value):
+            raise InvalidValue(path, UNSTORABLE_TEXT_REASON)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(path, "must be a finite number")
+    elif isinstance(value, dict | list):
+        if depth >= MAX_OBJECT_DEPTH:
+            raise InvalidValue(path, f"nests more than {MAX_OBJECT_DEPTH} deep")
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                _check_json(f"{path}[{index}]", item, depth + 1)
+            return
+        if "_type_" in value and "_data_" in value:
+            raise InvalidValue(path, "an object with both _type_ and _data_ keys is reserved")
+        for key, item in value.items():
+            if not isinstance(key, str) or not is_storable(key):
+                raise InvalidValue(path, f"its keys {UNSTORABLE_TEXT_REASON}")
+            _check_json(f"{path}.{key}", item, depth + 1)

@@ -2,6 +2,7 @@
 
 Every error body is ``{"status_code": N, "detail": "...", ...}``; a 4xx names the field and
 the reason where there is one; a 5xx is logged with its context and says nothing inside.
+A client that went away before its body arrived is one line in the log, not an error.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from eventsourcing.persistence import InterfaceError, OperationalError
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, InternalServerException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from adapters.postgres import CONNECTION_ERRORS
+from app.edge import explain
 from app.queries import InvalidQuery
 from app.service import (
     AnsweredBefore,
@@ -27,6 +31,17 @@ from app.service import (
 from domain.errors import InvalidValue, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
+
+# What Litestar raises (an InternalServerException) when the client disconnects while it
+# reads the body; it has no exception type of its own.
+_DISCONNECTED = "client disconnected prematurely"
+# The database gone, or a transaction it rolled back (a deadlock): 503, try again.
+_RETRYABLE = (
+    *CONNECTION_ERRORS,
+    OperationalError,
+    InterfaceError,
+    asyncpg.TransactionRollbackError,
+)
 
 
 class BadRequest(Exception):
@@ -63,6 +78,9 @@ def _body(status_code: int, detail: str, **extra: Any) -> Response[dict[str, Any
 
 def _validation(exc: ValidationException) -> Response[dict[str, Any]]:
     errors = exc.extra if isinstance(exc.extra, list) else []
+    for error in errors:
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            error["message"] = explain(error["message"])
     # Valid JSON whose values are wrong is 422; a malformed body, query or header is 400.
     in_body = any(isinstance(e, dict) and e.get("source") == "body" for e in errors)
     status = 422 if in_body else 400
@@ -98,7 +116,17 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             return _validation(exc)
         case RecursionError():
             # msgspec gives up on absurdly deep JSON with a RecursionError.
-            return _body(400, "the JSON body is nested too deeply")
+            return _body(400, "body: the JSON is nested too deeply", field="body")
+        case RequestEntityTooLarge():
+            limit = request.route_handler.resolve_request_max_body_size()
+            return _body(413, f"body: must be at most {limit} bytes", field="body")
+        case InternalServerException() if exc.detail == _DISCONNECTED:
+            log.info(
+                "client disconnected before its body arrived: %s %s",
+                request.method,
+                request.url.path,
+            )
+            return _body(400, "the client disconnected before its body arrived")
         case InvalidQuery():
             return _body(400, str(exc), field=exc.field)
         case BadRequest() | Unprocessable():
@@ -123,7 +151,15 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             return _body(422, str(exc), field="Idempotency-Key")
         case Unavailable():
             return _body(503, str(exc))
-        case _ if isinstance(exc, (*CONNECTION_ERRORS, OperationalError, InterfaceError)):
+        case _ if isinstance(
+            exc,
+            (
+                *CONNECTION_ERRORS,
+                OperationalError,
+                InterfaceError,
+                asyncpg.TransactionRollbackError,
+            ),
+        ):
             log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
             return _body(503, "the database is unavailable; try again")
         case HTTPException() if exc.status_code < 500:

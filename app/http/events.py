@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from app.history import History
 from app.integration import EventItem
+from domain.values import INT64_MAX
 
 
 class LogPage(msgspec.Struct):
@@ -27,7 +28,7 @@ class EventLogController(Controller):
     async def log(
         self,
         history: History,
-        after: Annotated[int, Parameter(ge=0)] = 0,
+        after: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     ) -> LogPage:
         items = await history.log(after=after, limit=limit)

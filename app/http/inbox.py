@@ -4,6 +4,7 @@ model it reads has applied that position (read-your-writes), else 503 with Retry
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import AsyncGenerator
 from datetime import datetime
@@ -17,22 +18,30 @@ from litestar import Controller, MediaType, Response, get
 from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from app.edge import QueryText
 from app.http import cache
-from app.http.errors import NotFound
+from app.http.errors import BadRequest, NotFound
 from app.integration import IssueFields
 from app.queries import Filters, Positions, ReadModels
 from app.service import Unavailable
 from app.settings import Settings
 from domain.order import OrderState
+from domain.values import INT64_MAX, STORABLE_TEXT_PATTERN
 
 _FEED_PAGE = 200
 _KEEP_ALIVE_SECONDS = 15.0
 
 MinPosition = Annotated[
     int | None,
-    Parameter(ge=0, description="Answer only once the read model has applied this position"),
+    Parameter(
+        ge=0,
+        le=INT64_MAX,
+        description="Answer only once the read model has applied this position",
+    ),
 ]
-_Values = Annotated[list[str] | None, Parameter(required=False)]
+# Each value a text PostgreSQL can store (400 naming the parameter otherwise).
+_Values = Annotated[list[QueryText] | None, Parameter(required=False)]
+_LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 class InboxItem(IssueFields, kw_only=True):
@@ -260,15 +269,13 @@ class InboxController(Controller):
     @get("/api/orders/{order_id:str}", summary="What is known of an order, and its issues")
     async def get_order(
         self,
-        order_id: Annotated[str, Parameter(max_length=200)],
+        order_id: Annotated[str, Parameter(max_length=200, pattern=STORABLE_TEXT_PATTERN)],
         read_models: ReadModels,
         positions: Positions,
         settings: Settings,
         min_position: MinPosition = None,
     ) -> OrderView:
         await _caught_up(positions, settings, "orders", min_position)
-        if "\x00" in order_id:
-            raise NotFound(f"order {order_id!r} not found")
         rows = await read_models.order(order_id)
         state, next_check_at = await read_models.watched_order(order_id)
         if rows:
@@ -330,7 +337,7 @@ class InboxController(Controller):
         last_event_id: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", required=False)
         ] = None,
-        after: Annotated[int | None, Parameter(ge=0)] = None,
+        after: Annotated[int | None, Parameter(ge=0, le=INT64_MAX)] = None,
     ) -> ServerSentEvent:
         """``event: issue`` with the issue as ``GET /api/issues/{id}`` shows it (its
         ``position`` is the SSE id); ``event: left`` (``issue_id``, ``status``,
@@ -339,7 +346,9 @@ class InboxController(Controller):
         Resumes after ``Last-Event-ID`` or ``after``, else starts from now. A comment every
         15 s keeps idle connections open."""
         start = after
-        if last_event_id is not None and last_event_id.isdigit():
+        if last_event_id is not None:
+            if not _LAST_EVENT_ID.fullmatch(last_event_id) or int(last_event_id) > INT64_MAX:
+                raise BadRequest("Last-Event-ID", "must be a position this feed sent")
             start = int(last_event_id)
         if start is None:
             start = await read_models.position("inbox")

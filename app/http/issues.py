@@ -1,7 +1,10 @@
 """``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
 
 Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
-``Command`` to the bus, map the result.
+``Command`` to the bus, map the result. Every body is a ``Checked`` Struct (``app/edge.py``:
+its texts PostgreSQL can store, its times in range); the free-form objects (evidence,
+action details) are walked at the edge (``domain.values.check_object``: keys, values,
+depth) before they reach the bus.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from litestar.params import HeaderParameter, Parameter
 from prometheus_client import Counter
 
 from app.bootstrap import COMMANDS
+from app.edge import Aware, Checked
 from app.history import History
 from app.http import cache
 from app.http.errors import BadRequest, NotFound, Unprocessable
@@ -29,20 +33,31 @@ from app.queries import Filters, Positions, Sort
 from app.service import Command
 from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
-from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
+from domain.values import (
+    MAX_TEXT_LENGTH,
+    Action,
+    Kind,
+    Resolution,
+    Severity,
+    Vertical,
+    check_object,
+)
 
 AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
 OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
 
 # A free-form JSON object (evidence, action details) may encode to at most this many bytes,
 # which with the batch size bounds the bytes of one save() (DESIGN.md, "Known traps").
 MAX_OBJECT_BYTES = 8192
+# The most bytes a command body may take: the longest text (4,000 characters, each up to
+# twelve bytes as a JSON escape) or object, with room for whitespace. A larger one is
+# refused (413) before it is read.
+MAX_COMMAND_BODY = 256 * 1024
 
 
-class ReportIssue(msgspec.Struct, forbid_unknown_fields=True):
+class ReportIssue(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     kind: Kind
@@ -53,44 +68,44 @@ class ReportIssue(msgspec.Struct, forbid_unknown_fields=True):
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Escalate(msgspec.Struct, forbid_unknown_fields=True):
+class Escalate(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     severity: Severity
     reason: Text
 
 
-class Assign(msgspec.Struct, forbid_unknown_fields=True):
+class Assign(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     assignee: AgentId | None = None
 
 
-class ActorOnly(msgspec.Struct, forbid_unknown_fields=True):
+class ActorOnly(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
 
 
-class AddNote(msgspec.Struct, forbid_unknown_fields=True):
+class AddNote(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     text: Text
 
 
-class TakeAction(msgspec.Struct, forbid_unknown_fields=True):
+class TakeAction(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     action: Action
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Snooze(msgspec.Struct, forbid_unknown_fields=True):
+class Snooze(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
-    until: AwareDatetime
+    until: Aware
 
 
-class Resolve(msgspec.Struct, forbid_unknown_fields=True):
+class Resolve(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     resolution: Resolution
     note: OptionalText = ""
 
 
-class Reopen(msgspec.Struct, forbid_unknown_fields=True):
+class Reopen(Checked, forbid_unknown_fields=True):
     agent_id: AgentId
     reason: Text
 
@@ -105,7 +120,7 @@ class EventPage(msgspec.Struct):
     items: list[EventItem]
 
 
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')
 
 IfMatch = Annotated[
     str | None,
@@ -123,7 +138,8 @@ def expected_version(if_match: str | None) -> int | None:
     return int(found.group(1))
 
 
-def _check_object_size(field: str, value: dict[str, Any]) -> None:
+def _check_object(field: str, value: dict[str, Any]) -> None:
+    check_object(field, value)  # before encoding: it bounds the depth
     if len(msgspec.json.encode(value)) > MAX_OBJECT_BYTES:
         raise Unprocessable(field, f"must encode to at most {MAX_OBJECT_BYTES} bytes of JSON")
 
@@ -150,6 +166,7 @@ def _on(
 class IssueController(Controller):
     path = "/api/issues"
     tags = ["issues"]
+    request_max_body_size = MAX_COMMAND_BODY
     # Every command's bus carries the request's Idempotency-Key.
     dependencies = {"bus": Provide(commands)}
 
@@ -176,7 +193,7 @@ class IssueController(Controller):
 
     @post("/", status_code=201, summary="Raise an issue by hand")
     async def report(self, data: ReportIssue, bus: Commands) -> CommandAccepted:
-        _check_object_size("evidence", data.evidence)
+        _check_object("evidence", data.evidence)
 
         def create(at: datetime) -> OrderIssue:
             return OrderIssue.detect(
@@ -272,7 +289,7 @@ class IssueController(Controller):
     async def take_action(
         self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
-        _check_object_size("details", data.details)
+        _check_object("details", data.details)
         return await _send(
             bus,
             _on(

@@ -1,24 +1,37 @@
 """``POST /api/order-events``: order events over HTTP, one object or a list (CONTRACT §2).
 
 The same validation and detector path as NATS. 202 with the counts; a rejected event is
-named with its reason (and parked in ``dead_letters``); a single invalid event is 422.
+named with its index and reason (and parked in ``dead_letters``); a single invalid event
+is 422 naming the field; a body holding no event object at all is 400. A list is judged
+event by event: the valid ones are stored even when others are invalid, or when the
+detector fails on another one's order (that order's events are parked, and named).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 
-from app.detection import Detector
+from app.detection import Detector, Ingested
 from app.http.errors import BadRequest, Unprocessable
 from app.ingest import InvalidEvent, validate
 from app.queries import ReadModels
+from app.workers.detector import DATABASE_ERRORS
+from domain.errors import InvalidValue
 from domain.order import OrderEvent
+from domain.values import check_time
+
+log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_REQUEST = 1000
+# The most bytes a body of order events may take (1,000 events of about 4 KB; a real one
+# takes a few hundred bytes). A larger one is refused (413) before it is read.
+MAX_ORDER_EVENTS_BODY = 4 * 2**20
+_DETECTOR_FAILED = "the detector failed on this event's order; it is parked for replay"
 
 
 class Rejected(msgspec.Struct):
@@ -55,10 +68,16 @@ class DetectionController(Controller):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> DetectionKpi:
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                try:
+                    check_time(name, value)
+                except InvalidValue as exc:
+                    raise BadRequest(exc.field, exc.reason) from None
         until = until or datetime.now(UTC)
         since = since or until - timedelta(days=1)
-        if since.tzinfo is None or until.tzinfo is None:
-            raise BadRequest("since", "give times with an offset, e.g. 2026-11-25T12:00:00Z")
+        if since > until:
+            raise BadRequest("since", "must not be after until")
         row = await read_models.pool.fetchrow(
             "SELECT count(*) AS contacts, count(*) FILTER (WHERE detected) AS detected,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
@@ -84,6 +103,8 @@ class OrderEventsController(Controller):
     path = "/api/order-events"
     tags = ["order events"]
 
+    request_max_body_size = MAX_ORDER_EVENTS_BODY
+
     @post("/", status_code=202, summary="Ingest order events (one object or a list)")
     async def ingest(
         self, request: Request[Any, Any, Any], detector: Detector
@@ -92,21 +113,54 @@ class OrderEventsController(Controller):
             body = msgspec.json.decode(await request.body())
         except msgspec.DecodeError as exc:
             raise BadRequest("body", f"malformed JSON: {exc}") from None
-        items = body if isinstance(body, list) else [body]
+        except RecursionError:
+            raise BadRequest("body", "the JSON is nested too deeply") from None
+        single = isinstance(body, dict)
+        items: list[Any] = [body] if single else body if isinstance(body, list) else []
+        if not any(isinstance(item, dict) for item in items):
+            raise BadRequest("body", "holds no event: send an event object or a list of them")
         if len(items) > MAX_EVENTS_PER_REQUEST:
             raise Unprocessable("body", f"at most {MAX_EVENTS_PER_REQUEST} events per request")
-        valid: list[OrderEvent] = []
+        valid: list[tuple[int, OrderEvent]] = []
         rejected: list[Rejected] = []
         for index, item in enumerate(items):
             try:
-                valid.append(validate(item))
+                valid.append((index, validate(item)))
             except InvalidEvent as exc:
+                if single:
+                    await detector.park("http", [(exc.event_id, exc.reason, item)])
+                    raise Unprocessable(exc.field or "event", exc.reason) from None
                 rejected.append(Rejected(index, exc.event_id, exc.reason))
         if rejected:
             await detector.park("http", [(r.event_id, r.reason, items[r.index]) for r in rejected])
-        if not isinstance(body, list) and rejected:
-            raise Unprocessable("event", rejected[0].reason)
-        done = await detector.ingest(valid)
+        done, failed = await _ingest(detector, valid, items)
+        rejected = sorted([*rejected, *failed], key=lambda r: r.index)
         return Response(
             IngestReport(done.accepted, done.duplicates, len(rejected), rejected), status_code=202
         )
+
+
+async def _ingest(
+    detector: Detector, valid: list[tuple[int, OrderEvent]], items: list[Any]
+) -> tuple[Ingested, list[Rejected]]:
+    """Store the valid events; when that fails with anything but the database gone (a
+    bug), order by order, parking (and naming) the events of the orders that fail."""
+    events = [event for _, event in valid]
+    try:
+        return await detector.ingest(events), []
+    except DATABASE_ERRORS:
+        raise
+    except Exception:
+        log.exception("order events: a batch of %d failed; order by order", len(events))
+    done, failed = await detector.ingest_each_order(events)
+    for error in failed.values():
+        if isinstance(error, DATABASE_ERRORS):
+            raise error
+    rejected: list[Rejected] = []
+    for order_id, error in failed.items():
+        log.error("order events: order %s fails; its events are parked", order_id, exc_info=error)
+        reason = f"the detector failed on this order: {error!r}"[:1000]
+        mine = [(index, event) for index, event in valid if event.order_id == order_id]
+        await detector.park("detector", [(e.event_id, reason, items[i]) for i, e in mine])
+        rejected.extend(Rejected(index, event.event_id, _DETECTOR_FAILED) for index, event in mine)
+    return done, rejected

@@ -1,7 +1,8 @@
 """``inbox detect``: the ORDERS stream consumer and the durable-timer loop.
 
 The consumer is a durable JetStream pull consumer shared by every detector replica. A
-batch is acknowledged only after the detector stored its effect; a malformed event is
+batch is acknowledged only after the detector stored its effect; an event that cannot be
+read, however that fails (over the size bound, malformed, nested too deep, invalid), is
 terminated, counted, logged with its id and parked in ``dead_letters``, and never stops
 the consumer. Timers are rows claimed with ``SKIP LOCKED``, so replicas share them and a
 restarted detector fires every one that came due meanwhile.
@@ -15,7 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import asyncpg
-import msgspec
 from eventsourcing.persistence import InterfaceError, OperationalError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -26,7 +26,7 @@ from adapters.leadership import wait_or_stop
 from adapters.nats import ensure_stream
 from adapters.postgres import CONNECTION_ERRORS
 from app.detection import Detector, Retention
-from app.ingest import InvalidEvent, validate
+from app.ingest import InvalidEvent, decode
 from domain.order import OrderEvent
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,14 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
     invalid: list[tuple[Msg, str | None, str]] = []
     for message in messages:
         try:
-            valid.append((message, validate(msgspec.json.decode(message.data))))
-        except msgspec.DecodeError as exc:
-            invalid.append((message, None, f"malformed JSON: {exc}"))
+            valid.append((message, decode(message.data)))
         except InvalidEvent as exc:
             invalid.append((message, exc.event_id, exc.reason))
+        except Exception as exc:
+            # Not one of the ways an event is known to be bad: a bug, or the decoder out
+            # of memory. Parked all the same, so a redelivery cannot fail again forever.
+            log.exception("detector: an event could not be read (%d bytes)", len(message.data))
+            invalid.append((message, None, f"could not be read: {exc!r}"[:1000]))
     try:
         if invalid:
             await detector.park("nats", [(i, r, m.data) for m, i, r in invalid])
@@ -153,30 +156,33 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
 
 
 async def _order_by_order(detector: Detector, valid: list[tuple[Msg, OrderEvent]]) -> None:
-    by_order: dict[str, list[tuple[Msg, OrderEvent]]] = defaultdict(list)
+    _, failed = await detector.ingest_each_order([event for _, event in valid])
+    parked: dict[str, list[tuple[Msg, OrderEvent]]] = defaultdict(list)
     for message, event in valid:
-        by_order[event.order_id].append((message, event))
-    for order_id, pairs in by_order.items():
-        try:
-            await detector.ingest([event for _, event in pairs])
-        except DATABASE_ERRORS as exc:
-            log.warning("detector: database unavailable (%s); order %s redelivered", exc, order_id)
-            for message, _ in pairs:
-                await message.nak(delay=1)
-            continue
-        except Exception as exc:
-            log.exception(
-                "detector: order %s fails; its events %s are parked in dead_letters",
-                order_id,
-                [event.event_id for _, event in pairs],
-            )
-            reason = f"the detector failed on this order: {exc!r}"[:1000]
-            await detector.park("detector", [(e.event_id, reason, m.data) for m, e in pairs])
-            for message, _ in pairs:
-                await message.term()
-            continue
-        for message, _ in pairs:
+        error = failed.get(event.order_id)
+        if error is None:
             await message.ack()
+        elif isinstance(error, DATABASE_ERRORS):
+            await message.nak(delay=1)
+        else:
+            parked[event.order_id].append((message, event))
+    for order_id, error in failed.items():
+        if isinstance(error, DATABASE_ERRORS):
+            log.warning(
+                "detector: database unavailable (%s); order %s redelivered", error, order_id
+            )
+            continue
+        pairs = parked[order_id]
+        log.error(
+            "detector: order %s fails; its events %s are parked in dead_letters",
+            order_id,
+            [event.event_id for _, event in pairs],
+            exc_info=error,
+        )
+        reason = f"the detector failed on this order: {error!r}"[:1000]
+        await detector.park("detector", [(e.event_id, reason, m.data) for m, e in pairs])
+        for message, _ in pairs:
+            await message.term()
 
 
 async def sweep_forever(

@@ -246,10 +246,13 @@ POISON = {"_type_": "nope", "_data_": 1}
 @pytest.mark.parametrize(
     ("command", "field"),
     [
-        (lambda i: i.take_action(action="other", details={"x": POISON}, at=T0, by="a"), "details"),
+        (
+            lambda i: i.take_action(action="other", details={"x": POISON}, at=T0, by="a"),
+            "details.x",
+        ),
         (
             lambda i: i.take_action(action="other", details={"l": [1, POISON]}, at=T0, by="a"),
-            "details",
+            "details.l[1]",
         ),
         (lambda i: i.escalate(severity="high", evidence=POISON, at=T0, by="a"), "evidence"),
     ],
@@ -264,7 +267,7 @@ def test_objects_the_event_store_would_misread_are_refused(command: Command, fie
 def test_detect_refuses_misreadable_evidence() -> None:
     with pytest.raises(InvalidValue) as bad:
         detected(evidence={"deep": {"deeper": POISON}})
-    assert bad.value.field == "evidence"
+    assert bad.value.field == "evidence.deep.deeper"
 
 
 def test_too_deeply_nested_objects_are_refused() -> None:
