@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     projection_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     # How long a read with min_position waits for the read model before answering 503.
     min_position_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # GET /ready is 503 while a projection with events to apply has not read the log for
+    # this long (its follower stopped, or hangs); an idle one reads it every poll.
+    ready_stall_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
     # Worker processes without the API (inbox relay, ...) serve /metrics on this port.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0

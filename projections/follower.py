@@ -10,6 +10,16 @@ One follower is active per projection (a PostgreSQL advisory lock on its own con
 others stand by. It wakes on the event store's ``NOTIFY inbox_events`` and polls as a
 fallback. After each batch it sends ``NOTIFY projection_positions, '<name>:<position>'``
 so readers waiting for ``min_position`` wake at once.
+
+An event the projection cannot apply (its stored state does not decode, the fold refuses
+it, the database refuses a value it holds) does not stop it: the batch is applied without
+it, it is listed in ``projection_failures`` and the position moves past it in the same
+transaction (projections/quarantine.py says what that means for its issue). Any other
+failure of a batch is tried again with a backoff: a lost connection by reconnecting (as
+the standby would), anything else on the same connection, its error stored in
+``projection_positions.last_error`` until a batch commits. Every read of the log, even
+an empty one, stores ``checked_at``: ``GET /ready`` tells a follower that stopped from
+one that has nothing to do.
 """
 
 from __future__ import annotations
@@ -25,13 +35,21 @@ import asyncpg
 from eventsourcing.persistence import Mapper
 from prometheus_client import Counter, Gauge
 
-from adapters.eventstore import EVENT_COLUMNS, decode
-from adapters.leadership import run_as_leader, wait_any
+from adapters.eventstore import EVENT_COLUMNS
+from adapters.leadership import run_as_leader, wait_any, wait_or_stop
+from adapters.postgres import CONNECTION_ERRORS
+from projections import quarantine
+from projections.quarantine import Failure
 
 log = logging.getLogger(__name__)
 
 APPLIED = Counter("inbox_projection_events_total", "Events applied", ["projection"])
 POSITION = Gauge("inbox_projection_position", "A projection's stored position", ["projection"])
+FAILING = Gauge(
+    "inbox_projection_failing",
+    "1 while a projection's batch fails for a reason other than its events (tried again)",
+    ["projection"],
+)
 
 POSITIONS_CHANNEL = "projection_positions"
 _COMMAND_TIMEOUT_SECONDS = 60.0
@@ -76,12 +94,23 @@ class Projection(Protocol):
 
 
 class ProjectionError(Exception):
-    """An event the projection cannot apply (a bug or a corrupt store): it stops."""
+    """An event the projection cannot apply (a bug or a corrupt store): it is skipped and
+    listed (projections/quarantine.py)."""
+
+
+@dataclass(frozen=True)
+class Read:
+    """A batch read from the log: the decoded events, the ones that did not decode, and
+    the position of the last event read (where the projection moves to)."""
+
+    events: list[tuple[int, Any]]
+    undecodable: list[Failure]
+    last: int | None
 
 
 async def read_batch(
     conn: asyncpg.Connection, mapper: Mapper[UUID], after: int, limit: int, upto: int | None = None
-) -> list[tuple[int, Any]]:
+) -> Read:
     rows = await conn.fetch(
         f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
         " AND ($3::bigint IS NULL OR notification_id <= $3)"
@@ -90,7 +119,20 @@ async def read_batch(
         limit,
         upto,
     )
-    return [(row["notification_id"], decode(mapper, row)) for row in rows]
+    events, undecodable = quarantine.decode_rows(mapper, rows)
+    return Read(events, undecodable, rows[-1]["notification_id"] if rows else None)
+
+
+async def apply_read(
+    conn: asyncpg.Connection, projection: Projection, read: Read, tables: dict[str, str]
+) -> list[Failure]:
+    """Apply what of ``read`` can be applied, in the caller's transaction; returns what
+    was left out, in position order."""
+    failures = list(read.undecodable)
+    if read.events:
+        failures += await quarantine.apply_isolating(conn, projection, read.events, tables)
+    failures.sort(key=lambda failure: failure.position)
+    return failures
 
 
 async def lock_position(conn: asyncpg.Connection, name: str) -> int:
@@ -151,11 +193,32 @@ class Follower:
             wake.set()
 
         await conn.add_listener("inbox_events", on_notify)
+        failures = 0
         try:
             while not stop.is_set():
                 wake.clear()  # before the read: a NOTIFY after it wakes the wait below
-                applied = await self.step(conn)
-                if applied == 0:
+                try:
+                    count = await self.step(conn)
+                except CONNECTION_ERRORS:
+                    raise  # reconnect (run_as_leader), and let a standby try meanwhile
+                except Exception as exc:
+                    failures += 1
+                    delay = min(self._config.max_backoff, 0.2 * 2**failures)
+                    log.exception(
+                        "projection %s: a batch failed (attempt %d); trying it again in %.1fs",
+                        name,
+                        failures,
+                        delay,
+                    )
+                    FAILING.labels(name).set(1)
+                    await self._record_error(conn, exc)
+                    await wait_or_stop(stop, delay)
+                    continue
+                if failures:
+                    log.info("projection %s: applying again after %d failures", name, failures)
+                    failures = 0
+                    FAILING.labels(name).set(0)
+                if count == 0:
                     await wait_any(wake, stop, self._config.poll_interval)
         finally:
             if not conn.is_closed():
@@ -163,21 +226,48 @@ class Follower:
         log.info("projection %s: stopped", name)
 
     async def step(self, conn: asyncpg.Connection) -> int:
-        """Apply one batch and move the position in one transaction; events applied."""
+        """Apply one batch and move the position in one transaction; events read (applied
+        or skipped)."""
         name = self._projection.name
         async with conn.transaction():
             position = await lock_position(conn, name)
-            batch = await read_batch(conn, self._mapper, position, self._config.batch_size)
-            if not batch:
+            # Committed with the batch: a batch that fails leaves the old values.
+            await conn.execute(
+                "UPDATE projection_positions SET checked_at = now(), last_error = NULL,"
+                " failed_at = NULL WHERE name = $1",
+                name,
+            )
+            read = await read_batch(conn, self._mapper, position, self._config.batch_size)
+            if read.last is None:
                 return 0
-            await self._projection.apply(conn, batch, self._live_tables)
-            last = batch[-1][0]
+            failures = await apply_read(conn, self._projection, read, self._live_tables)
+            await quarantine.record(conn, name, failures)
+            last = read.last
             await conn.execute(
                 "UPDATE projection_positions SET position = $2, updated_at = now() WHERE name = $1",
                 name,
                 last,
             )
             await conn.execute("SELECT pg_notify($1, $2)", POSITIONS_CHANNEL, f"{name}:{last}")
-        APPLIED.labels(name).inc(len(batch))
+        quarantine.report(f"projection {name}", failures)
+        quarantine.SKIPPED.labels(name).inc(len(failures))
+        read_count = len(read.events) + len(read.undecodable)
+        APPLIED.labels(name).inc(read_count - len(failures))
         POSITION.labels(name).set(last)
-        return len(batch)
+        return read_count
+
+    async def _record_error(self, conn: asyncpg.Connection, exc: Exception) -> None:
+        """Store why the last batch failed, for GET /ready (cleared by the next commit)."""
+        try:
+            # The batch's transaction rolled back, the row's insert too if it was new.
+            await conn.execute(
+                "INSERT INTO projection_positions (name, last_error, failed_at)"
+                " VALUES ($1, $2, now()) ON CONFLICT (name) DO UPDATE"
+                " SET last_error = EXCLUDED.last_error, failed_at = EXCLUDED.failed_at",
+                self._projection.name,
+                quarantine.describe(exc),
+            )
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            log.exception("projection %s: cannot store the error", self._projection.name)

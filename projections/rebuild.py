@@ -23,11 +23,19 @@ serving, then swap the fresh tables in atomically (``inbox rebuild NAME``).
    Then ANALYZE the new tables (nothing waits for it).
 
 Progress (events applied, events in all) is reported after each page and batch.
+
+An event the model cannot apply does not stop a rebuild (projections/quarantine.py): a
+fold that fails or a state that does not decode leaves the issue's row as it was before
+that event; a COPY that the database refuses (a value it cannot store) is left out, and
+the issues it held are applied after the load event by event, as the follower does.
+Every event left out is logged with its position and returned; the swap stores them as
+the model's ``projection_failures`` in place of the old list (a fixed fold clears it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -40,7 +48,17 @@ from eventsourcing.persistence import Mapper
 
 from adapters import postgres
 from adapters.eventstore import EVENT_COLUMNS, decode
-from projections.follower import POSITIONS_CHANNEL, Projection, lock_position, read_batch
+from projections import quarantine
+from projections.follower import (
+    POSITIONS_CHANNEL,
+    Projection,
+    apply_read,
+    lock_position,
+    read_batch,
+)
+from projections.quarantine import Failure, about_the_event, describe
+
+log = logging.getLogger(__name__)
 
 SUFFIX = "__rebuild"
 # Stop the open-transaction catch-up rounds once this close to the newest event.
@@ -59,6 +77,8 @@ class RebuildResult:
     events: int
     position: int
     seconds: float
+    # The events left out (position order): the model lacks their effect.
+    failures: tuple[Failure, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -89,10 +109,23 @@ async def rebuild(
             ]
         total = await _count(conn)
         position = await _newest(conn)  # the bulk load's P
-        applied = await _load(
-            database_url, projection, mapper, shadow, position, batch_size, progress, total
+        failures: dict[int, Failure] = {}
+        applied, refused = await _load(
+            database_url,
+            projection,
+            mapper,
+            shadow,
+            position,
+            batch_size,
+            progress,
+            total,
+            failures,
         )
         await projection.derive(conn, shadow)
+        for first, last in refused:
+            await _apply_issues(
+                conn, projection, mapper, shadow, first, last, position, batch_size, failures
+            )
         await _build(database_url, conn, builds)
         while True:  # what came after P
             newest = await _newest(conn)
@@ -109,10 +142,13 @@ async def rebuild(
                 progress,
                 applied,
                 total,
+                failures,
             )
             applied += n
         if not swap:
-            return RebuildResult(applied, position, time.monotonic() - started)
+            left_out = _sorted(failures)
+            quarantine.report(f"rebuild {projection.name}", left_out)
+            return RebuildResult(applied, position, time.monotonic() - started, left_out)
         async with conn.transaction():
             live = await lock_position(conn, projection.name)
             # Bring the copy to at least the live position, inside the lock: the live
@@ -130,36 +166,49 @@ async def rebuild(
                     progress,
                     applied,
                     max(total, applied),
+                    failures,
                 )
                 applied += n
                 if n == 0:
                     break
-            for table in projection.tables:
-                await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-            for table, copy in shadow.items():
-                names = await _index_names(conn, table)
-                await conn.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
-                await conn.execute(f"ALTER TABLE {copy} RENAME TO {table}")
-                await conn.execute(f"DROP TABLE {table}__old")
-                # The copy's indexes got generated names: give them the live names back,
-                # so that later migrations naming an index still find it.
-                for shape, index in (await _index_names(conn, table)).items():
-                    if shape in names and names[shape] != index:
-                        await conn.execute(f'ALTER INDEX "{index}" RENAME TO "{names[shape]}"')
+            await _swap_tables(conn, shadow)
             await conn.execute(
                 "UPDATE projection_positions SET position = $2, updated_at = now() WHERE name = $1",
                 projection.name,
                 position,
             )
+            # What the live model lacked is replaced by what the new one lacks.
+            left_out = _sorted(failures)
+            await conn.execute(
+                "DELETE FROM projection_failures WHERE projection = $1", projection.name
+            )
+            await quarantine.record(conn, projection.name, left_out)
             await conn.execute(
                 "SELECT pg_notify($1, $2)", POSITIONS_CHANNEL, f"{projection.name}:{position}"
             )
+        quarantine.report(f"rebuild {projection.name}", left_out)
         # Fresh tables have no statistics yet (autovacuum would get there within a minute).
         for table in projection.tables:
             await conn.execute(f"ANALYZE {table}")
-        return RebuildResult(applied, position, time.monotonic() - started)
+        return RebuildResult(applied, position, time.monotonic() - started, left_out)
     finally:
         await conn.close()
+
+
+async def _swap_tables(conn: asyncpg.Connection, shadow: dict[str, str]) -> None:
+    """Put each copy in place of its live table (in the caller's transaction)."""
+    for table in shadow:
+        await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    for table, copy in shadow.items():
+        names = await _index_names(conn, table)
+        await conn.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
+        await conn.execute(f"ALTER TABLE {copy} RENAME TO {table}")
+        await conn.execute(f"DROP TABLE {table}__old")
+        # The copy's indexes got generated names: give them the live names back, so that
+        # later migrations naming an index still find it.
+        for shape, index in (await _index_names(conn, table)).items():
+            if shape in names and names[shape] != index:
+                await conn.execute(f'ALTER INDEX "{index}" RENAME TO "{names[shape]}"')
 
 
 async def _copy_without_indexes(conn: asyncpg.Connection, table: str, copy: str) -> list[str]:
@@ -225,17 +274,23 @@ async def _load(
     page: int,
     progress: Progress | None,
     total: int,
-) -> int:
+    failures: dict[int, Failure],
+) -> tuple[int, list[tuple[UUID, UUID]]]:
     """COPY every issue's row as of position ``upto`` into the copy of the projection's
-    issue table; returns how many events were read."""
+    issue table; returns how many events were read, and the (first, last) issue ids of
+    each COPY the database refused (none of its rows are in the copy). Events that do not
+    decode or fold are added to ``failures``."""
     name = f"inbox-rebuild:{projection.name}"
     reader = await postgres.connect(database_url, name=f"{name}:read")
     writer = await postgres.connect(database_url, name=f"{name}:copy")
-    pages = _issue_pages(reader, projection, mapper, upto, page)
+    pages = _issue_pages(reader, projection, mapper, upto, page, failures)
+    key = projection.issue_columns.index("issue_id")
     loaded, finished = 0, False
+    refused: list[tuple[UUID, UUID]] = []
 
-    async def some_rows() -> AsyncIterator[tuple[Any, ...]]:
-        """The rows of the next pages, until ``_COPY_ROWS`` or the end."""
+    async def some_rows(issues: list[UUID]) -> AsyncIterator[tuple[Any, ...]]:
+        """The rows of the next pages, until ``_COPY_ROWS`` or the end; ``issues`` gets
+        the first and the last issue id of the pages read (before their rows go out)."""
         nonlocal loaded, finished
         rows = 0
         while rows < _COPY_ROWS:
@@ -244,6 +299,8 @@ async def _load(
                 finished = True
                 return
             records, events = read
+            if records:
+                issues[:] = [issues[0] if issues else records[0][key], records[-1][key]]
             for record in records:
                 yield record
             rows += len(records)
@@ -254,16 +311,65 @@ async def _load(
     try:
         await _encode_timestamps_fast(writer)
         while not finished:
-            await writer.copy_records_to_table(
-                tables[projection.issue_table],
-                records=some_rows(),
-                columns=projection.issue_columns,
-            )
+            issues: list[UUID] = []
+            try:
+                await writer.copy_records_to_table(
+                    tables[projection.issue_table],
+                    records=some_rows(issues),
+                    columns=projection.issue_columns,
+                )
+            except Exception as exc:
+                if not about_the_event(exc) or not issues:
+                    raise
+                log.warning(
+                    "rebuild %s: the database refused a COPY of the issues %s to %s (%s);"
+                    " applying them event by event after the load",
+                    projection.name,
+                    issues[0],
+                    issues[-1],
+                    describe(exc),
+                )
+                refused.append((issues[0], issues[-1]))
     finally:
         await pages.aclose()
         await writer.close()
         await reader.close()
-    return loaded
+    return loaded, refused
+
+
+_ISSUE_RANGE = (
+    f"SELECT {EVENT_COLUMNS} FROM inbox_events"
+    " WHERE (originator_id, originator_version) > ($1, $2) AND originator_id <= $3"
+    " AND notification_id <= $4 ORDER BY originator_id, originator_version LIMIT $5"
+)
+
+
+async def _apply_issues(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    mapper: Mapper[UUID],
+    tables: dict[str, str],
+    first: UUID,
+    last: UUID,
+    upto: int,
+    page: int,
+    failures: dict[int, Failure],
+) -> None:
+    """Apply the events up to position ``upto`` of the issues ``first`` to ``last`` into
+    ``tables`` as the follower does (each issue's events in version order, one page per
+    transaction), leaving out and adding to ``failures`` what cannot be applied."""
+    after: tuple[UUID, int] = (first, 0)
+    while True:
+        rows = await conn.fetch(_ISSUE_RANGE, *after, last, upto, page)
+        if not rows:
+            return
+        events, undecodable = quarantine.decode_rows(mapper, rows)
+        async with conn.transaction():
+            left_out = undecodable + await quarantine.apply_isolating(
+                conn, projection, events, tables
+            )
+        failures.update((failure.position, failure) for failure in left_out)
+        after = (rows[-1]["originator_id"], rows[-1]["originator_version"])
 
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -299,11 +405,13 @@ async def _issue_pages(
     mapper: Mapper[UUID],
     upto: int,
     page: int,
+    failures: dict[int, Failure],
 ) -> AsyncGenerator[tuple[list[tuple[Any, ...]], int], None]:
     """Each issue's row (as a record) folded from its events up to position ``upto``,
     reading the events in pages of ``page`` in (issue, version) order: per page, the rows
     of the issues it completed and how many events it held. Each event is folded as soon
-    as it is decoded, so that little outlives a page."""
+    as it is decoded, so that little outlives a page. An event that does not decode or
+    fold is added to ``failures`` and the row stays as it was (none, before Detected)."""
     fold, record = projection.fold, projection.record
     row: dict[str, Any] | None = None
     issue: UUID | None = None
@@ -327,7 +435,15 @@ async def _issue_pages(
                     if row is not None:
                         done.append(record(row))
                     row, issue = None, stored["originator_id"]
-                row = fold(row, decode(mapper, stored), stored["notification_id"])
+                try:
+                    event = decode(mapper, stored)
+                except Exception as exc:
+                    _left_out(failures, stored, exc, "cannot decode: ")
+                    continue
+                try:
+                    row = fold(row, event, stored["notification_id"])
+                except Exception as exc:
+                    _left_out(failures, stored, exc, "")
             if len(rows) < page:
                 if row is not None:
                     done.append(record(row))
@@ -341,6 +457,21 @@ async def _issue_pages(
             ahead.exception()
 
 
+def _left_out(
+    failures: dict[int, Failure], stored: asyncpg.Record, exc: Exception, prefix: str
+) -> None:
+    if not about_the_event(exc):
+        raise exc
+    position = stored["notification_id"]
+    failures[position] = Failure(
+        position, stored["originator_id"], stored["originator_version"], prefix + describe(exc)
+    )
+
+
+def _sorted(failures: dict[int, Failure]) -> tuple[Failure, ...]:
+    return tuple(failures[position] for position in sorted(failures))
+
+
 async def _replay(
     conn: asyncpg.Connection,
     projection: Projection,
@@ -352,16 +483,20 @@ async def _replay(
     progress: Progress | None,
     applied: int,
     total: int,
+    failures: dict[int, Failure],
 ) -> tuple[int, int]:
-    """Apply events in (position, upto] to ``tables``; returns (new position, applied)."""
+    """Apply events in (position, upto] to ``tables``; returns (new position, events
+    read). What cannot be applied is added to ``failures``."""
     count = 0
     while position < upto:
-        batch = await read_batch(conn, mapper, position, batch_size, upto)
-        if not batch:
+        read = await read_batch(conn, mapper, position, batch_size, upto)
+        if read.last is None:
             break
-        await projection.apply(conn, batch, tables)
-        position = batch[-1][0]
-        count += len(batch)
+        async with conn.transaction():
+            left_out = await apply_read(conn, projection, read, tables)
+        failures.update((failure.position, failure) for failure in left_out)
+        position = read.last
+        count += len(read.events) + len(read.undecodable)
         if progress is not None:
             progress(applied + count, max(total, applied + count))
     return position, count

@@ -1,9 +1,25 @@
-"""``/health`` (the process is alive) and ``/ready`` (it can do its work)."""
+"""``/health`` (the process is alive) and ``/ready`` (it can do its work).
+
+``/ready`` is 503 when the database or NATS cannot be reached, and also while a worker it
+reports on has stopped making progress: the relay is halted, or a projection is
+*failing* (its last batch failed and is being tried again: ``last_error``) or *stalled*
+(it has events to apply and its follower has not read the log for
+``INBOX_READY_STALL_SECONDS``: none runs, or it hangs). An idle follower reads the log
+every poll, so a projection with nothing to do, or one that was idle until a moment ago,
+is never stalled; nor is one that no follower ever ran while nothing was written.
+
+Events a projection skipped (projections/quarantine.py) do not make it unready: the
+model goes on with every other event, and taking every API replica out of service for
+one issue's row would be worse. ``/ready`` shows how many there are and the latest few.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get
@@ -15,6 +31,7 @@ from projections import PROJECTIONS
 log = logging.getLogger(__name__)
 
 _CHECK_TIMEOUT = 2.0
+_LATEST_SKIPPED = 5
 
 
 class RelayStatus(msgspec.Struct):
@@ -26,9 +43,25 @@ class RelayStatus(msgspec.Struct):
     error: str | None = None
 
 
+class SkippedEvent(msgspec.Struct):
+    position: int
+    issue_id: UUID
+    version: int
+    error: str
+    failed_at: datetime
+
+
 class ProjectionStatus(msgspec.Struct):
     position: int
     lag: int  # stored events not yet applied
+    # running | failing (last_error, tried again) | stalled (lag, no read for too long)
+    # | not started (no follower ever ran, nothing to apply)
+    status: str = "running"
+    checked_at: datetime | None = None  # when its follower last read the log
+    last_error: str | None = None
+    failed_at: datetime | None = None
+    skipped: int = 0  # events it could not apply (projection_failures)
+    latest_skipped: list[SkippedEvent] = msgspec.field(default_factory=list)
 
 
 class Readiness(msgspec.Struct):
@@ -38,6 +71,22 @@ class Readiness(msgspec.Struct):
     event_store_position: int | None
     relay: RelayStatus | None
     projections: dict[str, ProjectionStatus] | None = None
+    # Why it is not ready, one line each.
+    problems: list[str] = msgspec.field(default_factory=list)
+
+
+def projection_status(
+    position: int, lag: int, checked_ago: float | None, last_error: str | None, stall: float
+) -> str:
+    """How a projection stands: ``checked_ago`` is how many seconds ago its follower last
+    read the log (None: never), ``stall`` the bound (INBOX_READY_STALL_SECONDS)."""
+    if last_error is not None:
+        return "failing"
+    if lag > 0 and (checked_ago is None or checked_ago > stall):
+        return "stalled"
+    if checked_ago is None and position == 0:
+        return "not started"
+    return "running"
 
 
 class HealthController(Controller):
@@ -47,11 +96,16 @@ class HealthController(Controller):
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: database and NATS reachable; relay progress")
+    @get(
+        "/ready",
+        summary="Readiness: database and NATS reachable; relay and projections making progress",
+    )
     async def ready(self, container: Container) -> Response[Readiness]:
         newest: int | None = None
         relay: RelayStatus | None = None
+        projections: dict[str, ProjectionStatus] | None = None
         stream = container.settings.inbox_stream
+        problems: list[str] = []
         try:
             async with asyncio.timeout(_CHECK_TIMEOUT):
                 newest = await container.pool.fetchval(
@@ -62,36 +116,88 @@ class HealthController(Controller):
                     stream,
                 )
                 applied = await container.pool.fetch(
-                    "SELECT name, position FROM projection_positions"
+                    "SELECT name, position, checked_at, last_error, failed_at,"
+                    " extract(epoch FROM now() - checked_at)::float8 AS checked_ago"
+                    " FROM projection_positions"
+                )
+                skipped = await container.pool.fetch(
+                    "SELECT projection, count(*) AS n FROM projection_failures GROUP BY projection"
+                )
+                latest = await container.pool.fetch(
+                    "SELECT projection, position, issue_id, version, error, failed_at FROM"
+                    " (SELECT *, row_number() OVER (PARTITION BY projection"
+                    "  ORDER BY failed_at DESC, position DESC) AS n FROM projection_failures) f"
+                    " WHERE n <= $1 ORDER BY projection, failed_at DESC, position DESC",
+                    _LATEST_SKIPPED,
                 )
             database = True
         except CONNECTION_ERRORS as exc:
             log.warning("readiness: database check failed: %s", exc)
             database = False
+            problems.append(f"database: {exc}")
         else:
             assert newest is not None
-            if row is None:
-                relay = RelayStatus(stream, "not started", 0, newest)
-            else:
-                relay = RelayStatus(
-                    stream,
-                    row["status"],
-                    row["position"],
-                    max(0, newest - row["position"]),
-                    row["halted_at"],
-                    row["error"],
-                )
-        projections = None
-        if database:
-            assert newest is not None
-            known = {r["name"]: r["position"] for r in applied}
-            projections = {
-                name: ProjectionStatus(known.get(name, 0), max(0, newest - known.get(name, 0)))
-                for name in PROJECTIONS
-            }
+            relay = _relay(stream, row, newest)
+            if relay.status == "halted":
+                problems.append(f"relay halted at position {relay.halted_at}: {relay.error}")
+            projections = _projections(
+                newest, applied, skipped, latest, container.settings.ready_stall_seconds
+            )
+            for name, status in projections.items():
+                if status.status == "failing":
+                    problems.append(f"projection {name} failing: {status.last_error}")
+                elif status.status == "stalled":
+                    problems.append(
+                        f"projection {name} stalled at position {status.position},"
+                        f" {status.lag} events behind"
+                    )
         nats = container.nats.is_connected
-        ready = database and nats
+        if not nats:
+            problems.append("nats: not connected")
         return Response(
-            Readiness(ready, database, nats, newest, relay, projections),
-            status_code=200 if ready else 503,
+            Readiness(not problems, database, nats, newest, relay, projections, problems),
+            status_code=200 if not problems else 503,
         )
+
+
+def _relay(stream: str, row: Any, newest: int) -> RelayStatus:
+    if row is None:
+        return RelayStatus(stream, "not started", 0, newest)
+    return RelayStatus(
+        stream,
+        row["status"],
+        row["position"],
+        max(0, newest - row["position"]),
+        row["halted_at"],
+        row["error"],
+    )
+
+
+def _projections(
+    newest: int, applied: list[Any], skipped: list[Any], latest: list[Any], stall: float
+) -> dict[str, ProjectionStatus]:
+    rows = {r["name"]: r for r in applied}
+    counts = {r["projection"]: r["n"] for r in skipped}
+    events: dict[str, list[SkippedEvent]] = {}
+    for r in latest:
+        events.setdefault(r["projection"], []).append(
+            SkippedEvent(r["position"], r["issue_id"], r["version"], r["error"], r["failed_at"])
+        )
+    statuses = {}
+    for name in PROJECTIONS:
+        row = rows.get(name)
+        position = row["position"] if row else 0
+        lag = max(0, newest - position)
+        checked_ago = row["checked_ago"] if row else None
+        last_error = row["last_error"] if row else None
+        statuses[name] = ProjectionStatus(
+            position,
+            lag,
+            projection_status(position, lag, checked_ago, last_error, stall),
+            row["checked_at"] if row else None,
+            last_error,
+            row["failed_at"] if row else None,
+            counts.get(name, 0),
+            events.get(name, []),
+        )
+    return statuses

@@ -16,6 +16,15 @@ One relay is active per stream: it holds a PostgreSQL advisory lock on its own
 connection; others stand by and take over within about a second of its connection ending.
 An event the allow-list cannot map halts the relay after everything before it was
 published: the reason and position go into ``relay_state`` (shown by ``GET /ready``).
+
+Why it halts where the read models skip (projections/quarantine.py): a read model is
+ours, derived, and rebuilt from the log once the code is fixed; a published stream is a
+promise to other services that every event of an issue arrives, in version order. A
+skipped event would be a gap no subscriber can see or repair, and an issue's later
+events would go out on top of it. What halts the relay is a code matter (an event type
+or version the allow-list does not know, a state the mapper cannot decode), fixed by a
+deploy, after which it resumes from its position. Content that the read models' database
+refuses (text holding NUL) is a JSON string like any other here and is published.
 """
 
 from __future__ import annotations

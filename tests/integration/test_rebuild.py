@@ -159,27 +159,53 @@ async def test_the_swapped_in_tables_have_the_live_indexes_and_constraints(
 
 
 class _FailingInbox(InboxProjection):
-    """The inbox model, refusing the ``fail_at``-th event it folds."""
+    """The inbox model, raising ``error`` at the ``fail_at``-th event it folds."""
 
-    def __init__(self, fail_at: int) -> None:
+    def __init__(self, fail_at: int, error: Exception) -> None:
         self._left = fail_at
+        self._error = error
 
     def fold(self, row: Row | None, event: Any, position: int) -> Row:
         self._left -= 1
         if self._left == 0:
-            raise ProjectionError("refused")
+            raise self._error
         return super().fold(row, event, position)
 
 
-async def test_a_failing_fold_stops_the_rebuild_and_leaves_the_live_model_alone(
+async def test_an_event_the_fold_refuses_is_left_out_and_reported(
+    db: str, writer: IssueService
+) -> None:
+    write_mixed(writer, 30, steps=4)
+    result = await rebuild(
+        db, _FailingInbox(25, ProjectionError("refused")), writer.app.mapper, batch_size=4
+    )
+    count, newest = await _events(db)
+    assert (result.events, result.position) == (count, newest)
+    assert [f.error for f in result.failures] == ["ProjectionError: refused"]
+    conn = await postgres.connect(db)
+    try:
+        listed = await conn.fetch("SELECT * FROM projection_failures WHERE projection = 'inbox'")
+        issues = await conn.fetchval("SELECT count(DISTINCT originator_id) FROM inbox_events")
+        rows = await conn.fetchval("SELECT count(*) FROM inbox_issues")
+    finally:
+        await conn.close()
+    assert [(r["position"], r["error"]) for r in listed] == [
+        (result.failures[0].position, "ProjectionError: refused")
+    ]
+    # A refused Detected leaves its issue out; any other event leaves its row as it was.
+    assert rows in (issues, issues - 1)
+
+
+async def test_an_error_not_about_the_events_stops_the_rebuild_and_leaves_the_live_model_alone(
     db: str, writer: IssueService
 ) -> None:
     write_mixed(writer, 30, steps=4)
     async with running_projections(db, writer):
         await wait_projected(db)
     live = await _rows(db, {"inbox_issues": "inbox_issues"})
-    with pytest.raises(ProjectionError, match="refused"):
-        await rebuild(db, _FailingInbox(fail_at=25), writer.app.mapper, batch_size=4)
+    refusal = asyncpg.exceptions.UndefinedTableError("refused")
+    with pytest.raises(asyncpg.exceptions.UndefinedTableError, match="refused"):
+        await rebuild(db, _FailingInbox(25, refusal), writer.app.mapper, batch_size=4)
     assert await _rows(db, {"inbox_issues": "inbox_issues"}) == live
     conn = await postgres.connect(db)
     try:

@@ -4,6 +4,7 @@ issue's events in order, through crashes, outages and concurrent writers (issue 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -28,6 +30,7 @@ from app.bootstrap import Endpoints
 from app.service import IssueService
 from app.workers import relay as relay_module
 from app.workers.relay import RelayHalted, RelayPositionAhead
+from domain.issue import OrderIssue
 from tests.conftest import wait_until
 from tests.integration.helpers import note, report, service
 from tests.integration.relaying import (
@@ -284,6 +287,52 @@ async def test_an_event_that_cannot_be_mapped_halts_the_relay_in_order(
             int(m.headers["Inbox-Position"]) for m in await stream_messages(nc.jetstream(), config)
         ]
         assert positions == list(range(1, before + 1))
+    finally:
+        await delete_stream(nc, config.stream)
+
+
+async def test_an_event_no_read_model_can_store_is_published_as_it_is(
+    db: str, nc: NATS, writer: IssueService
+) -> None:
+    """The relay halts only on what it cannot map (issue 10): text holding NUL, which the
+    read models skip, is a JSON string like any other and reaches subscribers unchanged."""
+    config = relay_config()
+    write_lifecycles(writer, 3, notes=1)
+    at = datetime.now(UTC)
+    bad = OrderIssue(  # the event's own method: no command check stands in the way
+        order_id=order(),
+        kind="payment_failed",
+        severity="high",
+        vertical="restaurant",
+        country="FI",
+        city="Hel\x00sinki",
+        evidence={"why": "nul \x00 here"},
+        at=at,
+        by="system",
+    )
+    bad._assigned(assignee="b\x00b", at=at, by="ann")
+    writer.app.save(bad)
+    write_lifecycles(writer, 3, notes=1)
+    try:
+        async with running_relay(db, nc, writer, config) as running:
+            await wait_caught_up(db, config.stream)
+            running.check_alive()
+        messages = await assert_exactly_once_in_order(db, nc.jetstream(), config)
+        payloads = {m.msg_id: json.loads(m.data) for m in messages}
+        detected, assigned = payloads[f"{bad.id}:1"], payloads[f"{bad.id}:2"]
+        assert (detected["city"], detected["evidence"]) == (
+            "Hel\x00sinki",
+            {"why": "nul \x00 here"},
+        )
+        assert assigned["assignee"] == "b\x00b"
+        conn = await postgres.connect(db)
+        try:
+            status = await conn.fetchval(
+                "SELECT status FROM relay_state WHERE stream = $1", config.stream
+            )
+        finally:
+            await conn.close()
+        assert status == "running"
     finally:
         await delete_stream(nc, config.stream)
 
