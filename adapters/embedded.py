@@ -69,6 +69,10 @@ def embedded_nats(data_dir: Path, *, start_timeout: float = 20.0) -> Iterator[st
             [_nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
             stdout=log_out,
             stderr=subprocess.STDOUT,
+            # Its own session: Ctrl+C in a terminal signals the whole foreground process
+            # group, and the server must outlive the workers that use it; it is stopped
+            # below, after them.
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + start_timeout

@@ -276,10 +276,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Terminated(Exception):
-    """SIGTERM arrived outside a graceful shutdown path (uvicorn re-raises it after one)."""
+    """SIGTERM or SIGINT arrived outside a graceful shutdown path (uvicorn re-raises the
+    signal it handled once its server has stopped)."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
@@ -333,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
         for path in write_schemas(args.out):
             print(path)
         return 0
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGINT (Ctrl+C reaches the whole foreground process group) takes SIGTERM's path. Left
+    # to asyncio.run, the SIGINT that uvicorn re-raises after its graceful stop would cancel
+    # the main task, and with it the workers still finishing in `_serve`.
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         settings = load_settings()
     except SettingsError as exc:
