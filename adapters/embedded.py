@@ -23,6 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _PID_FILE = "nats-server.pid"
+_OWNER_FILE = "nats-server.owner"  # the pid of the run that started it
 
 
 class EmbeddedServerError(Exception):
@@ -71,23 +72,39 @@ def server_on_store(store: Path) -> int | None:
 
     Linux only (it reads ``/proc`` to tell the server from a reused pid); elsewhere None.
     """
+    found = _server_and_parent(store)
+    return found[0] if found else None
+
+
+def _server_and_parent(store: Path) -> tuple[int, int] | None:
     try:
         pid = int((store / _PID_FILE).read_text())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
     except (OSError, ValueError, IndexError):
         return None
     ours = Path(os.fsdecode(argv[0])).name == "nats-server" and os.fsencode(store) in argv
-    return pid if ours and state != "Z" else None  # a zombie has stopped already
+    return (pid, int(parent)) if ours and state != "Z" else None  # a zombie has stopped
 
 
 def _stop_leftover(store: Path, timeout: float = 10.0) -> None:
     """Stop a nats-server that a killed run left on ``store``: the server has a session of
     its own, so it outlives a run killed without cleaning up, and two servers on one
-    JetStream store would both write it."""
-    pid = server_on_store(store)
-    if pid is None:
+    JetStream store would both write it. One whose run is alive (still its parent) is not
+    a leftover: starting a second is refused."""
+    found = _server_and_parent(store)
+    if found is None:
         return
+    pid, parent = found
+    try:
+        owner = int((store / _OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        owner = None
+    if parent == owner:
+        raise EmbeddedServerError(
+            f"nats-server {pid} already serves {store} for the run of process {owner};"
+            " stop it or use another INBOX_DATA_DIR"
+        )
     log.warning("stopping nats-server %d, left running on %s by an earlier run", pid, store)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -105,6 +122,7 @@ def embedded_nats(data_dir: Path, *, start_timeout: float = 20.0) -> Iterator[st
     store = data_dir.resolve() / "nats"
     store.mkdir(parents=True, exist_ok=True)
     _stop_leftover(store)
+    (store / _OWNER_FILE).write_text(str(os.getpid()))
     port = _free_port()
     log_file = store / "nats-server.log"
     with log_file.open("ab") as log_out:

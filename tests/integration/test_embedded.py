@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapters.embedded import embedded_nats, server_on_store
+import pytest
+
+from adapters.embedded import EmbeddedServerError, embedded_nats, server_on_store
 from tests.conftest import REPO, wait_until
 
 _HOLD = """
@@ -64,3 +66,11 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_server_whose_run_is_alive_is_left_alone(tmp_path: Path) -> None:
+    with embedded_nats(tmp_path):
+        pid = server_on_store(tmp_path.resolve() / "nats")
+        with pytest.raises(EmbeddedServerError, match="already serves"), embedded_nats(tmp_path):
+            pass
+        assert server_on_store(tmp_path.resolve() / "nats") == pid
