@@ -34,6 +34,7 @@ from app.workers.detector import (
     sweep_forever,
 )
 from app.workers.relay import RelayError
+from app.workers.waker import Waker
 from projections import PROJECTIONS
 from projections.rebuild import SUFFIX, rebuild
 
@@ -73,6 +74,9 @@ async def _run_detector(built: Container, stop: asyncio.Event) -> None:
         group.create_task(
             sweep_forever(built.detector, retention, stop, every=settings.sweep_interval_seconds)
         )
+        # Snoozes end on the service's (real) clock, never on the demo's order time.
+        waker = Waker(bus=built.bus, clock=built.clock)
+        group.create_task(waker.run(built.endpoints.database_url, stop))
 
 
 async def _run_projections(built: Container, stop: asyncio.Event) -> None:
@@ -248,7 +252,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="the HTTP server only")
     commands.add_parser("relay", help="the outbox relay only (event store -> NATS INBOX)")
     commands.add_parser("project", help="the projection workers only (read models)")
-    commands.add_parser("detect", help="the order-event consumer and durable timers only")
+    commands.add_parser(
+        "detect", help="the order-event consumer and durable timers (orders, snoozes) only"
+    )
     letters = commands.add_parser(
         "dead-letters", help="list the order events that were rejected (--replay: retry them)"
     )
@@ -270,10 +276,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Terminated(Exception):
-    """SIGTERM arrived outside a graceful shutdown path (uvicorn re-raises it after one)."""
+    """SIGTERM or SIGINT arrived outside a graceful shutdown path (uvicorn re-raises the
+    signal it handled once its server has stopped)."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
@@ -327,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
         for path in write_schemas(args.out):
             print(path)
         return 0
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGINT (Ctrl+C reaches the whole foreground process group) takes SIGTERM's path. Left
+    # to asyncio.run, the SIGINT that uvicorn re-raises after its graceful stop would cancel
+    # the main task, and with it the workers still finishing in `_serve`.
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         settings = load_settings()
     except SettingsError as exc:
