@@ -7,6 +7,7 @@ import logging
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.openapi import ResponseSpec
 
 from adapters.postgres import CONNECTION_ERRORS
 from app.bootstrap import Container
@@ -47,7 +48,17 @@ class HealthController(Controller):
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: database and NATS reachable; relay progress")
+    @get(
+        "/ready",
+        summary="Readiness: database and NATS reachable; relay progress",
+        responses={
+            503: ResponseSpec(
+                Readiness,
+                description="Not ready: the report says what is down",
+                generate_examples=False,
+            )
+        },
+    )
     async def ready(self, container: Container) -> Response[Readiness]:
         newest: int | None = None
         relay: RelayStatus | None = None

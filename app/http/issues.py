@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from app.bootstrap import COMMANDS
 from app.history import History
-from app.http import cache
+from app.http import cache, openapi
 from app.http.errors import BadRequest, NotFound, Unprocessable
 from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
 from app.integration import EventItem, IssueView, issue_view
@@ -154,6 +154,7 @@ class IssueController(Controller):
         summary="The inbox: filtered, sorted, keyset-paginated",
         cache=True,
         cache_key_builder=cache.keyed_by("inbox", single=("sort", "limit", "cursor")),
+        responses=openapi.read(),
     )
     async def list_issues(
         self,
@@ -170,7 +171,12 @@ class IssueController(Controller):
             filters, pages, positions, settings, sort, limit, cursor, min_position
         )
 
-    @post("/", status_code=201, summary="Raise an issue by hand")
+    @post(
+        "/",
+        status_code=201,
+        summary="Raise an issue by hand",
+        responses=openapi.command(by_id=False, if_match=False),
+    )
     async def report(self, data: ReportIssue, bus: CommandBus) -> CommandAccepted:
         _check_object_size("evidence", data.evidence)
 
@@ -190,7 +196,7 @@ class IssueController(Controller):
         issue_id = issue_id_for(data.order_id, data.kind)
         return await _send(bus, Command(issue_id, "report", create=create))
 
-    @post("/{issue_id:uuid}/escalate", status_code=200)
+    @post("/{issue_id:uuid}/escalate", status_code=200, responses=openapi.command())
     async def escalate(
         self, issue_id: UUID, data: Escalate, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -207,7 +213,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/assign", status_code=200)
+    @post("/{issue_id:uuid}/assign", status_code=200, responses=openapi.command())
     async def assign(
         self, issue_id: UUID, data: Assign, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -222,7 +228,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/unassign", status_code=200)
+    @post("/{issue_id:uuid}/unassign", status_code=200, responses=openapi.command())
     async def unassign(
         self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -236,7 +242,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/acknowledge", status_code=200)
+    @post("/{issue_id:uuid}/acknowledge", status_code=200, responses=openapi.command())
     async def acknowledge(
         self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -250,7 +256,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/notes", status_code=200)
+    @post("/{issue_id:uuid}/notes", status_code=200, responses=openapi.command())
     async def add_note(
         self, issue_id: UUID, data: AddNote, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -264,7 +270,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/actions", status_code=200)
+    @post("/{issue_id:uuid}/actions", status_code=200, responses=openapi.command())
     async def take_action(
         self, issue_id: UUID, data: TakeAction, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -281,7 +287,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/snooze", status_code=200)
+    @post("/{issue_id:uuid}/snooze", status_code=200, responses=openapi.command())
     async def snooze(
         self, issue_id: UUID, data: Snooze, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -295,7 +301,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/wake", status_code=200)
+    @post("/{issue_id:uuid}/wake", status_code=200, responses=openapi.command())
     async def wake(
         self, issue_id: UUID, data: ActorOnly, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -304,7 +310,7 @@ class IssueController(Controller):
             _on(issue_id, "wake", if_match, lambda issue, at: issue.wake(at=at, by=data.agent_id)),
         )
 
-    @post("/{issue_id:uuid}/resolve", status_code=200)
+    @post("/{issue_id:uuid}/resolve", status_code=200, responses=openapi.command())
     async def resolve(
         self, issue_id: UUID, data: Resolve, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -320,7 +326,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/reopen", status_code=200)
+    @post("/{issue_id:uuid}/reopen", status_code=200, responses=openapi.command())
     async def reopen(
         self, issue_id: UUID, data: Reopen, bus: CommandBus, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -334,14 +340,22 @@ class IssueController(Controller):
             ),
         )
 
-    @get("/{issue_id:uuid}/events", summary="One issue's full history, oldest first")
+    @get(
+        "/{issue_id:uuid}/events",
+        summary="One issue's full history, oldest first",
+        responses=openapi.read(by_id=True),
+    )
     async def events(self, issue_id: UUID, history: History) -> EventPage:
         items = await history.issue_history(issue_id)
         if not items:
             raise NotFound(f"issue {issue_id} not found")
         return EventPage(items)
 
-    @get("/{issue_id:uuid}/state", summary="One issue's state as it was at a version")
+    @get(
+        "/{issue_id:uuid}/state",
+        summary="One issue's state as it was at a version",
+        responses=openapi.read(by_id=True),
+    )
     async def state(
         self,
         issue_id: UUID,
