@@ -116,6 +116,7 @@ def create_app(container: Container) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="Support Inbox", version="0.1.0", path="/schema", render_plugins=[]
         ),
+        plugins=[openapi.ClosedStructs()],
         debug=False,
     )
     openapi.document_headers(app.openapi_schema)

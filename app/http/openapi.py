@@ -3,19 +3,33 @@ each kind of route gives, for the ``responses=`` of every route decorator.
 
 ``ErrorBody`` mirrors what ``app/http/errors.py`` answers (``_body``); a unit test holds the
 two together. Litestar's ``ResponseSpec`` has no headers, so ``document_headers`` adds the
-``Retry-After`` of every 503 to the built document once, when the app is created.
+``Retry-After`` of every 503 to the built document once, when the app is created; and
+``ClosedStructs`` says of a request Struct that refuses unknown fields that it does.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPI, OpenAPIHeader, OpenAPIResponse, Schema
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.typing import FieldDefinition
 
-__all__ = ["ErrorBody", "FieldError", "command", "document_headers", "ingest", "read"]
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+
+__all__ = [
+    "ClosedStructs",
+    "ErrorBody",
+    "FieldError",
+    "command",
+    "document_headers",
+    "ingest",
+    "read",
+]
 
 
 class FieldError(msgspec.Struct):
@@ -102,3 +116,21 @@ def document_headers(document: OpenAPI) -> None:
             # Ours, not another 503 (``/ready`` answers its report, with no Retry-After).
             if isinstance(response, OpenAPIResponse) and response.description == _DESCRIPTIONS[503]:
                 response.headers = {**(response.headers or {}), "Retry-After": RETRY_AFTER}
+
+
+class ClosedStructs(StructSchemaPlugin):
+    """A Struct with ``forbid_unknown_fields`` documented with ``additionalProperties:
+    false``: the request bodies answer 422 for a field they do not know, and a client (or a
+    generator of requests) must not take an unknown field as allowed."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return super().is_plugin_supported_field(field_definition) and bool(
+            field_definition.type_.__struct_config__.forbid_unknown_fields
+        )
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema
