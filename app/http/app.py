@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from litestar import Litestar
+from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.response import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.bootstrap import Container
 from app.detection import Detector
 from app.history import History
-from app.http import cache, idempotency
+from app.http import cache, idempotency, openapi
 from app.http.errors import exception_to_response
 from app.http.events import EventLogController
 from app.http.health import HealthController
@@ -58,6 +60,14 @@ def _detector(state: State) -> Detector:
 
 class MetricsController(PrometheusController):
     path = "/metrics"
+    tags = ["operations"]
+
+    # The plugin's handler, documented with the content type it answers with (Prometheus
+    # text format), not the default JSON.
+    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics")
+    async def get(self) -> Response[bytes]:
+        response: Response[bytes] = await PrometheusController.get.fn(self)
+        return response
 
 
 def create_app(container: Container) -> Litestar:
@@ -80,7 +90,7 @@ def create_app(container: Container) -> Litestar:
         return pages
 
     prometheus = PrometheusConfig(app_name="inbox", group_path=True, prefix="inbox_http")
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             IssueController,
             InboxController,
@@ -113,5 +123,8 @@ def create_app(container: Container) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="Support Inbox", version="0.1.0", path="/schema", render_plugins=[]
         ),
+        plugins=[openapi.ClosedStructs()],
         debug=False,
     )
+    openapi.document_headers(app.openapi_schema)
+    return app

@@ -9,6 +9,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 
 from app.history import History
+from app.http import openapi
 from app.integration import EventItem
 from domain.values import INT64_MAX
 
@@ -24,7 +25,7 @@ class EventLogController(Controller):
     path = "/api/events"
     tags = ["events"]
 
-    @get("/", summary="The global issue event log, after a position")
+    @get("/", summary="The global issue event log, after a position", responses=openapi.read())
     async def log(
         self,
         history: History,

@@ -23,6 +23,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.openapi import ResponseSpec
 
 from adapters.postgres import CONNECTION_ERRORS
 from app.bootstrap import Container
@@ -99,6 +100,13 @@ class HealthController(Controller):
     @get(
         "/ready",
         summary="Readiness: database and NATS reachable; relay and projections making progress",
+        responses={
+            503: ResponseSpec(
+                Readiness,
+                description="Not ready: the report says what is down",
+                generate_examples=False,
+            )
+        },
     )
     async def ready(self, container: Container) -> Response[Readiness]:
         newest: int | None = None

@@ -19,7 +19,7 @@ from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.edge import QueryText
-from app.http import cache
+from app.http import cache, openapi
 from app.http.errors import BadRequest, NotFound
 from app.integration import IssueFields
 from app.queries import Filters, Positions, ReadModels
@@ -251,7 +251,11 @@ async def inbox_page(
 class InboxController(Controller):
     tags = ["inbox"]
 
-    @get("/api/issues/{issue_id:uuid}", summary="One issue's current state")
+    @get(
+        "/api/issues/{issue_id:uuid}",
+        summary="One issue's current state",
+        responses=openapi.read(by_id=True),
+    )
     async def get_issue(
         self,
         issue_id: UUID,
@@ -266,7 +270,11 @@ class InboxController(Controller):
             raise NotFound(f"issue {issue_id} not found")
         return Response(_item(row), headers={"ETag": f'"{row["version"]}"'})
 
-    @get("/api/orders/{order_id:str}", summary="What is known of an order, and its issues")
+    @get(
+        "/api/orders/{order_id:str}",
+        summary="What is known of an order, and its issues",
+        responses=openapi.read(by_id=True),
+    )
     async def get_order(
         self,
         order_id: Annotated[str, Parameter(max_length=200, pattern=STORABLE_TEXT_PATTERN)],
@@ -299,6 +307,7 @@ class InboxController(Controller):
         summary="Unresolved issue counts, with the inbox's filters",
         cache=True,
         cache_key_builder=cache.keyed_by("stats", "inbox"),
+        responses=openapi.read(),
     )
     async def stats(
         self,
@@ -328,7 +337,12 @@ class InboxController(Controller):
             by_country=dict(by["country"]),
         )
 
-    @get("/api/stream", summary="Server-Sent Events: each change to the inbox")
+    @get(
+        "/api/stream",
+        summary="Server-Sent Events: each change to the inbox",
+        media_type="text/event-stream",
+        responses=openapi.read(),
+    )
     async def stream(
         self,
         filters: Filters,

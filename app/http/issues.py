@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from app.bootstrap import COMMANDS
 from app.edge import Aware, Checked
 from app.history import History
-from app.http import cache
+from app.http import cache, openapi
 from app.http.errors import BadRequest, NotFound, Unprocessable
 from app.http.idempotency import Commands, commands
 from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
@@ -175,6 +175,7 @@ class IssueController(Controller):
         summary="The inbox: filtered, sorted, keyset-paginated",
         cache=True,
         cache_key_builder=cache.keyed_by("inbox", single=("sort", "limit", "cursor")),
+        responses=openapi.read(),
     )
     async def list_issues(
         self,
@@ -191,7 +192,12 @@ class IssueController(Controller):
             filters, pages, positions, settings, sort, limit, cursor, min_position
         )
 
-    @post("/", status_code=201, summary="Raise an issue by hand")
+    @post(
+        "/",
+        status_code=201,
+        summary="Raise an issue by hand",
+        responses=openapi.command(by_id=False, if_match=False),
+    )
     async def report(self, data: ReportIssue, bus: Commands) -> CommandAccepted:
         _check_object("evidence", data.evidence)
 
@@ -211,7 +217,7 @@ class IssueController(Controller):
         issue_id = issue_id_for(data.order_id, data.kind)
         return await _send(bus, Command(issue_id, "report", create=create))
 
-    @post("/{issue_id:uuid}/escalate", status_code=200)
+    @post("/{issue_id:uuid}/escalate", status_code=200, responses=openapi.command())
     async def escalate(
         self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -228,7 +234,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/assign", status_code=200)
+    @post("/{issue_id:uuid}/assign", status_code=200, responses=openapi.command())
     async def assign(
         self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -243,7 +249,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/unassign", status_code=200)
+    @post("/{issue_id:uuid}/unassign", status_code=200, responses=openapi.command())
     async def unassign(
         self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -257,7 +263,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/acknowledge", status_code=200)
+    @post("/{issue_id:uuid}/acknowledge", status_code=200, responses=openapi.command())
     async def acknowledge(
         self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -271,7 +277,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/notes", status_code=200)
+    @post("/{issue_id:uuid}/notes", status_code=200, responses=openapi.command())
     async def add_note(
         self, issue_id: UUID, data: AddNote, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -285,7 +291,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/actions", status_code=200)
+    @post("/{issue_id:uuid}/actions", status_code=200, responses=openapi.command())
     async def take_action(
         self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -302,7 +308,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/snooze", status_code=200)
+    @post("/{issue_id:uuid}/snooze", status_code=200, responses=openapi.command())
     async def snooze(
         self, issue_id: UUID, data: Snooze, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -316,7 +322,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/wake", status_code=200)
+    @post("/{issue_id:uuid}/wake", status_code=200, responses=openapi.command())
     async def wake(
         self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -325,7 +331,7 @@ class IssueController(Controller):
             _on(issue_id, "wake", if_match, lambda issue, at: issue.wake(at=at, by=data.agent_id)),
         )
 
-    @post("/{issue_id:uuid}/resolve", status_code=200)
+    @post("/{issue_id:uuid}/resolve", status_code=200, responses=openapi.command())
     async def resolve(
         self, issue_id: UUID, data: Resolve, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -341,7 +347,7 @@ class IssueController(Controller):
             ),
         )
 
-    @post("/{issue_id:uuid}/reopen", status_code=200)
+    @post("/{issue_id:uuid}/reopen", status_code=200, responses=openapi.command())
     async def reopen(
         self, issue_id: UUID, data: Reopen, bus: Commands, if_match: IfMatch = None
     ) -> CommandAccepted:
@@ -355,14 +361,22 @@ class IssueController(Controller):
             ),
         )
 
-    @get("/{issue_id:uuid}/events", summary="One issue's full history, oldest first")
+    @get(
+        "/{issue_id:uuid}/events",
+        summary="One issue's full history, oldest first",
+        responses=openapi.read(by_id=True),
+    )
     async def events(self, issue_id: UUID, history: History) -> EventPage:
         items = await history.issue_history(issue_id)
         if not items:
             raise NotFound(f"issue {issue_id} not found")
         return EventPage(items)
 
-    @get("/{issue_id:uuid}/state", summary="One issue's state as it was at a version")
+    @get(
+        "/{issue_id:uuid}/state",
+        summary="One issue's state as it was at a version",
+        responses=openapi.read(by_id=True),
+    )
     async def state(
         self,
         issue_id: UUID,

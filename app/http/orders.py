@@ -17,6 +17,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 
 from app.detection import Detector, Ingested
+from app.http import openapi
 from app.http.errors import BadRequest, Unprocessable
 from app.ingest import InvalidEvent, validate
 from app.queries import ReadModels
@@ -61,7 +62,11 @@ class DetectionController(Controller):
     path = "/api/detection"
     tags = ["order events"]
 
-    @get("/kpi", summary="Share of support contacts the inbox had already detected")
+    @get(
+        "/kpi",
+        summary="Share of support contacts the inbox had already detected",
+        responses=openapi.read(),
+    )
     async def kpi(
         self,
         read_models: ReadModels,
@@ -105,7 +110,12 @@ class OrderEventsController(Controller):
 
     request_max_body_size = MAX_ORDER_EVENTS_BODY
 
-    @post("/", status_code=202, summary="Ingest order events (one object or a list)")
+    @post(
+        "/",
+        status_code=202,
+        summary="Ingest order events (one object or a list)",
+        responses=openapi.ingest(),
+    )
     async def ingest(
         self, request: Request[Any, Any, Any], detector: Detector
     ) -> Response[IngestReport]:
