@@ -177,6 +177,11 @@ async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap:
         f"{result.seconds:.1f}s ({result.rate:.0f} events/s), {where}",
         flush=True,
     )
+    if result.failures:
+        print(
+            f"left out {len(result.failures)} events it cannot apply (see projection_failures)",
+            flush=True,
+        )
 
 
 def _simulator(orders: int | None, rate: float, seed: int, clock: ScaledClock) -> Worker:
