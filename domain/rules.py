@@ -133,16 +133,18 @@ def no_courier_assigned(
     courier assigned at acceptance would wait at the venue, unpaid): a venue order's
     courier is due at the venue's estimated ready time (``estimated_ready_at`` of
     ``venue_accepted``; without one, acceptance plus the vertical's typical preparation
-    time). A parcel waits for no kitchen: its courier is due from placement. After an
+    time). A parcel waits for no kitchen: its courier is due as soon as the sender has
+    accepted (within a minute of placement; a courier cannot be sent before, and that
+    wait is venue_acceptance_delayed's). After an
     unassignment a replacement is due no sooner than the reassignment grace: swapping a
     courier who declined within minutes is routine dispatch, not a missing courier."""
     if order.courier_id is not None or order.picked_up_at is not None:
         return CLEAR
     due: datetime | None
-    if order.vertical == "parcel":
-        due = order.placed_at
-    elif order.accepted_at is None:
+    if order.accepted_at is None:
         return CLEAR  # the venue's own wait is venue_acceptance_delayed
+    if order.vertical == "parcel":
+        due = order.accepted_at
     else:
         due = order.estimated_ready_at or order.accepted_at + timedelta(
             minutes=tuning.preparation_minutes

@@ -196,9 +196,14 @@ def test_no_courier_without_an_estimate_counts_from_acceptance_and_preparation()
     assert raised(done, "no_courier_assigned")[0] == (20.75, "detect")  # 0.6 + 15 + 5
 
 
-def test_a_parcel_without_a_courier_counts_from_placement() -> None:
+def test_a_parcel_without_a_courier_counts_from_acceptance() -> None:
     parcel = [(0, "order_placed", {"promised_delivery_at": at(180)}), ACCEPTED]
-    assert raised(play("parcel", parcel, 15), "no_courier_assigned")[0] == (10, "detect")
+    assert raised(play("parcel", parcel, 15), "no_courier_assigned")[0] == (10.75, "detect")
+    # A sender slow to accept is venue_acceptance_delayed's, not a missing courier.
+    slow = [(0, "order_placed", {"promised_delivery_at": at(180)})]
+    assert raised(play("parcel", slow, 25), "no_courier_assigned") == []
+    late = play("parcel", [*slow, (35, "venue_accepted", {})], 50)
+    assert raised(late, "no_courier_assigned")[0] == (45, "detect")
 
 
 def test_a_courier_unassigned_and_not_replaced_is_missing_after_the_grace() -> None:
