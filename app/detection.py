@@ -225,7 +225,7 @@ class Detector:
         self._clock = clock
         self._clear_for = timedelta(seconds=thresholds.clear_for_seconds)
         # The thresholds of each (vertical, country), merged once.
-        self._tiers = lru_cache(maxsize=4096)(thresholds.for_order)
+        self._tiers = lru_cache(maxsize=4096)(thresholds.rules_for)
 
     async def ingest(self, events: list[OrderEvent]) -> Ingested:
         """Apply validated events in one transaction: every order they name is locked (in
@@ -446,7 +446,16 @@ class Detector:
                 if (issue := current.get(issue_id)) is not None
             }
             snapshots = {kind: self._snapshot(issue) for kind, issue in issues.items()}
-            decided = plan(state, visit.checks, snapshots, visit.clear_since, now, self._clear_for)
+            clear_for_kind = self._tiers(state.vertical, state.country).clear_for
+            decided = plan(
+                state,
+                visit.checks,
+                snapshots,
+                visit.clear_since,
+                now,
+                self._clear_for,
+                clear_for_kind,
+            )
             actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]
             for contact in visit.contacts:

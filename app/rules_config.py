@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -17,10 +17,19 @@ from domain.values import VERTICALS
 SHIPPED = Path(__file__).with_name("rules.toml")
 
 _Tiers = list[tuple[float, str]]
+T = TypeVar("T")
+
+
+class _Clear(msgspec.Struct, forbid_unknown_fields=True):
+    margin: float = 0.0
+    for_minutes: float | None = None
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True):
-    detector: dict[str, float] = msgspec.field(default_factory=dict)
+    # Checked key by key (msgspec names no dict key in its errors): see _settings.
+    detector: dict[str, Any] = msgspec.field(default_factory=dict)
+    preparation_minutes: dict[str, Any] = msgspec.field(default_factory=dict)
+    clear: dict[str, Any] = msgspec.field(default_factory=dict)
     defaults: dict[str, _Tiers] = msgspec.field(default_factory=dict)
     vertical: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     country: dict[str, dict[str, _Tiers]] = msgspec.field(default_factory=dict)
@@ -36,6 +45,17 @@ def _tiers(kinds: dict[str, Any], where: str) -> dict[str, Tiers]:
     except msgspec.ValidationError as exc:
         raise RulesError(f"{where}: {exc}") from None
     return {kind: tuple((float(m), s) for m, s in tiers) for kind, tiers in converted.items()}
+
+
+def _settings(table: dict[str, Any], kind: type[T], where: str) -> dict[str, T]:
+    """Each value of ``table`` as ``kind``, or RulesError naming the table and key."""
+    converted = {}
+    for key, value in table.items():
+        try:
+            converted[key] = msgspec.convert(value, kind)
+        except msgspec.ValidationError as exc:
+            raise RulesError(f"{where}.{key}: {exc}") from None
+    return converted
 
 
 def parse(text: str, source: str = "rules") -> Thresholds:
@@ -63,16 +83,25 @@ def parse(text: str, source: str = "rules") -> Thresholds:
             by_vertical_country[(vertical, country)] = _tiers(
                 country_kinds, f"{source}: vertical.{vertical}.country.{country}"
             )
-    unknown = set(table.detector) - {"clear_for_seconds"}
+    unknown = set(table.detector) - {"clear_for_seconds", "reassignment_grace_minutes"}
     if unknown:
         raise RulesError(f"{source}: detector: unknown setting(s) {', '.join(sorted(unknown))}")
+    detector = _settings(table.detector, float, f"{source}: detector")
+    preparation = _settings(table.preparation_minutes, float, f"{source}: preparation_minutes")
+    clear = _settings(table.clear, _Clear, f"{source}: clear")
     try:
         return Thresholds(
             defaults=_tiers(table.defaults, f"{source}: defaults"),
             by_vertical=by_vertical,
             by_country={c: _tiers(k, f"{source}: country.{c}") for c, k in table.country.items()},
             by_vertical_country=by_vertical_country,
-            clear_for_seconds=table.detector.get("clear_for_seconds", 60.0),
+            clear_for_seconds=detector.get("clear_for_seconds", 60.0),
+            reassignment_grace_minutes=detector.get("reassignment_grace_minutes", 0.0),
+            preparation_minutes=preparation,
+            clear_margins={k: c.margin for k, c in clear.items()},
+            clear_for_minutes={
+                k: c.for_minutes for k, c in clear.items() if c.for_minutes is not None
+            },
         )
     except InvalidValue as exc:
         raise RulesError(f"{source}: {exc}") from None

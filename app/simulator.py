@@ -1,12 +1,17 @@
 """``inbox simulate``: realistic order lifecycles, some going wrong, published to NATS.
 
 Each order is a timeline of events in minutes after it was placed, drawn from a seeded
-random generator: venues accept in about a minute, kitchens take 10-20 minutes
-(restaurants) or pickers 15-25 (grocery), couriers are assigned within a few minutes and
-deliver in 8-20, with location pings on the way. Faults are injected at published-ish
-rates: slow venues, rejections, no courier, couriers stuck at the venue or stationary,
-ETA slips, cancellations, payment failures, and customers who contact support after a
-problem (the detection KPI needs them).
+random generator: venues accept in about a minute and estimate when the food is ready,
+kitchens take 10-20 minutes (restaurants) or pickers 15-25 (grocery), couriers are
+dispatched just in time (a few minutes before the estimated ready time; sometimes swapped
+for another within minutes) and deliver within the promised window, the ETA wobbling a
+little, with location pings on the way. Faults are injected at published-ish rates: slow
+venues, rejections, no courier, late kitchens keeping couriers waiting, stationary
+couriers, repeated reassignments, ETA slips, cancellations, payment failures; customers
+contact support after a problem (the detection KPI needs them) and, now and then, with a
+question about a healthy order. Each story carries its ground truth (:class:`Truth`: the
+issue kinds that should be raised, and when each problem began), for the precision
+benchmark.
 
 Time: events are stamped and published by a :class:`ScaledClock`. At speed 1 that is the
 wall clock; ``inbox up --speed 30`` runs the detector on the same scaled clock, so that a
@@ -47,12 +52,27 @@ FAULTS = {  # probability per order
     "no_courier": 0.05,
     "courier_stuck": 0.05,
     "courier_stationary": 0.03,
+    "courier_reassigned": 0.03,
     "eta_slip": 0.08,
     "cancelled": 0.03,
     "payment_failed": 0.02,
 }
 CONTACT_AFTER_PROBLEM = 0.6
-CONTACT_WITHOUT_PROBLEM = 0.01
+CONTACT_WITHOUT_PROBLEM = 0.06  # a question on a healthy order ("can I add a drink?")
+QUICK_REASSIGNMENT = 0.15  # healthy orders whose first courier is swapped within minutes
+NO_READY_ESTIMATE = 0.1  # venues that send no estimated_ready_at
+ETA_NEAR_PROMISE = 0.3  # healthy orders delivered right at the promise, the ETA wobbling on it
+
+# What the marketplace calls a problem (the simulator's ground truth; the shipped rules
+# file encodes the same norms, with their sources): minutes before a venue that has not
+# accepted is slow, before ready food waiting for pick-up is a problem, past the promise
+# before an order or its ETA is late (customers are shown a window around the promise),
+# and of silence before an order is stale.
+ACCEPT_WITHIN = {"restaurant": 3, "grocery": 5, "retail": 10, "parcel": 30}
+PICK_UP_WITHIN = {"restaurant": 10, "grocery": 15, "retail": 10, "parcel": 30}
+COURIER_WAITS_AT_MOST = 10
+LATE_AFTER = {"restaurant": 5, "grocery": 5, "retail": 5, "parcel": 15}
+STALE_AFTER = {"restaurant": 45, "grocery": 45, "retail": 90, "parcel": 120}
 
 
 class ScaledClock:
@@ -74,14 +94,52 @@ class Step:
     data: dict[str, Any]
 
 
-def lifecycle(rng: random.Random, order_id: str) -> tuple[str, str, str, list[Step]]:  # noqa: PLR0915 (one story, told in order)
-    """(vertical, country, city, steps) of one order, faults included."""
+@dataclass(frozen=True)
+class Truth:
+    """What went wrong with one order, as the simulator made it: the faults injected and
+    the issue kinds that should be raised, each with the order-minute its problem began
+    (an injected fault's kind, and the consequences it has on the timeline: a late
+    kitchen makes the order late). A healthy order has no problems."""
+
+    faults: frozenset[str]
+    problems: dict[str, float]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class Story:
+    vertical: str
+    country: str
+    city: str
+    steps: list[Step]
+    truth: Truth
+
+
+def lifecycle(rng: random.Random, order_id: str) -> Story:  # noqa: PLR0912, PLR0915 (one story, told in order)
+    """One order's story, faults included, with its ground truth.
+
+    Healthy orders look like a marketplace's: the venue accepts within about a minute and
+    says when the food will be ready (``estimated_ready_at``); a courier is dispatched
+    just in time, a few minutes before then (sometimes swapped for another within
+    minutes); the courier pauses now and then on the way; the ETA wobbles a couple of
+    minutes around the delivery, which lands in the promised window; some customers ask
+    a question.
+    """
     vertical = rng.choices([v for v, _ in VERTICALS], [w for _, w in VERTICALS])[0]
     country = rng.choice(sorted(COUNTRIES))
     cities, currency = COUNTRIES[country]
     city = rng.choice(cities)
     fault = {name for name, p in FAULTS.items() if rng.random() < p}
-    promise = rng.uniform(30, 45) if vertical != "parcel" else rng.uniform(120, 240)
+    parcel = vertical == "parcel"
+    problems: dict[str, float] = {}
+    preparation = rng.uniform(*PREPARATION[vertical])
+    ride_estimate = rng.uniform(8, 20)
+    promise = (
+        rng.uniform(120, 240) if parcel else 1 + preparation + 2 + ride_estimate + rng.uniform(3, 8)
+    )
     steps = [
         Step(
             0,
@@ -95,15 +153,19 @@ def lifecycle(rng: random.Random, order_id: str) -> tuple[str, str, str, list[St
             },
         )
     ]
-    problem_at: float | None = None
     if "payment_failed" in fault:
         steps.append(Step(0.2, "payment_failed", {"reason": "card declined"}))
-        problem_at = 0.2
-    accept = rng.uniform(0.3, 1.5) + (rng.uniform(4, 10) if "slow_venue" in fault else 0)
+        problems["payment_failed"] = 0.2
+    accept = rng.uniform(0.3, 1.5)
     if "slow_venue" in fault:
-        problem_at = 3
+        accept += ACCEPT_WITHIN[vertical] + rng.uniform(1, 7)
+    if accept > ACCEPT_WITHIN[vertical]:
+        problems["venue_acceptance_delayed"] = ACCEPT_WITHIN[vertical]
     if "venue_rejects" in fault:
+        problems.pop("venue_acceptance_delayed", None)  # rejected in time
+        accept = min(accept, ACCEPT_WITHIN[vertical] - 0.1)
         steps.append(Step(accept, "venue_rejected", {"reason": "too busy"}))
+        problems["venue_rejected"] = accept
         steps.append(
             Step(
                 accept + rng.uniform(1, 5),
@@ -111,71 +173,143 @@ def lifecycle(rng: random.Random, order_id: str) -> tuple[str, str, str, list[St
                 {"reason": "venue rejected", "by": "system"},
             )
         )
-        return vertical, country, city, _with_contact(rng, steps, accept)
-    steps.append(Step(accept, "venue_accepted", {}))
-    ready = accept + rng.uniform(*PREPARATION[vertical])
-    assign = accept + rng.uniform(1, 4) + (rng.uniform(15, 35) if "no_courier" in fault else 0)
+        return _story(rng, vertical, country, city, steps, fault, problems)
+    estimated_ready = accept + preparation
+    accepted = {} if rng.random() < NO_READY_ESTIMATE else {"estimated_ready_at": estimated_ready}
+    steps.append(Step(accept, "venue_accepted", accepted))
+    # Just-in-time dispatch: a courier assigned a few minutes before the food is ready
+    # (parcels: soon after acceptance, there is nothing to wait for).
+    if parcel:
+        assign = accept + rng.uniform(1, 4)
+    else:
+        assign = max(accept + 0.5, estimated_ready - rng.uniform(3, 7))
     if "no_courier" in fault:
-        problem_at = problem_at or accept + 10
-    courier = f"courier-{rng.randrange(2000)}"
+        due = 0.0 if parcel else estimated_ready
+        assign = max(assign, due) + rng.uniform(15, 35)
+        problems["no_courier_assigned"] = due
+    couriers = iter(f"courier-{rng.randrange(2000)}" for _ in range(10))
+    courier = next(couriers)
     steps.append(Step(assign, "courier_assigned", {"courier_id": courier}))
-    arrive = max(assign + rng.uniform(3, 8), ready - rng.uniform(0, 3))
+    swaps = (
+        rng.randint(2, 3)
+        if "courier_reassigned" in fault
+        else int(rng.random() < QUICK_REASSIGNMENT)
+    )
+    for _ in range(swaps):
+        gone = assign + rng.uniform(0.5, 2)
+        steps.append(
+            Step(gone, "courier_unassigned", {"courier_id": courier, "reason": "declined"})
+        )
+        assign = gone + rng.uniform(0.3, 2)
+        courier = next(couriers)
+        steps.append(Step(assign, "courier_assigned", {"courier_id": courier}))
+    if swaps >= 2:
+        problems["courier_reassigned_repeatedly"] = assign
+    ready = max(accept + 1, estimated_ready + rng.uniform(-2, 3))
+    if "courier_stuck" in fault:  # the kitchen is late: the courier waits for the food
+        ready = estimated_ready + rng.uniform(15, 25)
+    arrive = assign + rng.uniform(2, 6)
     steps.append(Step(arrive, "courier_arrived_at_venue", {"courier_id": courier}))
     steps.append(Step(ready, "order_ready", {}))
-    pickup = max(ready, arrive) + rng.uniform(0.5, 3)
-    if "courier_stuck" in fault:
-        pickup += rng.uniform(15, 25)
-        problem_at = problem_at or arrive + 10
+    pickup = max(ready, arrive) + rng.uniform(0.5, 2.5)
+    if pickup - arrive > COURIER_WAITS_AT_MOST:
+        problems["courier_waiting_at_venue"] = arrive + COURIER_WAITS_AT_MOST
+    if pickup - ready > PICK_UP_WITHIN[vertical]:
+        problems["ready_not_picked_up"] = ready + PICK_UP_WITHIN[vertical]
     if "cancelled" in fault:
         cancel = rng.uniform(2, pickup)
         steps.append(Step(cancel, "order_cancelled", {"reason": "changed mind", "by": "customer"}))
-        return vertical, country, city, [s for s in steps if s.minute <= cancel]
+        kept = [s for s in steps if s.minute <= cancel]
+        return _story(rng, vertical, country, city, kept, fault, _before(problems, cancel), promise)
     steps.append(Step(pickup, "order_picked_up", {"courier_id": courier}))
-    ride = rng.uniform(8, 20)
+    delayed = bool(fault & {"no_courier", "courier_stuck", "courier_stationary"})
     if "eta_slip" in fault:
-        slip = rng.uniform(12, 40)
-        steps.append(Step(pickup + 2, "eta_updated", {"estimated_delivery_at": promise + slip}))
-        ride = max(ride, promise + slip - pickup)
-        problem_at = problem_at or pickup + 2
+        deliver = promise + rng.uniform(12, 40)
+    elif delayed or parcel:
+        deliver = pickup + ride_estimate + rng.uniform(-2, 3)
+    elif rng.random() < ETA_NEAR_PROMISE:
+        deliver = promise + rng.uniform(-1, 2)
     else:
-        steps.append(Step(pickup + 1, "eta_updated", {"estimated_delivery_at": pickup + ride}))
+        deliver = promise + rng.uniform(-8, 0)
+    deliver = max(deliver, pickup + 5)
     lat, lon = rng.uniform(40, 61), rng.uniform(-3, 28)
-    stationary = (
-        (pickup + 3, pickup + 3 + rng.uniform(10, 15)) if "courier_stationary" in fault else None
-    )
-    if stationary:
-        problem_at = problem_at or stationary[0] + 8
-        ride = max(ride, stationary[1] - pickup + 3)
+    stationary = None
+    if "courier_stationary" in fault:
+        start = pickup + rng.uniform(2, 4)
+        stationary = (start, start + rng.uniform(10, 15))
+        problems["courier_stationary"] = start + 8
+        deliver = max(deliver, stationary[1] + rng.uniform(3, 8))
     minute = pickup + 1
-    while minute < pickup + ride:
-        if not (stationary and stationary[0] <= minute <= stationary[1]):
+    next_eta = pickup + 1
+    first_eta = True
+    while minute < deliver:
+        if minute >= next_eta:
+            estimate = deliver + rng.uniform(-2, 2)
+            if first_eta and "eta_slip" in fault:
+                estimate = deliver  # the slip is known when it is first estimated
+            steps.append(Step(minute, "eta_updated", {"estimated_delivery_at": estimate}))
+            first_eta = False
+            next_eta = minute + rng.uniform(3, 6)
+        paused = rng.random() < 0.3  # a traffic light, a door to find
+        if not (stationary and stationary[0] <= minute <= stationary[1]) and not paused:
             lat += rng.uniform(0.002, 0.006)
         steps.append(
             Step(minute, "courier_location", {"courier_id": courier, "lat": lat, "lon": lon})
         )
         minute += 1
-    steps.append(Step(pickup + ride, "order_delivered", {}))
-    return vertical, country, city, _with_contact(rng, steps, problem_at)
+    steps.append(Step(deliver, "order_delivered", {}))
+    return _story(rng, vertical, country, city, steps, fault, problems, promise)
 
 
-def _with_contact(rng: random.Random, steps: list[Step], problem_at: float | None) -> list[Step]:
-    if problem_at is not None and rng.random() < CONTACT_AFTER_PROBLEM:
-        at = problem_at + rng.uniform(2, 10)
-    elif problem_at is None and rng.random() < CONTACT_WITHOUT_PROBLEM:
-        at = rng.uniform(1, 20)
+def _before(problems: dict[str, float], minute: float) -> dict[str, float]:
+    return {kind: at for kind, at in problems.items() if at < minute}
+
+
+def _story(
+    rng: random.Random,
+    vertical: str,
+    country: str,
+    city: str,
+    steps: list[Step],
+    fault: set[str],
+    problems: dict[str, float],
+    promise: float | None = None,
+) -> Story:
+    """The story with the problems its timeline shows (late, stale) added, and a customer
+    contact: after the first problem for most problem orders, a question for a few
+    healthy ones."""
+    steps.sort(key=lambda s: s.minute)
+    end = steps[-1].minute
+    if promise is not None:
+        late = promise + LATE_AFTER[vertical]
+        if end > late:  # delivered or cancelled past it
+            problems.setdefault("delivery_overdue", late)
+        for step in steps:
+            if step.type == "eta_updated" and step.data["estimated_delivery_at"] >= late:
+                problems.setdefault("eta_slipped", step.minute)
+                break
+    progress = [s.minute for s in steps if s.type != "customer_contacted_support"]
+    for before, after in itertools.pairwise(progress):
+        if after - before > STALE_AFTER[vertical]:
+            problems.setdefault("order_stale", before + STALE_AFTER[vertical])
+            break
+    if problems and rng.random() < CONTACT_AFTER_PROBLEM:
+        at = min(problems.values()) + rng.uniform(2, 10)
+    elif not problems and rng.random() < CONTACT_WITHOUT_PROBLEM:
+        at = rng.uniform(1, end)
     else:
-        return steps
-    last = max(s.minute for s in steps)
-    if at < last:
+        at = end
+    if at < end:
         steps.append(
             Step(at, "customer_contacted_support", {"channel": rng.choice(["chat", "phone"])})
         )
-    return steps
+        steps.sort(key=lambda s: s.minute)
+    return Story(vertical, country, city, steps, Truth(frozenset(fault), problems))
 
 
 def _absolute(data: dict[str, Any], placed: datetime) -> dict[str, Any]:
     out = dict(data)
-    for key in ("promised_delivery_at", "estimated_delivery_at"):
+    for key in ("promised_delivery_at", "estimated_delivery_at", "estimated_ready_at"):
         if key in out:
             out[key] = (placed + timedelta(minutes=out[key])).isoformat()
     return out
@@ -185,22 +319,29 @@ def order_events(
     rng: random.Random, order_id: str, placed: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """One order's lifecycle as (occurred_at, CONTRACT §2 event body), placed at ``placed``."""
-    vertical, country, city, steps = lifecycle(rng, order_id)
+    return order_story(rng, order_id, placed)[0]
+
+
+def order_story(
+    rng: random.Random, order_id: str, placed: datetime
+) -> tuple[list[tuple[datetime, dict[str, Any]]], Truth]:
+    """One order's events as :func:`order_events` gives them, and its ground truth."""
+    story = lifecycle(rng, order_id)
     events = []
-    for step in steps:
+    for step in story.steps:
         at = placed + timedelta(minutes=step.minute)
         body = {
             "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
             "type": step.type,
             "order_id": order_id,
             "occurred_at": at.isoformat(),
-            "vertical": vertical,
-            "country": country,
-            "city": city,
+            "vertical": story.vertical,
+            "country": story.country,
+            "city": story.city,
             "data": _absolute(step.data, placed),
         }
         events.append((at, body))
-    return events
+    return events, story.truth
 
 
 async def simulate(

@@ -2,6 +2,9 @@
 
 Pure: given what the rules see now, the issues as they stand and since when each
 condition has been clear, it says which issues to raise, escalate, reopen or resolve.
+A condition that *lingers* (below its threshold, within the clear margin) keeps an open
+issue open without counting as clear; a cleared one resolves its issue once it has stayed
+clear for the kind's clear-for window, in order time (no flapping).
 Re-running it on the same inputs asks for nothing new, so redelivered events and re-fired
 timers have no second effect.
 """
@@ -56,7 +59,10 @@ def plan(
     clear_since: Mapping[str, datetime],
     now: datetime,
     clear_for: timedelta,
+    clear_for_kind: Mapping[str, timedelta] | None = None,
 ) -> Plan:
+    """The actions for one order; ``clear_for`` is how long a condition must stay clear
+    before its issue resolves, unless ``clear_for_kind`` names the kind."""
     actions: list[Action] = []
     still_clear: dict[str, datetime] = {}
     recheck: list[datetime] = []
@@ -77,16 +83,19 @@ def plan(
             if SEVERITY_RANK[check.severity] > SEVERITY_RANK[issue.severity]:
                 actions.append(Action(kind, "escalate", check.severity, check.evidence))
         elif issue is not None and issue.status != "resolved":
+            if check.lingers and not order.finished:
+                continue  # not clear: the clear-for moment starts again when it is
             if order.finished:
                 why = "the order was delivered" if order.delivered_at else "the order was cancelled"
                 actions.append(Action(kind, "resolve", reason=why))
                 continue
             since = clear_since.get(kind) or _facts_since(order, now)
-            if kind in SETTLED_WHEN_CLEAR or now - since >= clear_for:
+            window = clear_for_kind.get(kind, clear_for) if clear_for_kind else clear_for
+            if kind in SETTLED_WHEN_CLEAR or now - since >= window:
                 actions.append(Action(kind, "resolve", reason="the condition cleared"))
             else:
                 still_clear[kind] = since
-                recheck.append(since + clear_for)
+                recheck.append(since + window)
     return Plan(actions, still_clear, min(recheck) if recheck else None)
 
 

@@ -37,7 +37,7 @@ STATIONARY_RADIUS_METRES = 50.0
 
 # Bumped whenever :func:`apply` changes meaning: a state folded by another version is
 # folded again from the events.
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,14 @@ class OrderState:
     placed_at: datetime | None = None
     promised_delivery_at: datetime | None = None
     accepted_at: datetime | None = None
+    estimated_ready_at: datetime | None = None  # the venue's estimate, when it accepted
     rejected_at: datetime | None = None
     rejection_reason: str | None = None
     ready_at: datetime | None = None
     courier_id: str | None = None
     courier_assigned_at: datetime | None = None
     unassignments: int = 0
+    unassigned_at: datetime | None = None  # the courier-less stretch an unassignment began
     courier_arrived_at: datetime | None = None
     picked_up_at: datetime | None = None
     estimated_delivery_at: datetime | None = None
@@ -76,6 +78,8 @@ class OrderState:
     cancelled_at: datetime | None = None
     payment_failed_at: datetime | None = None
     last_event_at: datetime | None = None
+    # The latest event that is news of the order itself: a customer contact is not.
+    last_progress_at: datetime | None = None
     last_position: tuple[float, float] | None = None
     last_moved_at: datetime | None = None
     moved_from: tuple[float, float] | None = None  # where the courier was when last moved
@@ -107,16 +111,20 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
         state = OrderState(event.order_id, event.vertical, event.country, event.city)
     at, data, kind = event.occurred_at, event.data, event.type
     changes: dict[str, Any] = {"last_event_at": max(at, state.last_event_at or at)}
+    if kind != "customer_contacted_support":
+        changes["last_progress_at"] = max(at, state.last_progress_at or at)
     if kind == "order_placed":
         changes.update(placed_at=at, promised_delivery_at=data.get("promised_delivery_at"))
     elif kind == "venue_accepted":
-        changes.update(accepted_at=at)
+        changes.update(accepted_at=at, estimated_ready_at=data.get("estimated_ready_at"))
     elif kind == "venue_rejected":
         changes.update(rejected_at=at, rejection_reason=data.get("reason"))
     elif kind == "order_ready":
         changes.update(ready_at=at)
     elif kind == "courier_assigned":
-        changes.update(courier_id=data.get("courier_id"), courier_assigned_at=at)
+        changes.update(
+            courier_id=data.get("courier_id"), courier_assigned_at=at, unassigned_at=None
+        )
         changes.update(
             courier_arrived_at=None, last_position=None, last_moved_at=None, moved_from=None
         )
@@ -124,6 +132,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
         if data.get("courier_id") in (None, state.courier_id):
             # A late unassignment of an earlier courier leaves the current one in place.
             changes.update(courier_id=None, courier_assigned_at=None, courier_arrived_at=None)
+            changes.update(unassigned_at=at)
         changes.update(unassignments=state.unassignments + 1)
     elif kind == "courier_arrived_at_venue":
         changes.update(courier_arrived_at=at)

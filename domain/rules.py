@@ -7,6 +7,13 @@ the orders' own time (``occurred_at``), so a deadline already passed fires at on
 
 Thresholds are *tiers*: ascending (minutes, severity) pairs; a condition that has lasted
 at least the first tier's minutes has that tier's severity, and so on.
+
+Each rule is judged against what a healthy order of its vertical looks like (issue 11):
+the parameters besides the tiers (a :class:`Tuning`: typical preparation time,
+reassignment grace, clear margins) come from the rules file with their reasons. A
+condition that wobbles around its first threshold (an ETA) *lingers* between the
+threshold and the threshold less its margin: an open issue stays open, no new one is
+raised (see ``domain/detection.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ class Check:
     severity: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     recheck_at: datetime | None = None
+    # Below the first threshold but within its clear margin: not held, not clear either.
+    lingers: bool = False
 
     @property
     def holds(self) -> bool:
@@ -33,6 +42,23 @@ class Check:
 
 
 CLEAR = Check()
+LINGERS = Check(lingers=True)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What one order's rules are judged with besides their tiers (the rules file's
+    ``[detector]``, ``[preparation_minutes]`` and ``[clear]`` tables)."""
+
+    # Typical minutes from acceptance to ready, for a venue that sends no estimate.
+    preparation_minutes: float = 15.0
+    # A courier unassigned and replaced within this many minutes was never missing.
+    reassignment_grace_minutes: float = 0.0
+    # Per rule: how far below its first threshold a condition must drop to be clear.
+    clear_margins: Mapping[str, float] = field(default_factory=dict)
+
+
+DEFAULT_TUNING = Tuning()
 
 
 def tiered(
@@ -40,9 +66,13 @@ def tiered(
     since: datetime,
     tiers: Tiers,
     evidence: Callable[[], dict[str, Any]] = dict,
+    margin: float = 0.0,
 ) -> Check:
     """The check of a condition that has lasted ``elapsed_minutes`` since ``since``;
-    ``evidence`` is asked for only when the condition holds."""
+    ``evidence`` is asked for only when the condition holds. Below the first threshold
+    by less than ``margin`` it lingers."""
+    if tiers and margin > 0 and tiers[0][0] - margin <= elapsed_minutes < tiers[0][0]:
+        return Check(None, {}, since + timedelta(minutes=tiers[0][0]), lingers=True)
     severity = threshold = recheck_at = None
     for minutes, tier_severity in tiers:
         if elapsed_minutes >= minutes:
@@ -65,19 +95,25 @@ def _waiting(
 ) -> Check:
     if since is None or order.finished:
         return CLEAR
+    if now < since and tiers:  # the wait has not begun yet (a courier due later)
+        return Check(recheck_at=since + timedelta(minutes=tiers[0][0]))
     elapsed = _minutes(now, since)
     if tiers and elapsed < tiers[0][0]:  # the usual case, without building the evidence
         return Check(recheck_at=since + timedelta(minutes=tiers[0][0]))
     return tiered(elapsed, since, tiers, lambda: {"waiting_for": what, "since": since.isoformat()})
 
 
-def venue_acceptance_delayed(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def venue_acceptance_delayed(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.accepted_at is not None or order.rejected_at is not None:
         return CLEAR
     return _waiting(order, now, order.placed_at, tiers, "venue acceptance")
 
 
-def venue_rejected(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def venue_rejected(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.rejected_at is None or order.finished:
         return CLEAR
     check = tiered(_minutes(now, order.rejected_at), order.rejected_at, tiers)
@@ -88,27 +124,58 @@ def venue_rejected(order: OrderState, now: datetime, tiers: Tiers) -> Check:
     )
 
 
-def no_courier_assigned(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def no_courier_assigned(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
+    """Minutes past the time a courier was due.
+
+    Marketplaces dispatch couriers just in time, to arrive as the food gets ready (a
+    courier assigned at acceptance would wait at the venue, unpaid): a venue order's
+    courier is due at the venue's estimated ready time (``estimated_ready_at`` of
+    ``venue_accepted``; without one, acceptance plus the vertical's typical preparation
+    time). A parcel waits for no kitchen: its courier is due as soon as the sender has
+    accepted (within a minute of placement; a courier cannot be sent before, and that
+    wait is venue_acceptance_delayed's). After an
+    unassignment a replacement is due no sooner than the reassignment grace: swapping a
+    courier who declined within minutes is routine dispatch, not a missing courier."""
     if order.courier_id is not None or order.picked_up_at is not None:
         return CLEAR
-    since = order.accepted_at or (order.placed_at if order.vertical == "parcel" else None)
-    return _waiting(order, now, since, tiers, "a courier")
+    due: datetime | None
+    if order.accepted_at is None:
+        return CLEAR  # the venue's own wait is venue_acceptance_delayed
+    if order.vertical == "parcel":
+        due = order.accepted_at
+    else:
+        due = order.estimated_ready_at or order.accepted_at + timedelta(
+            minutes=tuning.preparation_minutes
+        )
+    if due is not None and order.unassigned_at is not None:
+        due = max(due, order.unassigned_at + timedelta(minutes=tuning.reassignment_grace_minutes))
+    return _waiting(order, now, due, tiers, "a courier")
 
 
-def courier_waiting_at_venue(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def courier_waiting_at_venue(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.picked_up_at is not None:
         return CLEAR
     return _waiting(order, now, order.courier_arrived_at, tiers, "pick-up at the venue")
 
 
-def ready_not_picked_up(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def ready_not_picked_up(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.picked_up_at is not None:
         return CLEAR
     return _waiting(order, now, order.ready_at, tiers, "pick-up of a ready order")
 
 
-def eta_slipped(order: OrderState, now: datetime, tiers: Tiers) -> Check:
-    """Minutes the latest ETA lies past the promise (no timer: only a new ETA changes it)."""
+def eta_slipped(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
+    """Minutes the latest ETA lies past the promise (no timer: only a new ETA changes it).
+    An ETA wobbles by a minute or two with every update: it clears only below the first
+    threshold by the rule's clear margin."""
     if order.finished or order.estimated_delivery_at is None or order.promised_delivery_at is None:
         return CLEAR
     slip = (order.estimated_delivery_at - order.promised_delivery_at).total_seconds() / 60
@@ -121,11 +188,14 @@ def eta_slipped(order: OrderState, now: datetime, tiers: Tiers) -> Check:
             "promised_delivery_at": promised.isoformat(),
             "estimated_delivery_at": estimated.isoformat(),
         },
+        tuning.clear_margins.get("eta_slipped", 0.0),
     )
-    return Check(check.severity, check.evidence, None)
+    return LINGERS if check.lingers else Check(check.severity, check.evidence, None)
 
 
-def delivery_overdue(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def delivery_overdue(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.promised_delivery_at is None or now < order.promised_delivery_at:
         return Check(recheck_at=_first_deadline(order, tiers)) if not order.finished else CLEAR
     return _waiting(order, now, order.promised_delivery_at, tiers, "delivery past the promise")
@@ -137,13 +207,17 @@ def _first_deadline(order: OrderState, tiers: Tiers) -> datetime | None:
     return order.promised_delivery_at + timedelta(minutes=tiers[0][0])
 
 
-def courier_stationary(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def courier_stationary(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.picked_up_at is None:
         return CLEAR
     return _waiting(order, now, order.last_moved_at, tiers, "the courier to move")
 
 
-def courier_reassigned_repeatedly(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def courier_reassigned_repeatedly(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     """Tiers count unassignments here, not minutes."""
     if order.finished:
         return CLEAR
@@ -154,7 +228,9 @@ def courier_reassigned_repeatedly(order: OrderState, now: datetime, tiers: Tiers
     return Check(severity, {"unassignments": order.unassignments} if severity else {})
 
 
-def payment_failed(order: OrderState, now: datetime, tiers: Tiers) -> Check:
+def payment_failed(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
     if order.payment_failed_at is None or order.finished:
         return CLEAR
     check = tiered(_minutes(now, order.payment_failed_at), order.payment_failed_at, tiers)
@@ -163,11 +239,15 @@ def payment_failed(order: OrderState, now: datetime, tiers: Tiers) -> Check:
     )
 
 
-def order_stale(order: OrderState, now: datetime, tiers: Tiers) -> Check:
-    return _waiting(order, now, order.last_event_at, tiers, "any news of the order")
+def order_stale(
+    order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning = DEFAULT_TUNING
+) -> Check:
+    """Minutes without news of the order. A customer asking support about it is not
+    news of the order (the question is often *because* there is none)."""
+    return _waiting(order, now, order.last_progress_at, tiers, "any news of the order")
 
 
-Rule = Callable[[OrderState, datetime, Tiers], Check]
+Rule = Callable[[OrderState, datetime, Tiers, Tuning], Check]
 
 RULES: Mapping[str, Rule] = {
     "venue_acceptance_delayed": venue_acceptance_delayed,
@@ -184,9 +264,28 @@ RULES: Mapping[str, Rule] = {
 }
 
 
-def evaluate(order: OrderState, now: datetime, thresholds: Mapping[str, Tiers]) -> dict[str, Check]:
+@dataclass(frozen=True)
+class OrderRules:
+    """Everything the rules of one order are judged with: each kind's tiers (merged for
+    its vertical and country), the tuning, and per kind the minutes of order time a
+    condition must stay clear before its issue resolves (kinds not named: the default)."""
+
+    tiers: Mapping[str, Tiers]
+    tuning: Tuning = DEFAULT_TUNING
+    clear_for: Mapping[str, timedelta] = field(default_factory=dict)
+
+
+def evaluate(
+    order: OrderState, now: datetime, thresholds: Mapping[str, Tiers] | OrderRules
+) -> dict[str, Check]:
     """Every enabled rule's check of one order (a kind without tiers is disabled)."""
-    return {kind: RULES[kind](order, now, tiers) for kind, tiers in thresholds.items() if tiers}
+    if isinstance(thresholds, OrderRules):
+        tiers_of, tuning = thresholds.tiers, thresholds.tuning
+    else:
+        tiers_of, tuning = thresholds, DEFAULT_TUNING
+    return {
+        kind: RULES[kind](order, now, tiers, tuning) for kind, tiers in tiers_of.items() if tiers
+    }
 
 
 def next_check(checks: Mapping[str, Check]) -> datetime | None:

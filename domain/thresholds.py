@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
 
 from domain.errors import InvalidValue
-from domain.rules import RULES, Tiers
-from domain.values import SEVERITY_RANK
+from domain.rules import RULES, OrderRules, Tiers, Tuning
+from domain.values import SEVERITY_RANK, VERTICALS
 
 KindTiers = Mapping[str, Tiers]
 
@@ -40,6 +42,14 @@ class Thresholds:
     by_vertical_country: Mapping[tuple[str, str], KindTiers] = field(default_factory=dict)
     # A condition must stay clear this long before its issue resolves itself (no flapping).
     clear_for_seconds: float = 60.0
+    # A courier unassigned and replaced within this many minutes was never missing.
+    reassignment_grace_minutes: float = 0.0
+    # Per vertical: typical minutes from acceptance to ready (no estimate from the venue).
+    preparation_minutes: Mapping[str, float] = field(default_factory=dict)
+    # Per kind: how far below its first threshold a condition must drop to be clear.
+    clear_margins: Mapping[str, float] = field(default_factory=dict)
+    # Per kind: minutes of order time a condition must stay clear (else clear_for_seconds).
+    clear_for_minutes: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for where, kinds in [
@@ -52,6 +62,37 @@ class Thresholds:
                 check_tiers(where, kind, tiers)
         if self.clear_for_seconds < 0:
             raise InvalidValue("clear_for_seconds", "must be >= 0")
+        if self.reassignment_grace_minutes < 0:
+            raise InvalidValue("detector.reassignment_grace_minutes", "must be >= 0")
+        for vertical, minutes in self.preparation_minutes.items():
+            if vertical not in VERTICALS:
+                raise InvalidValue(
+                    f"preparation_minutes.{vertical}",
+                    f"unknown vertical; known: {', '.join(sorted(VERTICALS))}",
+                )
+            if minutes < 0:
+                raise InvalidValue(f"preparation_minutes.{vertical}", "must be >= 0")
+        for setting, values in (
+            ("margin", self.clear_margins),
+            ("for_minutes", self.clear_for_minutes),
+        ):
+            for kind, value in values.items():
+                if kind not in RULES:
+                    raise InvalidValue(
+                        f"clear.{kind}", f"unknown rule; known: {', '.join(sorted(RULES))}"
+                    )
+                if value < 0:
+                    raise InvalidValue(f"clear.{kind}.{setting}", "must be >= 0")
+
+    def rules_for(self, vertical: str, country: str) -> OrderRules:
+        """Everything the rules of an order of (vertical, country) are judged with."""
+        tuning = Tuning(
+            preparation_minutes=self.preparation_minutes.get(vertical, Tuning.preparation_minutes),
+            reassignment_grace_minutes=self.reassignment_grace_minutes,
+            clear_margins=MappingProxyType(dict(self.clear_margins)),
+        )
+        clear_for = {k: timedelta(minutes=m) for k, m in self.clear_for_minutes.items()}
+        return OrderRules(self.for_order(vertical, country), tuning, MappingProxyType(clear_for))
 
     def for_order(self, vertical: str, country: str) -> dict[str, Tiers]:
         merged = dict(self.defaults)

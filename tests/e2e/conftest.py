@@ -24,8 +24,9 @@ def api(
     """``inbox up``: the API with the relay and the projections, on this run's streams."""
     folder = tmp_path_factory.mktemp("api")
     log_path = folder / "api.log"
-    rules = folder / "rules.toml"  # the shipped rules, with a short clear-for moment
-    rules.write_text(SHIPPED.read_text().replace("clear_for_seconds = 60", "clear_for_seconds = 1"))
+    rules = folder / "rules.toml"  # the shipped rules, with short clear-for moments
+    shipped = SHIPPED.read_text().replace("clear_for_seconds = 60", "clear_for_seconds = 1")
+    rules.write_text(shipped.replace("for_minutes = 3", "for_minutes = 0.02"))
     env = {
         "INBOX_RULES_FILE": str(rules),
         "INBOX_INBOX_STREAM": settings.inbox_stream,

@@ -229,7 +229,8 @@ def scenarios(o: str) -> dict[str, tuple[Events, str, Events, str, Events]]:
             [event(r, "order_cancelled", now, reason="venue", by="venue")],
         ),
         "no_courier_assigned": (
-            [placed(n, 21), event(n, "venue_accepted", at(20, edge))],
+            # No ready estimate: due 15 minutes after acceptance, medium 5 past it.
+            [placed(n, 31), event(n, "venue_accepted", at(30, edge))],
             "medium",
             [],
             "high",
@@ -260,7 +261,8 @@ def scenarios(o: str) -> dict[str, tuple[Events, str, Events, str, Events]]:
             [courier(p, "order_picked_up", now)],
         ),
         "eta_slipped": (
-            [placed(e, 2), event(e, "venue_accepted", 1.5), eta(e, 5, 1)],
+            # 7 minutes past the promise (now + 30): low from 5, medium from 11.
+            [placed(e, 2), event(e, "venue_accepted", 1.5), eta(e, 9, 1)],
             "low",
             [eta(e, 15, 0.5)],
             "medium",

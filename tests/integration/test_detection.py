@@ -217,7 +217,7 @@ async def test_a_recurring_condition_reopens_the_issue_not_a_new_one(
     await detector.ingest([placed("r"), ev("r", "venue_accepted", 1), eta(9, 15)])
     assert state(issues, "r", "eta_slipped").severity == "medium"
     await detector.ingest([eta(10, 0)])  # back on time
-    clock.at += timedelta(seconds=61)
+    clock.at += timedelta(minutes=3, seconds=1)  # the ETA's clear-for window
     await detector.fire_due()
     assert state(issues, "r", "eta_slipped").status == "resolved"
     await detector.ingest([eta(12, 25)])  # slips again, worse
@@ -238,7 +238,7 @@ async def test_the_detector_sees_what_an_agent_did_since_its_last_look(
     clock.at = T0 + timedelta(minutes=10)
     await detector.ingest([placed("ag"), ev("ag", "venue_accepted", 1), eta(9, 15)])
     await detector.ingest([eta(10, 0)])  # back on time
-    clock.at += timedelta(seconds=61)
+    clock.at += timedelta(minutes=3, seconds=1)  # the ETA's clear-for window
     await detector.fire_due()
     assert state(issues, "ag", "eta_slipped").resolved_by == "system"
     issue_id = issue_id_for("ag", "eta_slipped")

@@ -139,3 +139,33 @@ def test_commands_are_cut_into_saves_only_between_orders() -> None:
         ["c", "c", "c", "c"],
     ]
     assert _chunks(commands, 100) == [commands]
+
+
+def test_a_lingering_condition_keeps_its_issue_open_and_raises_none() -> None:
+    """Below the threshold, within the clear margin: an open issue is not counted as
+    clear (its clear-for moment is dropped), and no new issue is raised."""
+    lingers = {"eta_slipped": Check(lingers=True)}
+    issue = {"eta_slipped": IssueSnapshot("open", "low")}
+    kept = plan(ORDER, lingers, issue, {"eta_slipped": NOW}, NOW + CLEAR_FOR * 5, CLEAR_FOR)
+    assert (ops(kept), kept.clear_since, kept.recheck_at) == ([], {}, None)
+    assert ops(plan(ORDER, lingers, {}, {}, NOW, CLEAR_FOR)) == []
+    finished = plan(DONE, lingers, issue, {}, NOW, CLEAR_FOR)
+    assert ops(finished) == [("eta_slipped", "resolve")]
+
+
+def test_a_kind_with_its_own_clear_window_waits_that_long() -> None:
+    issue = {
+        "eta_slipped": IssueSnapshot("open", "low"),
+        "order_stale": IssueSnapshot("open", "high"),
+    }
+    clear = {"eta_slipped": Check(), "order_stale": Check()}
+    windows = {"eta_slipped": timedelta(minutes=3)}
+    first = plan(ORDER, clear, issue, {}, NOW, CLEAR_FOR, windows)
+    assert first.recheck_at == NOW + CLEAR_FOR
+    later = plan(ORDER, clear, issue, first.clear_since, NOW + CLEAR_FOR, CLEAR_FOR, windows)
+    assert ops(later) == [("order_stale", "resolve")]
+    assert later.recheck_at == NOW + timedelta(minutes=3)
+    done = plan(
+        ORDER, clear, issue, later.clear_since, NOW + timedelta(minutes=3), CLEAR_FOR, windows
+    )
+    assert ops(done)[0] == ("eta_slipped", "resolve")

@@ -59,3 +59,33 @@ def test_folding_shuffled_or_one_by_one_gives_one_state(
     for event in sorted(events, key=sort_key):
         one_by_one = apply(one_by_one, event)
     assert one_by_one == whole
+
+
+def event(n: int, kind: str, minute: float, **data: object) -> OrderEvent:
+    return OrderEvent(
+        f"f{n}", kind, "o", T0 + timedelta(minutes=minute), "restaurant", "FI", "Turku", data
+    )
+
+
+def test_a_contact_is_an_event_but_not_progress() -> None:
+    state = fold(
+        [event(0, "order_placed", 0), event(1, "customer_contacted_support", 9, channel="chat")]
+    )
+    assert state is not None
+    assert (state.last_event_at, state.last_progress_at) == (T0 + timedelta(minutes=9), T0)
+
+
+def test_the_ready_estimate_and_the_unassignment_are_kept() -> None:
+    ready = T0 + timedelta(minutes=15)
+    events = [
+        event(0, "order_placed", 0),
+        event(1, "venue_accepted", 1, estimated_ready_at=ready),
+        event(2, "courier_assigned", 10, courier_id="a"),
+        event(3, "courier_unassigned", 11, courier_id="a"),
+    ]
+    state = fold(events)
+    assert state is not None
+    assert (state.estimated_ready_at, state.unassigned_at) == (ready, T0 + timedelta(minutes=11))
+    again = fold([*events, event(4, "courier_assigned", 12, courier_id="b")])
+    assert again is not None
+    assert (again.courier_id, again.unassigned_at) == ("b", None)

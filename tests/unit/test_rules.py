@@ -29,6 +29,7 @@ def order(*steps: tuple[float, str, dict[str, Any]], vertical: str = "restaurant
 
 
 PLACED = (0, "order_placed", {"promised_delivery_at": at(40)})
+READY_AT_12 = {"estimated_ready_at": at(12)}
 
 # (rule, order steps, minutes after T0 "now", expected severity or None)
 CASES: list[tuple[str, tuple[Any, ...], float, str | None]] = [
@@ -41,8 +42,13 @@ CASES: list[tuple[str, tuple[Any, ...], float, str | None]] = [
     ("venue_rejected", (PLACED, (1, "venue_rejected", {"reason": "closed"})), 1, "high"),
     ("venue_rejected", (PLACED, (1, "venue_rejected", {})), 11, "critical"),
     ("venue_rejected", (PLACED, (1, "venue_rejected", {}), (2, "order_cancelled", {})), 3, None),
-    ("no_courier_assigned", (PLACED, (1, "venue_accepted", {})), 10.99, None),
-    ("no_courier_assigned", (PLACED, (1, "venue_accepted", {})), 11, "medium"),
+    # Due at acceptance + the typical preparation (15), raised 5 minutes past it.
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", {})), 20.99, None),
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", {})), 21, "medium"),
+    # Due at the venue's estimated ready time.
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", READY_AT_12)), 16.99, None),
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", READY_AT_12)), 17, "medium"),
+    ("no_courier_assigned", (PLACED, (1, "venue_accepted", READY_AT_12)), 27, "high"),
     (
         "no_courier_assigned",
         (PLACED, (1, "venue_accepted", {}), (5, "courier_assigned", {"courier_id": "c"})),
@@ -61,11 +67,13 @@ CASES: list[tuple[str, tuple[Any, ...], float, str | None]] = [
     ("ready_not_picked_up", (PLACED, (10, "order_ready", {})), 20, "medium"),
     ("ready_not_picked_up", (PLACED, (10, "order_ready", {})), 19.9, None),
     ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(40)})), 5, None),
+    ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(44.9)})), 5, None),
+    ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(45)})), 5, "low"),
     ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(50)})), 5, "low"),
     ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(51)})), 5, "medium"),
     ("eta_slipped", (PLACED, (5, "eta_updated", {"estimated_delivery_at": at(71)})), 5, "critical"),
-    ("delivery_overdue", (PLACED,), 40.9, None),
-    ("delivery_overdue", (PLACED,), 41, "low"),
+    ("delivery_overdue", (PLACED,), 44.9, None),
+    ("delivery_overdue", (PLACED,), 45, "low"),
     ("delivery_overdue", (PLACED,), 71, "critical"),
     ("delivery_overdue", (PLACED, (39, "order_delivered", {})), 90, None),
     (
@@ -119,17 +127,45 @@ CASES: list[tuple[str, tuple[Any, ...], float, str | None]] = [
     ("payment_failed", (PLACED, (1, "payment_failed", {"reason": "declined"})), 1, "high"),
     ("order_stale", (PLACED, (1, "venue_accepted", {})), 45.9, None),
     ("order_stale", (PLACED, (1, "venue_accepted", {})), 46, "medium"),
+    (
+        "order_stale",
+        (
+            PLACED,
+            (1, "venue_accepted", {}),
+            (30, "customer_contacted_support", {"channel": "chat"}),
+        ),
+        46,
+        "medium",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("rule", "steps", "now", "expected"), CASES)
 def test_rule(rule: str, steps: tuple[Any, ...], now: float, expected: str | None) -> None:
     state = order(*steps)
-    tiers = SHIPPED.for_order(state.vertical, state.country)[rule]
-    check = RULES[rule](state, at(now), tiers)
+    rules = SHIPPED.rules_for(state.vertical, state.country)
+    check = RULES[rule](state, at(now), rules.tiers[rule], rules.tuning)
     assert check.severity == expected
     if expected is not None:
         assert check.evidence
+
+
+def test_an_eta_within_the_clear_margin_lingers() -> None:
+    """Below the 5-minute tier by less than the 2-minute margin: neither held nor clear."""
+    rules = SHIPPED.rules_for("restaurant", "FI")
+    for minutes, lingers in ((42.9, False), (43, True), (44.9, True), (45, False)):
+        state = order(PLACED, (5, "eta_updated", {"estimated_delivery_at": at(minutes)}))
+        check = evaluate(state, at(5), rules)["eta_slipped"]
+        assert (check.lingers, check.holds) == (lingers, minutes >= 45), minutes
+
+
+def test_the_shipped_rules_carry_the_tuning() -> None:
+    rules = SHIPPED.rules_for("grocery", "FI")
+    assert rules.tuning.preparation_minutes == 20
+    assert rules.tuning.reassignment_grace_minutes == 5
+    assert rules.clear_for["eta_slipped"] == timedelta(minutes=3)
+    assert "order_stale" not in rules.clear_for  # the default clear_for_seconds
+    assert SHIPPED.rules_for("parcel", "FI").tuning.preparation_minutes == 15  # unused
 
 
 def test_a_late_unassignment_of_an_earlier_courier_keeps_the_current_one() -> None:
@@ -208,6 +244,22 @@ def test_the_most_specific_table_wins() -> None:
         ("[country.fi]\norder_stale = [[1, 'low']]", "ISO 3166"),
         ("[vertical.grocery]\ncountry = 3", "must be a table"),
         ("[defaults]\ncourier_reassigned_repeatedly = [[0, 'low']]", ">= 1"),
+        ("[detector]\nreassignment_grace_minutes = -1", "detector.reassignment_grace_minutes"),
+        (
+            "[detector]\nreassignment_grace_minutes = 'soon'",
+            "detector.reassignment_grace_minutes: Expected",
+        ),
+        ("[preparation_minutes]\npizzeria = 12", "preparation_minutes.pizzeria: unknown vertical"),
+        ("[preparation_minutes]\ngrocery = -3", "preparation_minutes.grocery: must be >= 0"),
+        ("[preparation_minutes]\ngrocery = 'long'", "preparation_minutes.grocery: Expected"),
+        ("[clear]\neta_slip = { margin = 2 }", "clear.eta_slip: unknown rule"),
+        ("[clear]\neta_slipped = { margin = -2 }", "clear.eta_slipped.margin: must be >= 0"),
+        ("[clear]\neta_slipped = { for_minutes = -1 }", "clear.eta_slipped.for_minutes"),
+        (
+            "[clear]\neta_slipped = { margn = 2 }",
+            "clear.eta_slipped: Object contains unknown field `margn`",
+        ),
+        ("[clear]\neta_slipped = 2", "clear.eta_slipped: Expected `object`"),
     ],
 )
 def test_a_bad_rules_file_says_where(text: str, says: str) -> None:
