@@ -94,12 +94,12 @@ async def container(
     endpoints: Endpoints,
     *,
     clock: Clock | None = None,
-    detector_clock: Clock | None = None,
 ) -> AsyncIterator[Container]:
     """Build the container; close everything it opened on exit, in reverse order.
 
-    ``detector_clock`` lets the demo (``inbox up --speed``) run detection on compressed
-    time; everything else keeps ``clock``."""
+    ``clock`` is every part's clock: the demo's compressed order time (``inbox up
+    --speed``, ``INBOX_DEMO_SPEED``) runs detection, commands (``detected_at``,
+    ``resolved_at``, ``due_at``), snoozes and the KPI's window on the same time."""
     clock = clock or SystemClock()
     env = eventstore_env(endpoints.database_url, pool_size=settings.command_writers + 1)
     async with contextlib.AsyncExitStack() as stack:
@@ -131,7 +131,7 @@ async def container(
             pool=pool,
             issues=issues,
             thresholds=rules_config.load(settings.rules_file),
-            clock=detector_clock or clock,
+            clock=clock,
             command_batch_size=settings.command_batch_size,
         )
         yield Container(

@@ -74,7 +74,8 @@ async def _run_detector(built: Container, stop: asyncio.Event) -> None:
         group.create_task(
             sweep_forever(built.detector, retention, stop, every=settings.sweep_interval_seconds)
         )
-        # Snoozes end on the service's (real) clock, never on the demo's order time.
+        # Snoozes end on the system's clock: the demo's order time under a demo speed, as
+        # the `until` an agent gives is judged by the same clock.
         waker = Waker(bus=built.bus, clock=built.clock)
         group.create_task(waker.run(built.endpoints.database_url, stop))
 
@@ -110,9 +111,9 @@ async def _serve(
     endpoints: Endpoints,
     *,
     workers: list[Worker],
-    detector_clock: ScaledClock | None = None,
+    clock: ScaledClock | None = None,
 ) -> None:
-    async with container(settings, endpoints, detector_clock=detector_clock) as built:
+    async with container(settings, endpoints, clock=clock) as built:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(_supervise(w.__name__.strip("_"), w, built, stop)) for w in workers
@@ -142,12 +143,12 @@ async def _work(
     endpoints: Endpoints,
     worker: Worker,
     *,
-    detector_clock: ScaledClock | None = None,
+    clock: ScaledClock | None = None,
 ) -> None:
     """One worker alone in its process, until SIGTERM/SIGINT."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.http_host)
-    async with container(settings, endpoints, detector_clock=detector_clock) as built:
+    async with container(settings, endpoints, clock=clock) as built:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -289,15 +290,23 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
+def _demo_clock(settings: Settings) -> ScaledClock | None:
+    """Compressed order time shared with a separate simulator (INBOX_DEMO_SPEED and
+    INBOX_DEMO_ANCHOR, checked in main), or None for the real clock."""
+    if settings.demo_speed == 1:
+        return None
+    return ScaledClock(settings.demo_speed, settings.demo_anchor)
+
+
 def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> None:
     if args.command == "migrate":
         asyncio.run(_migrate(settings, endpoints))
     elif args.command == "api":
-        asyncio.run(_serve(settings, endpoints, workers=[]))
+        asyncio.run(_serve(settings, endpoints, workers=[], clock=_demo_clock(settings)))
     elif args.command == "up":
         asyncio.run(_migrate(settings, endpoints))
         workers: list[Worker] = [_run_relay, _run_projections, _run_detector]
-        clock = None
+        clock = _demo_clock(settings)
         if args.simulate:
             clock = ScaledClock(args.speed, settings.demo_anchor)
             workers.append(_simulator(args.orders, args.rate, args.seed, clock))
@@ -305,7 +314,7 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
                 f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
                 flush=True,
             )
-        asyncio.run(_serve(settings, endpoints, workers=workers, detector_clock=clock))
+        asyncio.run(_serve(settings, endpoints, workers=workers, clock=clock))
     elif args.command == "relay":
         asyncio.run(_work(settings, endpoints, _run_relay))
     elif args.command == "simulate":
@@ -323,10 +332,7 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
     elif args.command == "detect":
-        # Compressed order time shared with a separate simulator (anchor checked in main).
-        demo = settings.demo_speed != 1
-        clock = ScaledClock(settings.demo_speed, settings.demo_anchor) if demo else None
-        asyncio.run(_work(settings, endpoints, _run_detector, detector_clock=clock))
+        asyncio.run(_work(settings, endpoints, _run_detector, clock=_demo_clock(settings)))
     elif args.command == "project":
         asyncio.run(_work(settings, endpoints, _run_projections))
     elif args.command == "rebuild":
@@ -349,10 +355,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
     except SettingsError as exc:
         print(f"inbox: bad configuration: {exc}", file=sys.stderr)
         return 2
-    if args.command == "detect" and settings.demo_speed != 1 and settings.demo_anchor is None:
+    shares_order_time = args.command in ("detect", "api") or (
+        args.command == "up" and not args.simulate
+    )
+    if shares_order_time and settings.demo_speed != 1 and settings.demo_anchor is None:
         print(
             "inbox: bad configuration: INBOX_DEMO_ANCHOR: needed with INBOX_DEMO_SPEED, so"
-            " that the detector's order time is the simulator's (`inbox simulate` prints it)",
+            " that this process's order time is the simulator's (`inbox simulate` prints it)",
             file=sys.stderr,
         )
         return 2

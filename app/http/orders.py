@@ -10,12 +10,13 @@ detector fails on another one's order (that order's events are parked, and named
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 
+from app.bootstrap import Container
 from app.detection import Detector, Ingested
 from app.http import openapi
 from app.http.errors import BadRequest, Unprocessable
@@ -53,8 +54,13 @@ class DetectionKpi(msgspec.Struct):
     until: datetime
     contacts: int  # customers who contacted support about an order in the window
     detected: int  # ... whose order already had an open issue then
+    # ... whose order had none open then, but has a problem: an issue raised before or
+    # after the contact that agents did not resolve as a false positive
     missed: int
-    detected_share: float | None
+    # ... about an order the inbox knows no problem of (a question on a healthy order):
+    # neither detected nor missed
+    no_problem: int
+    detected_share: float | None  # detected / (detected + missed): contacts about problems
     median_lead_minutes: float | None  # how much earlier the inbox knew, for detected ones
 
 
@@ -70,6 +76,7 @@ class DetectionController(Controller):
     async def kpi(
         self,
         read_models: ReadModels,
+        container: Container,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> DetectionKpi:
@@ -79,27 +86,33 @@ class DetectionController(Controller):
                     check_time(name, value)
                 except InvalidValue as exc:
                     raise BadRequest(exc.field, exc.reason) from None
-        until = until or datetime.now(UTC)
+        # The system's clock: in a demo, order time, like the contacts it counts.
+        until = until or container.clock.now()
         since = since or until - timedelta(days=1)
         if since > until:
             raise BadRequest("since", "must not be after until")
         row = await read_models.pool.fetchrow(
-            "SELECT count(*) AS contacts, count(*) FILTER (WHERE detected) AS detected,"
+            "SELECT count(*) AS contacts, count(*) FILTER (WHERE c.detected) AS detected,"
+            " count(*) FILTER (WHERE NOT c.detected AND EXISTS (SELECT 1 FROM inbox_issues AS i"
+            "  WHERE i.order_id = c.order_id"
+            "  AND i.resolution IS DISTINCT FROM 'false_positive')) AS missed,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
-            " contacted_at - first_detected_at) / 60) FILTER (WHERE detected) AS lead"
-            " FROM support_contacts WHERE contacted_at >= $1 AND contacted_at < $2",
+            " c.contacted_at - c.first_detected_at) / 60) FILTER (WHERE c.detected) AS lead"
+            " FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2",
             since,
             until,
         )
         assert row is not None
-        contacts, detected = row["contacts"], row["detected"]
+        contacts, detected, missed = row["contacts"], row["detected"], row["missed"]
+        about_problems = detected + missed
         return DetectionKpi(
             since=since,
             until=until,
             contacts=contacts,
             detected=detected,
-            missed=contacts - detected,
-            detected_share=detected / contacts if contacts else None,
+            missed=missed,
+            no_problem=contacts - about_problems,
+            detected_share=detected / about_problems if about_problems else None,
             median_lead_minutes=round(row["lead"], 2) if row["lead"] is not None else None,
         )
 

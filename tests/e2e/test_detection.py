@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import nats
+import pytest
 
 from app.settings import Settings
 from tests.conftest import wait_until
@@ -135,23 +136,35 @@ def test_events_over_nats_with_malformed_ones_in_between(
         assert found[0]["kind"] == "venue_acceptance_delayed"
 
 
-def test_the_detection_kpi_counts_detected_and_missed_contacts(http: httpx.Client) -> None:
+def test_the_detection_kpi_counts_detected_missed_and_healthy_contacts(
+    http: httpx.Client,
+) -> None:
+    """A contact on an order with an open issue is detected; on an order whose problem the
+    inbox raised only with or after the contact, missed; a question on an order with no
+    problem is neither, and stays out of the share."""
     before = http.get("/api/detection/kpi").json()
-    late, quiet = f"ord-{uuid.uuid4().hex[:10]}", f"ord-{uuid.uuid4().hex[:10]}"
+    late, unseen, quiet = (f"ord-{uuid.uuid4().hex[:10]}" for _ in range(3))
     http.post("/api/order-events", json=placed(late, 20))
     wait_until(lambda: issues_of(http, late), timeout=15, what="the issue")
     http.post(
         "/api/order-events",
         json=[
             event(late, "customer_contacted_support", 0, channel="chat"),
+            # The problem and the customer's contact arrive together: the inbox was late.
+            placed(unseen, 20),
+            event(unseen, "customer_contacted_support", 0, channel="email"),
             placed(quiet, 1),
             event(quiet, "customer_contacted_support", 0, channel="phone"),
         ],
     )
+    wait_until(lambda: issues_of(http, unseen), timeout=15, what="the late issue")
     after = http.get("/api/detection/kpi").json()
-    assert after["contacts"] - before["contacts"] == 2
+    assert after["contacts"] - before["contacts"] == 3
     assert after["detected"] - before["detected"] == 1
     assert after["missed"] - before["missed"] == 1
+    assert after["no_problem"] - before["no_problem"] == 1
+    problems = after["detected"] + after["missed"]
+    assert after["detected_share"] == pytest.approx(after["detected"] / problems)
     assert after["median_lead_minutes"] is not None
     escalated = issues_of(http, late)[0]
     assert escalated["severity"] == "critical"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -120,3 +121,64 @@ async def _delete_streams(url: str, env: dict[str, str]) -> None:
                 await client.jetstream().delete_stream(env[key])
     finally:
         await client.close()
+
+
+def test_up_without_the_simulator_runs_every_part_on_the_demo_order_time(
+    endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """With INBOX_DEMO_SPEED and INBOX_DEMO_ANCHOR, `inbox up --no-simulate` judges order
+    time like a separate simulator: an order placed "now" in order time raises its issue
+    with `detected_at`, `due_at` and the KPI's window in that time, not the wall clock's."""
+    anchor = datetime.now(UTC) - timedelta(hours=1)
+    speed = 2.0
+    env = {
+        "INBOX_INBOX_STREAM": f"INBOX_{RUN_ID}_DEMO",
+        "INBOX_INBOX_SUBJECT_PREFIX": f"inbox_{RUN_ID}_demo.issue",
+        "INBOX_ORDERS_STREAM": f"ORDERS_{RUN_ID}_DEMO",
+        "INBOX_ORDERS_SUBJECT_PREFIX": f"orders_{RUN_ID}_demo",
+        "INBOX_DEMO_SPEED": str(speed),
+        "INBOX_DEMO_ANCHOR": anchor.isoformat(),
+    }
+
+    def order_now() -> datetime:
+        return anchor + (datetime.now(UTC) - anchor) * speed
+
+    with (
+        running_api(
+            endpoints, tmp_path / "demo.log", command="up", args=("--no-simulate",), env=env
+        ) as base,
+        httpx.Client(base_url=base, timeout=10) as http,
+    ):
+        order_id = f"ord-{uuid.uuid4().hex[:10]}"
+        placed_at = order_now() - timedelta(minutes=20)
+        event = {
+            "event_id": f"{order_id}-placed",
+            "type": "order_placed",
+            "order_id": order_id,
+            "occurred_at": placed_at.isoformat(),
+            "vertical": "restaurant",
+            "country": "FI",
+            "city": "Helsinki",
+            "data": {
+                "venue_id": "v1",
+                "customer_id": "c1",
+                "promised_delivery_at": (placed_at + timedelta(minutes=40)).isoformat(),
+                "amount": 1200,
+                "currency": "EUR",
+            },
+        }
+        assert http.post("/api/order-events", json=event).status_code == 202
+
+        def raised() -> list[dict[str, object]]:
+            items: list[dict[str, object]] = http.get(
+                "/api/issues", params={"order_id": order_id}
+            ).json()["items"]
+            return items
+
+        issue = wait_until(raised, timeout=20, what="the issue")[0]
+        detected = datetime.fromisoformat(str(issue["detected_at"]))
+        # Order time runs an hour ahead of the wall clock here.
+        assert abs((detected - order_now()).total_seconds()) < 60, (detected, order_now())
+        assert issue["evidence"]["minutes"] >= 20  # type: ignore[index]
+        kpi = http.get("/api/detection/kpi").json()
+        assert abs((datetime.fromisoformat(kpi["until"]) - order_now()).total_seconds()) < 60
