@@ -63,6 +63,13 @@ class RequestRecorder(PostgresApplicationRecorder):
     with the library's ``IntegrityError``, like a version conflict, so the caller's
     conflict path finds the first outcome."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.datastore.enable_db_functions:
+            # The library's insert function never calls _insert_events: no key would be
+            # stored, and every repeat would be applied again.
+            raise ValueError("POSTGRES_ENABLE_DB_FUNCTIONS must stay off (idempotency keys)")
+
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
@@ -75,14 +82,13 @@ class RequestRecorder(PostgresApplicationRecorder):
             keys = [r.key for r in ordered]
             # An expired key is free again (its row may not have been swept yet).
             curs.execute(
-                "DELETE FROM command_requests WHERE key = ANY(%s)"
-                " AND created_at < now() - %s::interval",
-                (keys, window),
+                "DELETE FROM command_requests WHERE key = ANY(%s) AND expires_at <= now()",
+                (keys,),
             )
             curs.executemany(
-                "INSERT INTO command_requests (key, fingerprint, issue_id, version)"
-                " VALUES (%s, %s, %s, %s)",
-                [(r.key, r.fingerprint, r.issue_id, r.version) for r in ordered],
+                "INSERT INTO command_requests (key, fingerprint, issue_id, version, expires_at)"
+                " VALUES (%s, %s, %s, %s, now() + %s::interval)",
+                [(r.key, r.fingerprint, r.issue_id, r.version, window) for r in ordered],
             )
         super()._insert_events(curs, stored_events, **kwargs)
 

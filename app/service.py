@@ -202,6 +202,9 @@ class IssueService:
         known.update(self._load({i for i in wanted if i not in given}))
         touched: dict[UUID, OrderIssue] = {}
         applied: list[_Applied] = []
+        # Refused on an issue an earlier command of the batch changed: a refusal that
+        # holds only if that change is stored.
+        provisional: list[int] = []
         for index, command in enumerate(commands):
             if outcomes[index] is not None or index in repeats:
                 continue
@@ -210,6 +213,8 @@ class IssueService:
             except (DomainError, ApplicationError) as exc:
                 outcomes[index] = exc
                 given.pop(command.issue_id, None)
+                if command.issue_id in touched:
+                    provisional.append(index)
                 continue
             known[command.issue_id] = touched[command.issue_id] = aggregate
             applied.append(_Applied(index, command, base, aggregate.version))
@@ -222,6 +227,8 @@ class IssueService:
                 for issue_id in touched:
                     given.pop(issue_id, None)
                 self._retry_alone(applied, outcomes, now)
+                for index in provisional:
+                    outcomes[index] = self.execute_batch([commands[index]])[0]
             except BaseException:
                 for issue_id in touched:
                     given.pop(issue_id, None)
@@ -233,10 +240,35 @@ class IssueService:
                     outcomes[item.index] = CommandResult(
                         item.command.issue_id, item.version, position
                     )
-        for index, (first, same) in repeats.items():
-            outcomes[index] = outcomes[first] if same else KeyReused()
+        self._settle_keys(commands, outcomes, repeats)
         assert all(outcome is not None for outcome in outcomes)
         return outcomes  # type: ignore[return-value]
+
+    def _settle_keys(
+        self,
+        commands: Sequence[Command],
+        outcomes: list[Outcome | None],
+        repeats: dict[int, tuple[int, bool]],
+    ) -> None:
+        """A repeat of a key within the batch gets its first command's outcome. A keyed
+        command refused or in conflict may have lost a race with its own first attempt
+        (stored between our look at the keys and our read of the issue, or while we
+        saved): if its key is stored now, that first outcome is its answer."""
+        for index, (first, same) in repeats.items():
+            outcomes[index] = outcomes[first] if same else KeyReused()
+        refused = {
+            index: request
+            for index, command in enumerate(commands)
+            if (request := command.request) is not None
+            and isinstance(outcomes[index], (DomainError, ApplicationError))
+            and not isinstance(outcomes[index], (KeyReused, AnsweredBefore, Unavailable))
+        }
+        if not refused:
+            return
+        stored = self._answers(list(refused.values()))
+        for index, request in refused.items():
+            if request.key in stored:
+                outcomes[index] = _replay(request, stored[request.key])
 
     def _answer_repeats(
         self, commands: Sequence[Command], outcomes: list[Outcome | None]
@@ -355,37 +387,44 @@ class IssueService:
             " e.notification_id AS position FROM command_requests AS r"
             " LEFT JOIN {}.{} AS e ON e.originator_id = r.issue_id"
             " AND e.originator_version = r.version"
-            " WHERE r.key = ANY(%s) AND r.created_at >= now() - %s::interval"
+            " WHERE r.key = ANY(%s) AND r.expires_at > now()"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(query, ([r.key for r in requests], self.request_window))
+            cursor.execute(query, ([r.key for r in requests],))
             return {row["key"]: row for row in cursor.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def remember_refusal(self, request: Request, status_code: int, body: dict[str, Any]) -> None:
-        """Keep the answer a keyed command was refused with, for its repeats (the first
-        answer wins: a key already taken keeps its row)."""
+    def remember_refusal(
+        self, request: Request, status_code: int, body: dict[str, Any]
+    ) -> Outcome | None:
+        """Keep the answer a keyed command was refused with, for its repeats. The first
+        answer wins: when the key is taken already (its first attempt landed meanwhile),
+        that first outcome is returned, to be answered instead of the refusal."""
         with self._recorder().datastore.transaction(commit=True) as cursor:
             cursor.execute(
-                "DELETE FROM command_requests WHERE key = %s AND created_at < now() - %s::interval",
-                (request.key, self.request_window),
+                "DELETE FROM command_requests WHERE key = %s AND expires_at <= now()",
+                (request.key,),
             )
             cursor.execute(
-                "INSERT INTO command_requests (key, fingerprint, status_code, body)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
-                (request.key, request.fingerprint, status_code, Jsonb(body)),
+                "INSERT INTO command_requests (key, fingerprint, status_code, body, expires_at)"
+                " VALUES (%s, %s, %s, %s, now() + %s::interval)"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                (request.key, request.fingerprint, status_code, Jsonb(body), self.request_window),
             )
+            if cursor.fetchone() is not None:
+                return None
+        stored = self._answers([request])
+        return _replay(request, stored[request.key]) if request.key in stored else None
 
     def sweep_requests(self, batch: int = 1000) -> int:
-        """Delete idempotency keys older than the window, ``batch`` rows per statement;
-        how many were."""
+        """Delete expired idempotency keys, ``batch`` rows per statement; how many were."""
         deleted = 0
         while True:
             with self._recorder().datastore.transaction(commit=True) as cursor:
                 cursor.execute(
                     "DELETE FROM command_requests WHERE key IN (SELECT key FROM command_requests"
-                    " WHERE created_at < now() - %s::interval LIMIT %s FOR UPDATE SKIP LOCKED)",
-                    (self.request_window, batch),
+                    " WHERE expires_at <= now() LIMIT %s FOR UPDATE SKIP LOCKED)",
+                    (batch,),
                 )
                 count = cursor.rowcount
             deleted += count

@@ -24,9 +24,24 @@ from litestar.params import HeaderParameter
 from adapters.leadership import wait_or_stop
 from app.bootstrap import Container
 from app.http.errors import BadRequest, refusal
-from app.service import Command, CommandBus, CommandResult, IssueService, Request
+from app.service import (
+    Command,
+    CommandBus,
+    CommandResult,
+    IssueAlreadyExists,
+    IssueService,
+    Outcome,
+    Request,
+    VersionMismatch,
+)
+from domain.errors import InvalidValue, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
+
+# The refusals a key keeps: answers about the request itself, which a repeat of the same
+# request would get again. Not "not found" (the issue may still be on its way, raised by a
+# command answered 503), nor a conflict with another writer, nor unavailability.
+REMEMBERED = (InvalidValue, TransitionNotAllowed, VersionMismatch, IssueAlreadyExists)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -58,21 +73,28 @@ class Commands:
             return await self.bus.submit(command)
         try:
             return await self.bus.submit(dataclasses.replace(command, request=self.request))
-        except Exception as exc:
+        except REMEMBERED as exc:
             refused = refusal(exc)
-            if refused is not None:
-                await self._remember(*refused)
+            assert refused is not None
+            first = await self._remember(*refused)
+            if isinstance(first, CommandResult):
+                return first
+            if first is not None:
+                raise first from None
             raise
 
-    async def _remember(self, status_code: int, body: dict[str, Any]) -> None:
+    async def _remember(self, status_code: int, body: dict[str, Any]) -> Outcome | None:
+        """The key's first outcome if another attempt stored one first, else None."""
         assert self.request is not None
         try:
-            await anyio.to_thread.run_sync(
+            outcome: Outcome | None = await anyio.to_thread.run_sync(
                 self.issues.remember_refusal, self.request, status_code, body
             )
         except Exception:
             # The refusal is still answered; a repeat is judged afresh (nothing was applied).
             log.exception("could not remember the refusal of an idempotency key")
+            return None
+        return outcome
 
 
 async def commands(

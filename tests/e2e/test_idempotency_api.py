@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from app.bootstrap import Endpoints
+from domain.issue import issue_id_for
 from tests.api_process import running_api
 from tests.conftest import wait_until
 from tests.e2e.test_issue_api import AGENT, command, report
@@ -121,3 +122,17 @@ def test_a_command_answered_503_is_applied_once_when_retried(
         assert answer.json()["version"] == 2
         assert command(http, issue_id, "notes", body, **key).json() == answer.json()
         assert notes_of(http, issue_id) == ["refund promised"]
+
+
+def test_a_not_found_is_not_kept_for_the_key(http: httpx.Client) -> None:
+    """The issue a command names may still be on its way (its report answered 503): a
+    404 is answered, not kept, so the same retry succeeds once the issue exists."""
+    order_id = f"ord-{uuid.uuid4().hex[:12]}"
+    issue_id = str(issue_id_for(order_id, "venue_acceptance_delayed"))
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"agent_id": AGENT, "text": "on its way"}
+    assert command(http, issue_id, "notes", body, **key).status_code == 404
+    report(http, order_id=order_id)
+    again = command(http, issue_id, "notes", body, **key)
+    assert again.status_code == 200, again.text
+    assert notes_of(http, issue_id) == ["on its way"]

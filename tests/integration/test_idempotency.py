@@ -9,15 +9,18 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
+from adapters.eventstore import eventstore_env
 from app.bootstrap import Endpoints
 from app.service import (
     AnsweredBefore,
     Command,
     CommandResult,
+    IssueApplication,
     IssueService,
     KeyReused,
     Request,
@@ -143,14 +146,107 @@ def _waiting_on_lock(endpoints: Endpoints) -> int:
 
 
 def test_an_expired_key_is_free_again_and_swept(endpoints: Endpoints) -> None:
+    """Each key keeps the expiry its writer gave it (a replica with another window
+    setting cannot shorten it); here a window of zero: expired at once."""
     replica = service(endpoints.database_url)
+    replica.request_window = timedelta(0)
     try:
         created = replica.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
         k = key()
         replica.execute(keyed(note(created.issue_id, "first"), k))
-        replica.request_window = timedelta(0)
         replica.execute(keyed(note(created.issue_id, "first"), k))
         assert versions(replica, created.issue_id) == [1, 2, 3]
         assert replica.sweep_requests() >= 1
     finally:
         replica.app.close()
+
+
+def test_a_key_keeps_the_window_it_was_stored_with(replicas: list[IssueService]) -> None:
+    created = replicas[0].execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+    k = key()
+    once = replicas[0].execute(keyed(note(created.issue_id, "first"), k))
+    window = replicas[1].request_window
+    replicas[1].request_window = timedelta(0)
+    try:
+        replicas[1].sweep_requests()
+        assert replicas[1].execute(keyed(note(created.issue_id, "first"), k)) == once
+    finally:
+        replicas[1].request_window = window
+    assert versions(replicas[0], created.issue_id) == [1, 2]
+
+
+def test_a_repeat_racing_its_first_attempt_gets_the_first_outcome_not_a_refusal(
+    endpoints: Endpoints,
+) -> None:
+    """The first attempt lands (on another replica) between the repeat's look at the keys
+    and its read of the issue: judged on that state the repeat would be refused (the
+    version moved on); it must get the first outcome instead."""
+    first, repeat = service(endpoints.database_url), service(endpoints.database_url)
+    try:
+        created = first.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+        command = keyed(note(created.issue_id, "once", expected_version=1), key())
+        landed: list[CommandResult] = []
+        read = repeat._load
+
+        def read_after_the_first_lands(issue_ids: set[uuid.UUID], **kw: bool) -> Any:
+            if not landed:
+                landed.append(first.execute(command))
+            return read(issue_ids, **kw)
+
+        repeat._load = read_after_the_first_lands  # type: ignore[method-assign]
+        assert repeat.execute(command) == landed[0]
+        assert versions(first, created.issue_id) == [1, 2]
+    finally:
+        first.app.close()
+        repeat.app.close()
+
+
+def test_a_refusal_that_rested_on_an_unsaved_change_is_judged_again(
+    endpoints: Endpoints,
+) -> None:
+    """[resolve, resolve with a key] in one batch: the second is refused because the
+    first resolved the issue in memory; the save then conflicts (another writer added a
+    note), so that refusal rested on a state never stored and must not be the answer
+    kept for the key."""
+    batch, other = service(endpoints.database_url), service(endpoints.database_url)
+    try:
+        created = batch.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
+        issue_id = created.issue_id
+
+        def resolve(**kw: Any) -> Command:
+            return Command(
+                issue_id,
+                "resolve",
+                act=lambda issue, at: issue.resolve(resolution="fixed", note="", at=at, by="ann"),
+                **kw,
+            )
+
+        save = batch._save
+        raced: list[bool] = []
+
+        def save_after_another_writer(*args: Any) -> Any:
+            if not raced:
+                raced.append(True)
+                other.execute(note(issue_id, "meanwhile"))
+            return save(*args)
+
+        batch._save = save_after_another_writer  # type: ignore[method-assign]
+        k = key()
+        outcomes = batch.execute_batch([resolve(), resolve(request=Request(k, "resolve"))])
+        assert isinstance(outcomes[1], CommandResult), outcomes
+        state = batch.app.repository.get(issue_id)
+        assert state.status == "resolved"
+        assert batch.execute(resolve(request=Request(k, "resolve"))) == outcomes[1]
+    finally:
+        batch.app.close()
+        other.app.close()
+
+
+def test_the_event_store_refuses_to_start_with_its_insert_function(endpoints: Endpoints) -> None:
+    """The library's insert function bypasses the recorder's key insert: no key would be
+    stored with its event."""
+    env = eventstore_env(endpoints.database_url, pool_size=1) | {
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "y"
+    }
+    with pytest.raises(ValueError, match="POSTGRES_ENABLE_DB_FUNCTIONS"):
+        IssueApplication(env=env)
