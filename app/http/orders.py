@@ -53,7 +53,7 @@ class DetectionKpi(msgspec.Struct):
     since: datetime
     until: datetime
     contacts: int  # customers who contacted support about an order in the window
-    detected: int  # ... whose order already had an open issue then
+    detected: int  # ... whose order had a problem and an open issue then
     # ... whose order had none open then, but has a problem: an issue raised before or
     # after the contact that agents did not resolve as a false positive
     missed: int
@@ -91,14 +91,19 @@ class DetectionController(Controller):
         since = since or until - timedelta(days=1)
         if since > until:
             raise BadRequest("since", "must not be after until")
+        # An order has a problem when it has an issue agents did not resolve as a false
+        # positive: a contact on it was detected (an issue was open then) or missed; on
+        # any other order it is about nothing the inbox knows of.
         row = await read_models.pool.fetchrow(
-            "SELECT count(*) AS contacts, count(*) FILTER (WHERE c.detected) AS detected,"
-            " count(*) FILTER (WHERE NOT c.detected AND EXISTS (SELECT 1 FROM inbox_issues AS i"
-            "  WHERE i.order_id = c.order_id"
-            "  AND i.resolution IS DISTINCT FROM 'false_positive')) AS missed,"
-            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
-            " c.contacted_at - c.first_detected_at) / 60) FILTER (WHERE c.detected) AS lead"
-            " FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2",
+            "WITH c AS (SELECT c.detected, c.contacted_at - c.first_detected_at AS lead,"
+            "  EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
+            "   AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
+            "  FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2)"
+            " SELECT count(*) AS contacts,"
+            " count(*) FILTER (WHERE problem AND detected) AS detected,"
+            " count(*) FILTER (WHERE problem AND NOT detected) AS missed,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lead) / 60)"
+            "  FILTER (WHERE problem AND detected) AS lead FROM c",
             since,
             until,
         )

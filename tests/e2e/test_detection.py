@@ -168,6 +168,15 @@ def test_the_detection_kpi_counts_detected_missed_and_healthy_contacts(
     assert after["median_lead_minutes"] is not None
     escalated = issues_of(http, late)[0]
     assert escalated["severity"] == "critical"
+    # An agent finds the detected issue was nothing: its contact is about no problem.
+    resolved = http.post(
+        f"/api/issues/{escalated['issue_id']}/resolve",
+        json={"agent_id": "ann", "resolution": "false_positive", "note": ""},
+    ).json()
+    http.get(f"/api/issues/{escalated['issue_id']}", params={"min_position": resolved["position"]})
+    judged = http.get("/api/detection/kpi").json()
+    assert judged["detected"] == after["detected"] - 1
+    assert judged["no_problem"] == after["no_problem"] + 1
     assert http.get("/api/detection/kpi", params={"since": "yesterday"}).status_code == 400
 
 
