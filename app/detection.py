@@ -224,6 +224,9 @@ class Detector:
         self._thresholds = thresholds
         self._clock = clock
         self._clear_for = timedelta(seconds=thresholds.clear_for_seconds)
+        # The order-event consumer is behind on its stream (set by it from each fetch):
+        # a condition found clear is not backdated meanwhile (domain/detection.py plan).
+        self.behind = False
         # The thresholds of each (vertical, country), merged once.
         self._tiers = lru_cache(maxsize=4096)(thresholds.rules_for)
 
@@ -455,6 +458,7 @@ class Detector:
                 now,
                 self._clear_for,
                 clear_for_kind,
+                backdate=not self.behind,
             )
             actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]

@@ -60,9 +60,17 @@ def plan(
     now: datetime,
     clear_for: timedelta,
     clear_for_kind: Mapping[str, timedelta] | None = None,
+    *,
+    backdate: bool = True,
 ) -> Plan:
     """The actions for one order; ``clear_for`` is how long a condition must stay clear
-    before its issue resolves, unless ``clear_for_kind`` names the kind."""
+    before its issue resolves, unless ``clear_for_kind`` names the kind.
+
+    ``backdate``: the detector has every event up to now (it is not behind on the
+    stream), so a condition found clear has been clear since the order's facts became
+    what they are (:func:`_facts_since`). Behind, more of the order's events may be
+    on their way (one that makes the condition hold again would flap the issue): the
+    moment counts from now, and the order is looked at again soon."""
     actions: list[Action] = []
     still_clear: dict[str, datetime] = {}
     recheck: list[datetime] = []
@@ -89,14 +97,32 @@ def plan(
                 why = "the order was delivered" if order.delivered_at else "the order was cancelled"
                 actions.append(Action(kind, "resolve", reason=why))
                 continue
-            since = clear_since.get(kind) or _facts_since(order, now)
+            facts = _facts_since(order, now)
+            since = _clear_since(clear_since.get(kind), facts, now, backdate=backdate)
             window = clear_for_kind.get(kind, clear_for) if clear_for_kind else clear_for
             if kind in SETTLED_WHEN_CLEAR or now - since >= window:
                 actions.append(Action(kind, "resolve", reason="the condition cleared"))
             else:
                 still_clear[kind] = since
-                recheck.append(since + window)
+                # Not backdated (behind): once caught up it may resolve at once.
+                soon = now + BEHIND_RECHECK if facts < since else since + window
+                recheck.append(min(since + window, soon))
     return Plan(actions, still_clear, min(recheck) if recheck else None)
+
+
+# How soon an order whose clear condition could not be backdated is looked at again.
+BEHIND_RECHECK = timedelta(seconds=5)
+
+
+def _clear_since(
+    stored: datetime | None, facts: datetime, now: datetime, *, backdate: bool
+) -> datetime:
+    """Since when a condition found clear now counts as clear: since the facts when the
+    detector is caught up (or since it was first seen clear, if earlier), else since it
+    was first seen clear (now, the first time)."""
+    if backdate:
+        return min(stored, facts) if stored else facts
+    return stored or now
 
 
 def _facts_since(order: OrderState, now: datetime) -> datetime:

@@ -97,11 +97,21 @@ async def consume_orders(
                 await wait_or_stop(stop, min(5.0, 0.2 * 2**failures))
                 continue
             failures = 0
+            detector.behind = _pending(messages) > 0
             handling.add(asyncio.create_task(_handle(detector, messages, stop)))
     finally:
         if handling:  # let the batches in hand finish (or fail) before returning
             await asyncio.wait(handling)
         _reap(handling)
+
+
+def _pending(messages: list[Msg]) -> int:
+    """How many messages the stream held for the consumer after this batch."""
+    try:
+        return int(messages[-1].metadata.num_pending)
+    except (AttributeError, ValueError, TypeError, IndexError) as exc:
+        log.warning("detector: no pending count on a fetched batch (%s)", exc)
+        return 0
 
 
 def _reap(handling: set[asyncio.Task[None]]) -> None:

@@ -169,3 +169,20 @@ def test_a_kind_with_its_own_clear_window_waits_that_long() -> None:
         ORDER, clear, issue, later.clear_since, NOW + timedelta(minutes=3), CLEAR_FOR, windows
     )
     assert ops(done)[0] == ("eta_slipped", "resolve")
+
+
+def test_behind_on_the_stream_a_clear_condition_is_not_backdated_but_looked_at_soon() -> None:
+    """A backlog may still hold an event that makes the condition hold again: counting
+    from the facts would resolve, then reopen. Behind, the moment counts from now and the
+    order is looked at again within seconds; caught up, the same facts resolve it."""
+    issue = {"order_stale": IssueSnapshot("open", "high")}
+    late = OrderState("o1", "restaurant", "FI", "Helsinki", placed_at=NOW, last_event_at=NOW)
+    later = NOW + timedelta(minutes=10)
+    behind = plan(late, CLEAR, issue, {}, later, CLEAR_FOR, backdate=False)
+    assert ops(behind) == []
+    assert behind.clear_since == {"order_stale": later}
+    assert behind.recheck_at is not None
+    assert behind.recheck_at <= later + timedelta(seconds=5)
+    soon = later + timedelta(seconds=5)
+    caught_up = plan(late, CLEAR, issue, behind.clear_since, soon, CLEAR_FOR)
+    assert ops(caught_up) == [("order_stale", "resolve")]
