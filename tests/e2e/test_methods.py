@@ -13,6 +13,24 @@ def _allow(response: httpx.Response) -> set[str]:
 
 
 @pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        # Two handlers on one path (the inbox and reporting an issue by hand).
+        ("/api/issues", {"GET", "POST", "OPTIONS"}),
+        ("/api/issues/7d8e8d5c-3a5a-4d8e-9f4b-0c8f8f3c1a11", {"GET", "OPTIONS"}),
+        ("/api/order-events", {"POST", "OPTIONS"}),
+        ("/health", {"GET", "OPTIONS"}),
+    ],
+)
+def test_options_lists_every_method_of_the_path(
+    http: httpx.Client, path: str, methods: set[str]
+) -> None:
+    response = http.options(path)
+    assert response.status_code == 204, response.text
+    assert _allow(response) == methods
+
+
+@pytest.mark.parametrize(
     ("method", "path", "methods"),
     [
         ("TRACE", "/health", {"GET", "OPTIONS"}),
