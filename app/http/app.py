@@ -25,7 +25,7 @@ from app.http.events import EventLogController
 from app.http.health import HealthController
 from app.http.inbox import InboxController, InboxPages, filters
 from app.http.issues import IssueController
-from app.http.orders import DetectionController, OrderEventsController
+from app.http.orders import DetectionController, OrderEventsController, order_events_body
 from app.queries import Positions, ReadModels
 from app.service import CommandBus
 from app.settings import Settings
@@ -151,4 +151,11 @@ def create_app(container: Container) -> Litestar:
         debug=False,
     )
     openapi.document_headers(app.openapi_schema)
+    openapi.document_components(app.openapi_schema)
+    openapi.document_body(
+        app.openapi_schema,
+        "/api/order-events",
+        *order_events_body(),
+        description="One order event (CONTRACT §2), or a list of them",
+    )
     return app
