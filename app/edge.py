@@ -27,16 +27,31 @@ import msgspec.inspect
 
 from domain.errors import InvalidValue
 from domain.values import (
+    EARLIEST_TIME,
+    LATEST_TIME,
     STORABLE_TEXT_PATTERN,
     UNSTORABLE_TEXT_REASON,
     check_time,
     is_storable,
 )
 
+# The range of times, [EARLIEST_TIME, LATEST_TIME), as a pattern of the JSON Schemas (a
+# date-time format cannot say a range): RFC 3339 times of the years 2000 to 2099.
+TIME_PATTERN = "^20[0-9]{2}-"
+assert (EARLIEST_TIME.year, LATEST_TIME.year) == (2000, 2100), "update TIME_PATTERN"
 # A time with an offset; a Checked Struct checks its range.
-Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+Aware = Annotated[datetime, msgspec.Meta(tz=True, extra_json_schema={"pattern": TIME_PATTERN})]
+# The longest value of a repeatable filter (a city, an order id: ids are at most 200 too).
+MAX_QUERY_TEXT_LENGTH = 200
+# What a text may hold, as the documents say it: STORABLE_TEXT_PATTERN less its surrogates,
+# which no URL can carry (they have no UTF-8 encoding), which a JSON text can carry only as
+# an escape of half a character, and which other languages' regular expressions (a JSON
+# Schema validator's) cannot name.
+DOCUMENTED_TEXT_PATTERN = "^[^\\u0000]*$"
 # A query value PostgreSQL can store (each item of a repeatable filter).
-QueryText = Annotated[str, msgspec.Meta(pattern=STORABLE_TEXT_PATTERN)]
+QueryText = Annotated[
+    str, msgspec.Meta(max_length=MAX_QUERY_TEXT_LENGTH, pattern=STORABLE_TEXT_PATTERN)
+]
 
 
 def _is(kind: msgspec.inspect.Type, wanted: type[msgspec.inspect.Type]) -> bool:

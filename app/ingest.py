@@ -9,19 +9,22 @@ bounded in size before it is decoded, and one that cannot be decoded however it 
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.edge import Aware, Checked, field_of
+from app.edge import DOCUMENTED_TEXT_PATTERN, Aware, Checked, field_of
 from domain.errors import InvalidValue
 from domain.order import OrderEvent, OrderEventType
 from domain.values import INT64_MAX, Vertical
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-FreeText = Annotated[str, msgspec.Meta(max_length=1000)]
+# Each text one PostgreSQL can store (Checked checks it; the schemas say it).
+_STORABLE = {"pattern": DOCUMENTED_TEXT_PATTERN}
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200, extra_json_schema=_STORABLE)]
+FreeText = Annotated[str, msgspec.Meta(max_length=1000, extra_json_schema=_STORABLE)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
-City = Annotated[str, msgspec.Meta(max_length=200)]
+City = Annotated[str, msgspec.Meta(max_length=200, extra_json_schema=_STORABLE)]
 
 # The most bytes one order event may take as JSON (a real one takes a few hundred): a
 # message over it is parked before it is decoded.
@@ -168,14 +171,15 @@ def validate(raw: Any) -> OrderEvent:
     )
 
 
-def order_event_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema of each incoming order event type (CONTRACT §2), by type: the
-    envelope with that ``type`` and its ``data``, as :func:`validate` checks them."""
-    schemas = {}
+@functools.cache
+def order_event_types() -> dict[str, type[msgspec.Struct]]:
+    """A Struct for each incoming order event type (CONTRACT §2), by type: the envelope with
+    that ``type`` and its ``data``, as :func:`validate` checks them (for their schemas)."""
+    types = {}
     for kind, data in DATA.items():
         # ``data`` may be left out when its type has no required field (it defaults to {}).
         optional = len(data.__struct_defaults__) == len(data.__struct_fields__)
-        struct = msgspec.defstruct(
+        types[kind] = msgspec.defstruct(
             f"{kind}_event",
             [
                 ("event_id", Id),
@@ -188,5 +192,9 @@ def order_event_schemas() -> dict[str, dict[str, Any]]:
                 ("data", data, msgspec.field(default_factory=data)) if optional else ("data", data),
             ],
         )
-        schemas[kind] = msgspec.json.schema(struct)
-    return schemas
+    return types
+
+
+def order_event_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each incoming order event type (CONTRACT §2), by type."""
+    return {kind: msgspec.json.schema(struct) for kind, struct in order_event_types().items()}

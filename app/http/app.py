@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
-from litestar import Litestar, get
+from litestar import HttpMethod, Litestar, MediaType, Request, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Response
+from litestar.routes import HTTPRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.bootstrap import Container
@@ -23,7 +25,7 @@ from app.http.events import EventLogController
 from app.http.health import HealthController
 from app.http.inbox import InboxController, InboxPages, filters
 from app.http.issues import IssueController
-from app.http.orders import DetectionController, OrderEventsController
+from app.http.orders import DetectionController, OrderEventsController, order_events_body
 from app.queries import Positions, ReadModels
 from app.service import CommandBus
 from app.settings import Settings
@@ -70,6 +72,27 @@ class MetricsController(PrometheusController):
         return response
 
 
+def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """``OPTIONS`` answered with every method of the path (RFC 9110 §9.3.7). Litestar 2's own
+    answer lists only the methods of the first handler registered on a path that several
+    handlers serve (GET and POST /api/issues): litestar#4169, fixed in Litestar 3."""
+    if request.method != HttpMethod.OPTIONS:
+        return None
+    path = request.scope["path_template"]
+    methods = {
+        method
+        for route in request.app.routes
+        if isinstance(route, HTTPRoute) and route.path_format == path
+        for method in route.methods
+    }
+    return Response(
+        None,
+        status_code=204,
+        headers={"Allow": ", ".join(sorted(methods))},
+        media_type=MediaType.TEXT,
+    )
+
+
 def create_app(container: Container) -> Litestar:
     """The HTTP app over a built container (the caller owns the container's lifetime)."""
 
@@ -112,6 +135,7 @@ def create_app(container: Container) -> Litestar:
             "detector": Provide(_detector, sync_to_thread=False),
         },
         exception_handlers={Exception: exception_to_response},
+        before_request=answer_options,
         response_cache_config=cache.config(container.settings.read_cache_seconds),
         stores={
             cache.STORE_NAME: cache.ReadCache(
@@ -127,4 +151,11 @@ def create_app(container: Container) -> Litestar:
         debug=False,
     )
     openapi.document_headers(app.openapi_schema)
+    openapi.document_components(app.openapi_schema)
+    openapi.document_body(
+        app.openapi_schema,
+        "/api/order-events",
+        *order_events_body(),
+        description="One order event (CONTRACT §2), or a list of them",
+    )
     return app

@@ -66,8 +66,11 @@ class NotFound(Exception):
     pass
 
 
-def _body(status_code: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {"Retry-After": "1"} if status_code == 503 else None
+def _body(
+    status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
+    if status_code == 503:
+        headers = {**(headers or {}), "Retry-After": "1"}
     return Response(
         {"status_code": status_code, "detail": detail, **extra},
         status_code=status_code,
@@ -163,7 +166,8 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
             return _body(503, "the database is unavailable; try again")
         case HTTPException() if exc.status_code < 500:
-            return _body(exc.status_code, str(exc.detail))
+            # With the headers Litestar gives it: a 405's ``Allow`` (RFC 9110 §15.5.6).
+            return _body(exc.status_code, str(exc.detail), headers=exc.headers)
         case _:
             log.error(
                 "unhandled error in %s %s",

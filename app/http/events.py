@@ -6,7 +6,6 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter
 
 from app.history import History
 from app.http import openapi
@@ -29,8 +28,8 @@ class EventLogController(Controller):
     async def log(
         self,
         history: History,
-        after: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        after: Annotated[int, openapi.bounded(0, INT64_MAX)] = 0,
+        limit: Annotated[int, openapi.bounded(1, 1000)] = 100,
     ) -> LogPage:
         items = await history.log(after=after, limit=limit)
         next_after = items[-1].position if len(items) == limit else None

@@ -55,6 +55,8 @@ IdempotencyKey = Annotated[
         required=False,
         description="A key of the client's choosing (e.g. a UUID), the same on every retry of"
         " one command: a repeat within the window gets the first answer and is applied once",
+        # Documented only: commands() checks it, naming the header when it fails.
+        schema_extra={"pattern": _KEY.pattern},
     ),
 ]
 

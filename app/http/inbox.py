@@ -18,7 +18,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from app.edge import QueryText
+from app.edge import DOCUMENTED_TEXT_PATTERN, MAX_QUERY_TEXT_LENGTH, QueryText
 from app.http import cache, openapi
 from app.http.errors import BadRequest, NotFound
 from app.integration import IssueFields
@@ -26,21 +26,23 @@ from app.queries import Filters, Positions, ReadModels
 from app.service import Unavailable
 from app.settings import Settings
 from domain.order import OrderState
-from domain.values import INT64_MAX, STORABLE_TEXT_PATTERN
+from domain.values import INT64_MAX, STORABLE_TEXT_PATTERN, Kind, Severity, Status, Vertical
 
 _FEED_PAGE = 200
 _KEEP_ALIVE_SECONDS = 15.0
 
+# 0 (the default): answer from the read model as it is.
 MinPosition = Annotated[
-    int | None,
-    Parameter(
-        ge=0,
-        le=INT64_MAX,
-        description="Answer only once the read model has applied this position",
+    int,
+    openapi.bounded(
+        0, INT64_MAX, description="Answer only once the read model has applied this position"
     ),
 ]
 # Each value a text PostgreSQL can store (400 naming the parameter otherwise).
-_Values = Annotated[list[QueryText] | None, Parameter(required=False)]
+_Texts = Annotated[
+    tuple[QueryText, ...],
+    openapi.texts(max_length=MAX_QUERY_TEXT_LENGTH, pattern=DOCUMENTED_TEXT_PATTERN),
+]
 _LAST_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
@@ -165,26 +167,18 @@ class Stats(msgspec.Struct, kw_only=True):
 
 
 def filters(
-    status: _Values = None,
-    severity: _Values = None,
-    kind: _Values = None,
-    vertical: _Values = None,
-    country: _Values = None,
-    city: _Values = None,
-    assignee: _Values = None,
-    order_id: _Values = None,
+    status: tuple[Status, ...] = (),
+    severity: tuple[Severity, ...] = (),
+    kind: tuple[Kind, ...] = (),
+    vertical: tuple[Vertical, ...] = (),
+    country: _Texts = (),
+    city: _Texts = (),
+    assignee: _Texts = (),
+    order_id: _Texts = (),
 ) -> Filters:
-    """The repeatable filters of CONTRACT §5, checked (400 naming the parameter)."""
-    return Filters(
-        status=tuple(status or ()),
-        severity=tuple(severity or ()),
-        kind=tuple(kind or ()),
-        vertical=tuple(vertical or ()),
-        country=tuple(country or ()),
-        city=tuple(city or ()),
-        assignee=tuple(assignee or ()),
-        order_id=tuple(order_id or ()),
-    ).check()
+    """The repeatable filters of CONTRACT §5: Litestar checks each value against its type (one
+    of an enum, or a text PostgreSQL can store) and answers 400 naming the parameter."""
+    return Filters(status, severity, kind, vertical, country, city, assignee, order_id)
 
 
 def _item(row: asyncpg.Record) -> InboxItem:
@@ -196,9 +190,9 @@ def _item(row: asyncpg.Record) -> InboxItem:
 
 
 async def _caught_up(
-    positions: Positions, settings: Settings, name: str, min_position: int | None
+    positions: Positions, settings: Settings, name: str, min_position: int
 ) -> None:
-    if min_position is None:
+    if min_position == 0:  # every read model has reached 0
         return
     if not await positions.wait_for(name, min_position, settings.min_position_wait_seconds):
         raise Unavailable(
@@ -238,7 +232,7 @@ async def inbox_page(
     sort: str,
     limit: int,
     cursor: str | None,
-    min_position: int | None,
+    min_position: int,
 ) -> Response[InboxPage]:
     """GET /api/issues (routed by the issues controller, which owns that path)."""
     await _caught_up(positions, settings, "inbox", min_position)
@@ -262,7 +256,7 @@ class InboxController(Controller):
         read_models: ReadModels,
         positions: Positions,
         settings: Settings,
-        min_position: MinPosition = None,
+        min_position: MinPosition = 0,
     ) -> Response[InboxItem]:
         await _caught_up(positions, settings, "inbox", min_position)
         row = await read_models.issue(issue_id)
@@ -277,11 +271,18 @@ class InboxController(Controller):
     )
     async def get_order(
         self,
-        order_id: Annotated[str, Parameter(max_length=200, pattern=STORABLE_TEXT_PATTERN)],
+        order_id: Annotated[
+            str,
+            Parameter(
+                max_length=MAX_QUERY_TEXT_LENGTH,
+                pattern=STORABLE_TEXT_PATTERN,
+                schema_extra={"pattern": DOCUMENTED_TEXT_PATTERN},
+            ),
+        ],
         read_models: ReadModels,
         positions: Positions,
         settings: Settings,
-        min_position: MinPosition = None,
+        min_position: MinPosition = 0,
     ) -> OrderView:
         await _caught_up(positions, settings, "orders", min_position)
         rows = await read_models.order(order_id)
@@ -315,7 +316,7 @@ class InboxController(Controller):
         read_models: ReadModels,
         positions: Positions,
         settings: Settings,
-        min_position: MinPosition = None,
+        min_position: MinPosition = 0,
     ) -> Stats:
         model = "stats" if filters.dimensions_only else "inbox"
         await _caught_up(positions, settings, model, min_position)
@@ -351,7 +352,7 @@ class InboxController(Controller):
         last_event_id: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", required=False)
         ] = None,
-        after: Annotated[int | None, Parameter(ge=0, le=INT64_MAX)] = None,
+        after: Annotated[int | None, openapi.bounded(0, INT64_MAX)] = None,
     ) -> ServerSentEvent:
         """``event: issue`` with the issue as ``GET /api/issues/{id}`` shows it (its
         ``position`` is the SSE id); ``event: left`` (``issue_id``, ``status``,

@@ -120,22 +120,28 @@ class EventPage(msgspec.Struct):
     items: list[EventItem]
 
 
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')
+# ``*`` or a version, quoted or not (a weak ETag's W/ allowed); the header declares it too.
+_IF_MATCH = re.compile(r'^[ \t]*(?:\*|(?:W/)?"?([0-9]{1,18})"?)[ \t]*$')
 
+# "*" (the default, as no header): any version.
 IfMatch = Annotated[
-    str | None,
-    HeaderParameter(name="If-Match", required=False, description='Expected version, e.g. "3"'),
+    str,
+    HeaderParameter(
+        name="If-Match",
+        required=False,
+        description='Expected version, e.g. "3" (``*`` or no header: any version)',
+        # Documented only: expected_version checks it, naming the header when it fails.
+        schema_extra={"pattern": _IF_MATCH.pattern},
+    ),
 ]
 
 
-def expected_version(if_match: str | None) -> int | None:
-    """The version an ``If-Match`` header names; ``*`` or no header means any version."""
-    if if_match is None or if_match.strip() == "*":
-        return None
+def expected_version(if_match: str) -> int | None:
+    """The version an ``If-Match`` header names; None for ``*``: any version."""
     found = _IF_MATCH.match(if_match)
     if found is None:
-        raise BadRequest("If-Match", 'must be a version in quotes, e.g. "3"')
-    return int(found.group(1))
+        raise BadRequest("If-Match", 'must be a version in quotes, e.g. "3", or *')
+    return None if found.group(1) is None else int(found.group(1))
 
 
 def _check_object(field: str, value: dict[str, Any]) -> None:
@@ -157,7 +163,7 @@ async def _send(bus: Commands, command: Command, counter: Counter = COMMANDS) ->
 def _on(
     issue_id: UUID,
     name: str,
-    if_match: str | None,
+    if_match: str,
     act: Callable[[OrderIssue, datetime], None],
 ) -> Command:
     return Command(issue_id, name, act=act, expected_version=expected_version(if_match))
@@ -184,9 +190,9 @@ class IssueController(Controller):
         positions: Positions,
         settings: Settings,
         sort: Sort = "priority",
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        limit: Annotated[int, openapi.bounded(1, 200)] = 50,
         cursor: Annotated[str | None, Parameter(max_length=400)] = None,
-        min_position: MinPosition = None,
+        min_position: MinPosition = 0,
     ) -> Response[InboxPage]:
         return await inbox_page(
             filters, pages, positions, settings, sort, limit, cursor, min_position
@@ -219,7 +225,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/escalate", status_code=200, responses=openapi.command())
     async def escalate(
-        self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         evidence = {"escalation_reason": data.reason}
         return await _send(
@@ -236,7 +242,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/assign", status_code=200, responses=openapi.command())
     async def assign(
-        self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         assignee = data.assignee or data.agent_id
         return await _send(
@@ -251,7 +257,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/unassign", status_code=200, responses=openapi.command())
     async def unassign(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -265,7 +271,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/acknowledge", status_code=200, responses=openapi.command())
     async def acknowledge(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -279,7 +285,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/notes", status_code=200, responses=openapi.command())
     async def add_note(
-        self, issue_id: UUID, data: AddNote, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: AddNote, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -293,7 +299,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/actions", status_code=200, responses=openapi.command())
     async def take_action(
-        self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         _check_object("details", data.details)
         return await _send(
@@ -310,7 +316,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/snooze", status_code=200, responses=openapi.command())
     async def snooze(
-        self, issue_id: UUID, data: Snooze, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: Snooze, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -324,7 +330,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/wake", status_code=200, responses=openapi.command())
     async def wake(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -333,7 +339,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/resolve", status_code=200, responses=openapi.command())
     async def resolve(
-        self, issue_id: UUID, data: Resolve, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: Resolve, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -349,7 +355,7 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/reopen", status_code=200, responses=openapi.command())
     async def reopen(
-        self, issue_id: UUID, data: Reopen, bus: Commands, if_match: IfMatch = None
+        self, issue_id: UUID, data: Reopen, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -381,7 +387,7 @@ class IssueController(Controller):
         self,
         issue_id: UUID,
         history: History,
-        version: Annotated[int, Parameter(ge=1, le=10**12)],
+        version: Annotated[int, openapi.bounded(1, 10**12)],
     ) -> Response[IssueView]:
         issue = await history.issue_state(issue_id, version)
         if issue is None:

@@ -5,18 +5,33 @@ each kind of route gives, for the ``responses=`` of every route decorator.
 two together. Litestar's ``ResponseSpec`` has no headers, so ``document_headers`` adds the
 ``Retry-After`` of every 503 to the built document once, when the app is created; and
 ``ClosedStructs`` says of a request Struct that refuses unknown fields that it does.
+``bounded`` and ``texts`` declare parameters whose constraints Litestar would document
+wrongly or not at all; ``document_body`` the body of a route that reads its body itself;
+``document_components`` adds the schemas those refer to.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPI, OpenAPIHeader, OpenAPIResponse, Schema
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Reference,
+    RequestBody,
+    Schema,
+)
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import ParameterKwarg
 from litestar.typing import FieldDefinition
+
+from app.edge import DOCUMENTED_TEXT_PATTERN, Checked
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -25,10 +40,14 @@ __all__ = [
     "ClosedStructs",
     "ErrorBody",
     "FieldError",
+    "bounded",
     "command",
+    "document_body",
+    "document_components",
     "document_headers",
     "ingest",
     "read",
+    "texts",
 ]
 
 
@@ -118,10 +137,93 @@ def document_headers(document: OpenAPI) -> None:
                 response.headers = {**(response.headers or {}), "Retry-After": RETRY_AFTER}
 
 
+def bounded(ge: int, le: int, *, description: str | None = None) -> ParameterKwarg:
+    """An integer parameter in ``[ge, le]`` (400 otherwise), its bounds documented exactly:
+    Litestar writes integer bounds as floats (2^63 - 1 becomes 2^63, one past what the API
+    takes) and leaves a bound of 0 out of an optional parameter's schema."""
+    return ParameterKwarg(
+        ge=ge, le=le, description=description, schema_extra={"minimum": ge, "maximum": le}
+    )
+
+
+def texts(*, max_length: int, pattern: str) -> ParameterKwarg:
+    """A repeatable text parameter whose every value is at most ``max_length`` characters and
+    matches ``pattern``, as its item type checks: Litestar documents the item type of a
+    sequence parameter without its constraints."""
+    item = Schema(type=OpenAPIType.STRING, max_length=max_length, pattern=pattern)
+    return ParameterKwarg(schema_extra={"items": item})
+
+
+def document_body(
+    document: OpenAPI,
+    path: str,
+    schema: dict[str, Any],
+    components: dict[str, dict[str, Any]],
+    description: str,
+) -> None:
+    """Declare the JSON body of the POST route at ``path``, which reads its body itself (so
+    Litestar has no ``data`` parameter to document): ``schema`` (a JSON Schema, its
+    references to ``#/components/schemas/``) and the ``components`` it refers to."""
+    operation = (document.paths or {})[path].post
+    assert operation is not None, path
+    # Litestar writes plain dicts into the document as they are.
+    operation.request_body = RequestBody(
+        content={"application/json": OpenAPIMediaType(schema=cast(Schema, schema))},
+        description=description,
+        required=True,
+    )
+    _add(document, components)
+
+
+# A free-form JSON object of a request body (evidence, action details): each of its texts,
+# keys too, at any depth, one PostgreSQL can store (``domain.values.check_object``).
+_STORABLE_JSON = "StorableJson"
+_STORABLE_JSON_REF = f"#/components/schemas/{_STORABLE_JSON}"
+
+
+def document_components(document: OpenAPI) -> None:
+    """Add the schemas the documented request bodies refer to (``ClosedStructs``)."""
+    text = {"type": "string", "pattern": DOCUMENTED_TEXT_PATTERN}
+    value = {"$ref": _STORABLE_JSON_REF}
+    storable_json = {
+        "description": "A JSON value whose texts and keys PostgreSQL can store",
+        "anyOf": [
+            text,
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": value},
+            {"type": "object", "propertyNames": text, "additionalProperties": value},
+        ],
+    }
+    _add(document, {_STORABLE_JSON: storable_json})
+
+
+def _add(document: OpenAPI, components: dict[str, dict[str, Any]]) -> None:
+    document.components = document.components or Components()
+    schemas = document.components.schemas = dict(document.components.schemas or {})
+    for name, component in components.items():
+        assert name not in schemas, f"two schemas named {name}"
+        # Litestar writes plain dicts into the document as they are.
+        schemas[name] = cast(Schema, component)
+
+
+def _storable(schema: Schema) -> None:
+    """A property of a ``Checked`` Struct, documented with what its check refuses: a text
+    with the characters PostgreSQL cannot store, a free-form object holding one."""
+    if schema.enum is not None:
+        return
+    options = [schema, *(s for s in schema.one_of or () if isinstance(s, Schema))]
+    if any(option.type == OpenAPIType.STRING for option in options):
+        schema.pattern = schema.pattern or DOCUMENTED_TEXT_PATTERN
+    elif schema.type == OpenAPIType.OBJECT and not schema.properties:
+        schema.property_names = Schema(type=OpenAPIType.STRING, pattern=DOCUMENTED_TEXT_PATTERN)
+        schema.additional_properties = Reference(ref=_STORABLE_JSON_REF)
+
+
 class ClosedStructs(StructSchemaPlugin):
     """A Struct with ``forbid_unknown_fields`` documented with ``additionalProperties:
     false``: the request bodies answer 422 for a field they do not know, and a client (or a
-    generator of requests) must not take an unknown field as allowed."""
+    generator of requests) must not take an unknown field as allowed. A ``Checked`` one's
+    texts are documented with the characters they may not hold (422 otherwise)."""
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         return super().is_plugin_supported_field(field_definition) and bool(
@@ -133,4 +235,8 @@ class ClosedStructs(StructSchemaPlugin):
     ) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)
         schema.additional_properties = False
+        if issubclass(field_definition.type_, Checked):
+            for prop in (schema.properties or {}).values():
+                if isinstance(prop, Schema):
+                    _storable(prop)
         return schema

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
 
 from app.bootstrap import Container
 from app.detection import Detector, Ingested
+from app.edge import TIME_PATTERN, Aware
 from app.http import openapi
 from app.http.errors import BadRequest, Unprocessable
-from app.ingest import InvalidEvent, validate
+from app.ingest import InvalidEvent, order_event_types, validate
 from app.queries import ReadModels
 from app.workers.detector import DATABASE_ERRORS
 from domain.errors import InvalidValue
@@ -34,6 +36,51 @@ MAX_EVENTS_PER_REQUEST = 1000
 # takes a few hundred bytes). A larger one is refused (413) before it is read.
 MAX_ORDER_EVENTS_BODY = 4 * 2**20
 _DETECTOR_FAILED = "the detector failed on this event's order; it is parked for replay"
+_COMPONENTS = "#/components/schemas/orders.{name}"
+
+
+def order_events_body() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The JSON Schema of the body (one order event, or a list of them), and the components
+    it refers to, for ``openapi.document_body``: what :func:`validate` checks, event by event.
+    A list is judged item by item (an invalid one is named in the 202 report), so its items
+    are documented as the events they should be, and anything else."""
+    refs, components = msgspec.json.schema_components(
+        order_event_types().values(), ref_template=_COMPONENTS
+    )
+    event = {"oneOf": list(refs)}
+    anything = {"description": "Anything else: named in the report (rejected), not refused"}
+    schema = {
+        "oneOf": [
+            event,
+            {
+                "type": "array",
+                "maxItems": MAX_EVENTS_PER_REQUEST,
+                "contains": {"type": "object"},
+                "items": {"anyOf": [*refs, anything]},
+            },
+        ]
+    }
+    return schema, {f"orders.{name}": component for name, component in components.items()}
+
+
+# A time in a query: taken as text and converted strictly, as RFC 3339 (Litestar converts
+# query values leniently, and took a number for seconds since 1970).
+_QueryTime = Annotated[
+    str | None, Parameter(schema_extra={"format": "date-time", "pattern": TIME_PATTERN})
+]
+
+
+def _time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = msgspec.convert(value, Aware, strict=True)
+        check_time(name, at)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(name, f"must be an RFC 3339 time with an offset ({exc})") from None
+    except InvalidValue as exc:
+        raise BadRequest(exc.field, exc.reason) from None
+    return at
 
 
 class Rejected(msgspec.Struct):
@@ -77,19 +124,13 @@ class DetectionController(Controller):
         self,
         read_models: ReadModels,
         container: Container,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: _QueryTime = None,
+        until: _QueryTime = None,
     ) -> DetectionKpi:
-        for name, value in (("since", since), ("until", until)):
-            if value is not None:
-                try:
-                    check_time(name, value)
-                except InvalidValue as exc:
-                    raise BadRequest(exc.field, exc.reason) from None
         # The system's clock: in a demo, order time, like the contacts it counts.
-        until = until or container.clock.now()
-        since = since or until - timedelta(days=1)
-        if since > until:
+        until_at = _time("until", until) or container.clock.now()
+        since_at = _time("since", since) or until_at - timedelta(days=1)
+        if since_at > until_at:
             raise BadRequest("since", "must not be after until")
         # An order has a problem when it has an issue agents did not resolve as a false
         # positive: a contact on it was detected (an issue was open then) or missed; on
@@ -104,15 +145,15 @@ class DetectionController(Controller):
             " count(*) FILTER (WHERE problem AND NOT detected) AS missed,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lead) / 60)"
             "  FILTER (WHERE problem AND detected) AS lead FROM c",
-            since,
-            until,
+            since_at,
+            until_at,
         )
         assert row is not None
         contacts, detected, missed = row["contacts"], row["detected"], row["missed"]
         about_problems = detected + missed
         return DetectionKpi(
-            since=since,
-            until=until,
+            since=since_at,
+            until=until_at,
             contacts=contacts,
             detected=detected,
             missed=missed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import nats
@@ -17,32 +18,48 @@ from app.settings import Settings
 from tests.api_process import running_api
 
 
+@contextlib.contextmanager
+def inbox_up(
+    endpoints: Endpoints,
+    settings: Settings,
+    folder: Path,
+    *,
+    streams_suffix: str = "",
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """``inbox up`` (the API with the relay and the projections) on this run's streams, or
+    on streams of their own (``streams_suffix``, deleted at the end); yields its URL."""
+    rules = folder / "rules.toml"  # the shipped rules, with short clear-for moments
+    shipped = SHIPPED.read_text().replace("clear_for_seconds = 60", "clear_for_seconds = 1")
+    rules.write_text(shipped.replace("for_minutes = 3", "for_minutes = 0.02"))
+    inbox_stream = settings.inbox_stream + streams_suffix
+    orders_stream = settings.orders_stream + streams_suffix
+    environment = {
+        "INBOX_RULES_FILE": str(rules),
+        "INBOX_INBOX_STREAM": inbox_stream,
+        "INBOX_INBOX_SUBJECT_PREFIX": settings.inbox_subject_prefix + streams_suffix,
+        "INBOX_ORDERS_STREAM": orders_stream,
+        "INBOX_ORDERS_SUBJECT_PREFIX": settings.orders_subject_prefix + streams_suffix,
+        "INBOX_PROJECTION_POLL_SECONDS": "0.2",
+        "INBOX_MIN_POSITION_WAIT_SECONDS": "2",
+        **(env or {}),
+    }
+    # No simulator: the tests send their own orders, and judge time by the real clock.
+    with running_api(
+        endpoints, folder / "api.log", command="up", args=("--no-simulate",), env=environment
+    ) as base_url:
+        yield base_url
+    asyncio.run(_delete_stream(endpoints.nats_url, inbox_stream))
+    asyncio.run(_delete_stream(endpoints.nats_url, orders_stream))
+
+
 @pytest.fixture(scope="session")
 def api(
     endpoints: Endpoints, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """``inbox up``: the API with the relay and the projections, on this run's streams."""
-    folder = tmp_path_factory.mktemp("api")
-    log_path = folder / "api.log"
-    rules = folder / "rules.toml"  # the shipped rules, with short clear-for moments
-    shipped = SHIPPED.read_text().replace("clear_for_seconds = 60", "clear_for_seconds = 1")
-    rules.write_text(shipped.replace("for_minutes = 3", "for_minutes = 0.02"))
-    env = {
-        "INBOX_RULES_FILE": str(rules),
-        "INBOX_INBOX_STREAM": settings.inbox_stream,
-        "INBOX_INBOX_SUBJECT_PREFIX": settings.inbox_subject_prefix,
-        "INBOX_ORDERS_STREAM": settings.orders_stream,
-        "INBOX_ORDERS_SUBJECT_PREFIX": settings.orders_subject_prefix,
-        "INBOX_PROJECTION_POLL_SECONDS": "0.2",
-        "INBOX_MIN_POSITION_WAIT_SECONDS": "2",
-    }
-    # No simulator: the tests send their own orders, and judge time by the real clock.
-    with running_api(
-        endpoints, log_path, command="up", args=("--no-simulate",), env=env
-    ) as base_url:
+    """``inbox up`` on this run's streams."""
+    with inbox_up(endpoints, settings, tmp_path_factory.mktemp("api")) as base_url:
         yield base_url
-    asyncio.run(_delete_stream(endpoints.nats_url, settings.inbox_stream))
-    asyncio.run(_delete_stream(endpoints.nats_url, settings.orders_stream))
 
 
 async def _delete_stream(url: str, stream: str) -> None:

@@ -176,6 +176,12 @@ def test_a_query_value_out_of_range_is_a_400(http: httpx.Client, url: str, field
     assert_refused(http.get(url), 400, field)
 
 
+@pytest.mark.parametrize("value", ["1700000000", "0.5", "2026-11-25"])
+def test_a_query_time_is_an_rfc_3339_time_not_a_number(http: httpx.Client, value: str) -> None:
+    # A number once passed as seconds since 1970 (Litestar converts query values leniently).
+    assert_refused(http.get("/api/detection/kpi", params={"until": value}), 400, "until")
+
+
 def test_a_last_event_id_past_int64_is_a_400(http: httpx.Client) -> None:
     response = http.get("/api/stream", headers={"Last-Event-ID": HUGE})
     assert_refused(response, 400, "Last-Event-ID")
