@@ -49,6 +49,12 @@ CONFIG: dict[str, Any] = {
             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "400"]}},
         },
         {
+            # `since` must not be after `until`: a rule across two parameters, which a
+            # schema cannot state (tested in test_hostile_input.py).
+            "include-name": "GET /api/detection/kpi",
+            "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "400"]}},
+        },
+        {
             # `until` must be in the future: a rule of time, not of the schema.
             "include-name": "POST /api/issues/{issue_id}/snooze",
             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "422"]}},
