@@ -114,7 +114,7 @@ async def test_timers_raise_then_escalate_then_a_late_acceptance_resolves_it(
 ) -> None:
     await detector.ingest([placed("o2")])
     assert state(issues, "o2", "venue_acceptance_delayed") is None
-    clock.at = T0 + timedelta(minutes=3)
+    clock.at = T0 + timedelta(minutes=3.5)  # the first tier
     assert await detector.fire_due() == 1
     assert state(issues, "o2", "venue_acceptance_delayed").severity == "medium"
     clock.at = T0 + timedelta(minutes=5)
@@ -301,7 +301,7 @@ async def test_replicas_share_due_timers_and_each_fires_once(
     one = Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock)
     two = Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock)
     await one.ingest([placed(f"t{n}") for n in range(30)])
-    clock.at = T0 + timedelta(minutes=3)
+    clock.at = T0 + timedelta(minutes=3.5)
     fired = await asyncio.gather(
         one.fire_due(10), two.fire_due(10), one.fire_due(10), two.fire_due(10)
     )

@@ -33,8 +33,8 @@ READY_AT_12 = {"estimated_ready_at": at(12)}
 
 # (rule, order steps, minutes after T0 "now", expected severity or None)
 CASES: list[tuple[str, tuple[Any, ...], float, str | None]] = [
-    ("venue_acceptance_delayed", (PLACED,), 2.99, None),
-    ("venue_acceptance_delayed", (PLACED,), 3, "medium"),
+    ("venue_acceptance_delayed", (PLACED,), 3.49, None),
+    ("venue_acceptance_delayed", (PLACED,), 3.5, "medium"),
     ("venue_acceptance_delayed", (PLACED,), 5, "high"),
     ("venue_acceptance_delayed", (PLACED,), 60, "critical"),
     ("venue_acceptance_delayed", (PLACED, (1, "venue_accepted", {})), 60, None),
@@ -201,7 +201,7 @@ def test_a_deadline_already_passed_fires_at_once() -> None:
 
 def test_the_next_check_is_the_next_threshold() -> None:
     checks = evaluate(order(PLACED), at(1), SHIPPED.for_order("restaurant", "FI"))
-    assert next_check(checks) == at(3)
+    assert next_check(checks) == at(3.5)
 
 
 def test_verticals_have_their_own_thresholds() -> None:
