@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+import nats
+
 from adapters.clock import SystemClock
 from adapters.eventstore import eventstore_env
+from adapters.nats import ensure_stream
+from app.detection import Detector
 from app.service import Command, IssueApplication, IssueService
+from app.workers.detector import ConsumerConfigValues, consume_orders
 from domain.issue import OrderIssue, issue_id_for
+from tests.conftest import RUN_ID
 
 
 def service(url: str, *, pool_size: int = 4) -> IssueService:
@@ -44,3 +54,42 @@ def note(issue_id: UUID, text: str, expected_version: int | None = None) -> Comm
 
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def consuming(
+    nats_url: str, detector: Detector, bodies: list[bytes], *, durable: str
+) -> AsyncIterator[asyncio.Task[None]]:
+    """``bodies`` published on an ORDERS stream of their own, consumed by ``detector``'s
+    consumer loop (yielded as its task) until the block ends; then the loop must stop
+    cleanly, without an error, and the stream is deleted."""
+    stream, prefix = f"ORDERS_{RUN_ID}_{uuid.uuid4().hex[:6]}", f"o_{uuid.uuid4().hex[:8]}"
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
+    for body in bodies:
+        await js.publish(f"{prefix}.order_placed", body)
+    config = ConsumerConfigValues(
+        stream=stream, subject_prefix=prefix, durable=durable, create_stream=False
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume_orders(client, detector, config, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)  # it went on: it stops cleanly, without an error
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+        await client.close()
+
+
+async def handled(
+    task: asyncio.Task[None], done: Callable[[], Awaitable[bool]], *, timeout: float = 20
+) -> None:
+    """Wait until ``done()``, failing if the consumer ``task`` ends or time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await done():
+        assert not task.done(), task
+        assert asyncio.get_running_loop().time() < deadline, "not handled"
+        await asyncio.sleep(0.05)

@@ -29,10 +29,10 @@ from app.bootstrap import Endpoints
 from app.detection import Detector, Retention, Swept
 from app.ingest import validate
 from app.service import Command, ConcurrentWrite, IssueService
-from app.workers.detector import ConsumerConfigValues, consume_orders
 from domain.issue import issue_id_for
 from domain.order import OrderEvent, OrderState, fold
 from tests.conftest import RUN_ID
+from tests.integration.helpers import consuming, handled
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -642,38 +642,24 @@ async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
 
     clock.at = T0 + timedelta(minutes=20)
     detector = Failing(pool=pool, issues=issues, thresholds=rules_config.load(None), clock=clock)
-    stream, prefix = f"ORDERS_{RUN_ID}_{uuid.uuid4().hex[:6]}", f"o_{uuid.uuid4().hex[:8]}"
-    client = await nats.connect(endpoints.nats_url)
-    js = client.jetstream()
-    await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
-    for order_id in ("good-1", "poison", "good-2"):
-        body = msgspec.json.encode(dataclasses.asdict(placed(order_id)))
-        await js.publish(f"{prefix}.order_placed", body)
-    config = ConsumerConfigValues(
-        stream=stream, subject_prefix=prefix, durable="poison-test", create_stream=False
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consume_orders(client, detector, config, stop))
-    try:
-        deadline = asyncio.get_running_loop().time() + 20
-        while not (
-            state(issues, "good-2", "venue_acceptance_delayed") is not None
-            and await pool.fetchval("SELECT count(*) FROM dead_letters") == 1
-        ):
-            assert not task.done(), task
-            assert asyncio.get_running_loop().time() < deadline, "not handled"
-            await asyncio.sleep(0.05)
+    bodies = [
+        msgspec.json.encode(dataclasses.asdict(placed(order_id)))
+        for order_id in ("good-1", "poison", "good-2")
+    ]
+    async with consuming(endpoints.nats_url, detector, bodies, durable="poison-test") as task:
+
+        async def done() -> bool:
+            return (
+                state(issues, "good-2", "venue_acceptance_delayed") is not None
+                and await pool.fetchval("SELECT count(*) FROM dead_letters") == 1
+            )
+
+        await handled(task, done)
         assert state(issues, "good-1", "venue_acceptance_delayed") is not None
         letter = await pool.fetchrow("SELECT source, event_id, reason FROM dead_letters")
         assert letter["source"] == "detector"
         assert letter["event_id"] == placed("poison").event_id
         assert "a bug in the rules" in letter["reason"]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)  # it went on: it stops cleanly, without an error
-        with contextlib.suppress(Exception):
-            await js.delete_stream(stream)
-        await client.close()
 
 
 async def test_a_contact_whose_escalation_does_not_land_is_escalated_on_the_next_look(

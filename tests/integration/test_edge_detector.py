@@ -4,8 +4,6 @@ judged event by event."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -15,11 +13,9 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
-import nats
 import pytest
 
 from adapters import postgres
-from adapters.nats import ensure_stream
 from app import bootstrap, rules_config
 from app.bootstrap import Endpoints
 from app.detection import Detector
@@ -27,8 +23,7 @@ from app.http.app import create_app
 from app.ingest import MAX_EVENT_BYTES
 from app.service import IssueService
 from app.settings import Settings
-from app.workers.detector import ConsumerConfigValues, consume_orders
-from tests.conftest import RUN_ID
+from tests.integration.helpers import consuming, handled
 from tests.integration.test_detection import T0, Clock, placed, state
 
 
@@ -61,26 +56,17 @@ async def test_messages_that_cannot_be_read_are_parked_and_the_consumer_goes_on(
         "large": deep(50_000),
         "nul": nul,
     }
-    stream, prefix = f"ORDERS_{RUN_ID}_{uuid.uuid4().hex[:6]}", f"o_{uuid.uuid4().hex[:8]}"
-    client = await nats.connect(endpoints.nats_url)
-    js = client.jetstream()
-    await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
-    for body in [*hostile.values(), good]:
-        await js.publish(f"{prefix}.order_placed", body)
-    config = ConsumerConfigValues(
-        stream=stream, subject_prefix=prefix, durable="edge-test", create_stream=False
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consume_orders(client, detector, config, stop))
-    try:
-        deadline = asyncio.get_running_loop().time() + 20
-        while not (
-            state(writer, "edge-good", "venue_acceptance_delayed") is not None
-            and await pool.fetchval("SELECT count(*) FROM dead_letters") == len(hostile)
-        ):
-            assert not task.done(), task
-            assert asyncio.get_running_loop().time() < deadline, "not handled"
-            await asyncio.sleep(0.05)
+    bodies = [*hostile.values(), good]
+    async with consuming(endpoints.nats_url, detector, bodies, durable="edge-test") as task:
+
+        async def done() -> bool:
+            return state(
+                writer, "edge-good", "venue_acceptance_delayed"
+            ) is not None and await pool.fetchval("SELECT count(*) FROM dead_letters") == len(
+                hostile
+            )
+
+        await handled(task, done)
         letters = await pool.fetch("SELECT source, reason, payload FROM dead_letters ORDER BY id")
         assert {letter["source"] for letter in letters} == {"nats"}
         assert [bytes(letter["payload"]) for letter in letters] == list(hostile.values())
@@ -90,12 +76,6 @@ async def test_messages_that_cannot_be_read_are_parked_and_the_consumer_goes_on(
         assert f"over {MAX_EVENT_BYTES} bytes" in reasons[2]
         assert "NUL" in reasons[3]
         assert "order_id" in reasons[3]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)  # it went on: it stops cleanly, without an error
-        with contextlib.suppress(Exception):
-            await js.delete_stream(stream)
-        await client.close()
 
 
 async def test_parking_keeps_an_id_and_reason_postgresql_cannot_store_escaped(
