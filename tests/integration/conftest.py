@@ -1,11 +1,12 @@
-"""Fixtures of the integration tests: a migrated database of the test's own, and an
-issue service (with its own connection pool) writing to it."""
+"""Fixtures of the integration tests: a migrated database of the test's own, an issue
+service (with its own connection pool) writing to it, and an asyncpg pool on it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from adapters import postgres
@@ -26,3 +27,10 @@ def writer(db: str) -> Iterator[IssueService]:
     one = service(db)
     yield one
     one.app.close()
+
+
+@pytest.fixture
+async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await postgres.create_pool(db, max_size=4)
+    yield created
+    await created.close()

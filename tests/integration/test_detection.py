@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,6 @@ class Clock:
 @pytest.fixture
 def issues(writer: IssueService) -> IssueService:
     return writer
-
-
-@pytest.fixture
-async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await postgres.create_pool(db, max_size=4)
-    yield created
-    await created.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ import httpx
 import msgspec
 import pytest
 
-from adapters import postgres
 from app import bootstrap, rules_config
 from app.bootstrap import Endpoints
 from app.detection import Detector
@@ -25,13 +23,6 @@ from app.service import IssueService
 from app.settings import Settings
 from tests.integration.helpers import consuming, handled
 from tests.integration.test_detection import T0, Clock, placed, state
-
-
-@pytest.fixture
-async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await postgres.create_pool(db, max_size=4)
-    yield created
-    await created.close()
 
 
 @pytest.fixture
