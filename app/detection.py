@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, assert_never
 from uuid import UUID
 
 import anyio.to_thread
@@ -491,43 +491,54 @@ class Detector:
         state = visit.state
         assert state is not None
         issue_id = issue_id_for(state.order_id, action.kind)
-        if action.op == "detect":
-            assert action.severity is not None
+        match action.op:
+            case "detect":
+                assert action.severity is not None
 
-            def create(at: datetime) -> OrderIssue:
-                return OrderIssue.detect(
-                    order_id=state.order_id,
-                    kind=action.kind,
-                    severity=action.severity or "low",
-                    vertical=state.vertical,
-                    country=state.country,
-                    city=state.city,
-                    evidence=action.evidence,
-                    at=at,
+                def create(at: datetime) -> OrderIssue:
+                    return OrderIssue.detect(
+                        order_id=state.order_id,
+                        kind=action.kind,
+                        severity=action.severity or "low",
+                        vertical=state.vertical,
+                        country=state.country,
+                        city=state.city,
+                        evidence=action.evidence,
+                        at=at,
+                    )
+
+                return Command(issue_id, "detect", create=create)
+            case "escalate":
+                return Command(
+                    issue_id,
+                    "escalate",
+                    act=lambda issue, at: issue.escalate(
+                        severity=action.severity or "low",
+                        evidence=action.evidence,
+                        at=at,
+                        by="system",
+                    ),
                 )
-
-            return Command(issue_id, "detect", create=create)
-        if action.op == "escalate":
-            return Command(
-                issue_id,
-                "escalate",
-                act=lambda issue, at: issue.escalate(
-                    severity=action.severity or "low", evidence=action.evidence, at=at, by="system"
-                ),
-            )
-        if action.op == "reopen":
-            return Command(
-                issue_id,
-                "reopen",
-                act=lambda issue, at: issue.reopen(reason=action.reason, at=at, by="system"),
-            )
-        return Command(
-            issue_id,
-            "resolve",
-            act=lambda issue, at: issue.resolve(
-                resolution="fixed", note=action.reason, at=at, by="system", resolved_by="system"
-            ),
-        )
+            case "reopen":
+                return Command(
+                    issue_id,
+                    "reopen",
+                    act=lambda issue, at: issue.reopen(reason=action.reason, at=at, by="system"),
+                )
+            case "resolve":
+                return Command(
+                    issue_id,
+                    "resolve",
+                    act=lambda issue, at: issue.resolve(
+                        resolution="fixed",
+                        note=action.reason,
+                        at=at,
+                        by="system",
+                        resolved_by="system",
+                    ),
+                )
+            case unknown:
+                assert_never(unknown)
 
 
 def _chunks(commands: list[tuple[_Visit, Action]], size: int) -> list[list[tuple[_Visit, Action]]]:
