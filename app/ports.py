@@ -1,7 +1,7 @@
 """The detector's ports: what it needs of its storage, as small Protocols.
 
 The real adapters are ``adapters/watch.py`` and ``adapters/dead_letters.py`` (PostgreSQL);
-the in-memory fakes are in ``tests/unit/fakes.py``; ``tests/contract_watch.py`` holds the
+the in-memory fakes are in ``tests/unit/fakes.py``; ``tests/watch_contract.py`` holds the
 contract both must keep. The values in and out are the adapters' plain Structs.
 """
 
