@@ -26,8 +26,7 @@ from app.ports import (
 from domain.issue import issue_id_for
 from domain.order import OrderEvent, fold
 from tests.integration.helpers import note, report
-
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+from tests.integration.test_detection import T0, ev
 
 
 class Ager(Protocol):
@@ -40,21 +39,6 @@ class Backend:
     dead_letters: DeadLetterStore
     issues: IssueCommands  # writes the issues whose versions the store reads
     age: Ager  # every watch row and dead letter as if written that much earlier
-
-
-def ev(order_id: str, kind: str, minute: float, **data: object) -> OrderEvent:
-    return validate(
-        {
-            "event_id": f"{order_id}-{kind}-{minute}",
-            "type": kind,
-            "order_id": order_id,
-            "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
-            "vertical": "restaurant",
-            "country": "FI",
-            "city": "Helsinki",
-            "data": data,
-        }
-    )
 
 
 def ready(order_id: str, minute: float = 1) -> OrderEvent:

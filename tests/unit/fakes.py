@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from adapters.dead_letters import DeadLetter, Rejected
-from adapters.watch import (
+from adapters.watch import event_body
+from app.ports import (
     BrokenOrder,
+    DeadLetter,
+    Rejected,
     StoredEvent,
     SupportContact,
     SweptWatch,
     WatchRow,
     WatchUpdate,
-    event_body,
 )
 from app.service import (
     ApplicationError,
