@@ -15,6 +15,10 @@ of a batch are locked (``FOR UPDATE``, in order-id order) in one transaction mea
 replicas never work on one order at once; due timers are claimed with ``SKIP LOCKED``, so
 replicas share them. Everything is derived from state, so a redelivered event or a
 re-fired timer asks for nothing twice.
+
+This module is the orchestration (fold, evaluate, plan, command); the rows are kept by a
+``WatchStore`` and parked events by a ``DeadLetterStore`` (``app/ports.py``; PostgreSQL:
+``adapters/watch.py``, ``adapters/dead_letters.py``; in memory: ``tests/unit/fakes.py``).
 """
 
 from __future__ import annotations
