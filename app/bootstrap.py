@@ -20,8 +20,10 @@ from prometheus_client import Counter, Histogram
 from adapters import nats as nats_adapter
 from adapters import postgres
 from adapters.clock import Clock, SystemClock
+from adapters.dead_letters import PostgresDeadLetters
 from adapters.embedded import embedded_nats, embedded_postgres
 from adapters.eventstore import eventstore_env
+from adapters.watch import PostgresWatchStore
 from app import rules_config
 from app.detection import Detector
 from app.history import History
@@ -128,7 +130,8 @@ async def container(
         await positions.start()
         stack.push_async_callback(positions.close)
         detector = Detector(
-            pool=pool,
+            store=PostgresWatchStore(pool),
+            dead_letters=PostgresDeadLetters(pool),
             issues=issues,
             thresholds=rules_config.load(settings.rules_file),
             clock=clock,

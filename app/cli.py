@@ -237,8 +237,8 @@ async def _dead_letters(settings: Settings, endpoints: Endpoints, *, replay: boo
             return
         for letter in await built.detector.dead_letters(1000):
             print(
-                f"{letter['id']}\t{letter['received_at']:%Y-%m-%dT%H:%M:%S}\t{letter['source']}"
-                f"\t{letter['event_id'] or '-'}\t{letter['reason']}",
+                f"{letter.id}\t{letter.received_at:%Y-%m-%dT%H:%M:%S}\t{letter.source}"
+                f"\t{letter.event_id or '-'}\t{letter.reason}",
                 flush=True,
             )
 

@@ -15,6 +15,10 @@ of a batch are locked (``FOR UPDATE``, in order-id order) in one transaction mea
 replicas never work on one order at once; due timers are claimed with ``SKIP LOCKED``, so
 replicas share them. Everything is derived from state, so a redelivered event or a
 re-fired timer asks for nothing twice.
+
+This module is the orchestration (fold, evaluate, plan, command); the rows are kept by a
+``WatchStore`` and parked events by a ``DeadLetterStore`` (``app/ports.py``; PostgreSQL:
+``adapters/watch.py``, ``adapters/dead_letters.py``; in memory: ``tests/unit/fakes.py``).
 """
 
 from __future__ import annotations
@@ -27,29 +31,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, assert_never
 from uuid import UUID
 
 import anyio.to_thread
-import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
 from cachetools import LRUCache
 from prometheus_client import Counter
 
 from adapters.clock import Clock
 from app.ingest import InvalidEvent, decode, validate
-from app.service import Command, CommandResult, IssueService
+from app.ports import (
+    BrokenOrder,
+    DeadLetter,
+    DeadLetterStore,
+    IssueCommands,
+    Rejected,
+    SupportContact,
+    WatchBatch,
+    WatchRow,
+    WatchStore,
+    WatchUpdate,
+)
+from app.service import Command, CommandResult
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
-from domain.order import (
-    FOLD_VERSION,
-    OrderEvent,
-    OrderState,
-    apply,
-    fold,
-    sort_key,
-)
+from domain.order import OrderEvent, OrderState, apply, fold, sort_key
 from domain.rules import RULES, evaluate, next_check
 from domain.thresholds import Thresholds
 from domain.values import storable
@@ -67,19 +74,6 @@ REFOLDS = Counter("inbox_detector_refolds_total", "States folded again from all 
 _RETRY_BROKEN = timedelta(minutes=5)
 # How soon an order whose issue command did not land is looked at again.
 _RETRY_FAILED = timedelta(seconds=5)
-
-_WATCH_COLUMNS = "order_id, state, fold_version, clear_since, pending_contacts"
-# Decoders of the watch row's JSON columns, built once (not per row).
-_CLEAR_SINCE = msgspec.json.Decoder(dict[str, datetime])
-_PENDING = msgspec.json.Decoder(list[str])
-_STATE = msgspec.json.Decoder(OrderState)
-
-# Plan each statement of a detector transaction for the tables as they are now. A cached
-# generic plan made while order_watch/order_events/inbox_events were nearly empty (a new
-# deployment, a benchmark) scans whole tables once they have grown, until the next ANALYZE:
-# a detector then ran at a third of its speed in about half of the runs. A batch runs a
-# handful of statements, so planning each costs next to nothing.
-_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
 @dataclass(frozen=True)
@@ -103,19 +97,6 @@ class Swept:
     events: int
     contacts: int
     dead_letters: int
-
-
-def _encode(event: OrderEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "order_id": event.order_id,
-        "occurred_at": event.occurred_at,
-        "vertical": event.vertical,
-        "country": event.country,
-        "city": event.city,
-        "data": event.data,
-    }
 
 
 @dataclass(eq=False)  # one visit is one order in one batch: compared by identity
@@ -148,49 +129,21 @@ def _issue_ids(order_id: str) -> Mapping[str, UUID]:
     return MappingProxyType({kind: issue_id_for(order_id, kind) for kind in RULES})
 
 
-async def _lock_watch_rows(
-    conn: asyncpg.Connection | PoolConnectionProxy, order_ids: list[str]
-) -> tuple[list[asyncpg.Record], set[str]]:
-    """The watch rows of ``order_ids`` (sorted), created where missing, all locked by one
-    statement in that order (``DO UPDATE ... WHERE false`` locks a row it leaves alone),
-    so that two batches never wait for each other in a circle; and the orders whose row
-    was created here (a new order: nothing stored before this batch). A row the retention
-    sweep deletes meanwhile is inserted afresh once the sweep commits."""
-    created = await conn.fetch(
-        "INSERT INTO order_watch (order_id)"
-        " SELECT id FROM unnest($1::text[]) AS id ORDER BY id"
-        " ON CONFLICT (order_id) DO UPDATE SET order_id = excluded.order_id WHERE false"
-        " RETURNING order_id",
-        order_ids,
-    )
-    rows = await conn.fetch(
-        f"SELECT {_WATCH_COLUMNS} FROM order_watch WHERE order_id = ANY($1) ORDER BY order_id",
-        order_ids,
-    )
-    return list(rows), {row["order_id"] for row in created}
-
-
-def _visit_of(row: asyncpg.Record, new: list[OrderEvent], *, created: bool) -> _Visit:
+def _visit_of(row: WatchRow, new: list[OrderEvent]) -> _Visit:
     """The visit of a locked watch row: the ``new`` events (never seen before) applied to
-    the stored state when they come after it, or the visit marked for a re-fold. A row
-    that cannot be read is logged and started over: the state folded again from the
-    events, the clear-for moments and pending contacts forgotten."""
-    visit = _Visit(order_id=row["order_id"], clear_since={}, new=sorted(new, key=sort_key))
-    try:
-        visit.clear_since = _CLEAR_SINCE.decode(row["clear_since"])
-        visit.pending = _PENDING.decode(row["pending_contacts"])
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        log.exception("detector: order %s: unreadable watch row, starting over", row["order_id"])
-    if created:  # a new order: its events are all in hand, nothing to read back
+    the stored state when they come after it, or the visit marked for a re-fold (no state
+    that can be used: see WatchRow)."""
+    visit = _Visit(
+        order_id=row.order_id,
+        clear_since=row.clear_since,
+        pending=row.pending,
+        new=sorted(new, key=sort_key),
+    )
+    if row.created:  # a new order: its events are all in hand, nothing to read back
         visit.state = fold(visit.new)
         return visit
-    if row["state"] is None or row["fold_version"] != FOLD_VERSION:
-        visit.refold = True
-        return visit
-    try:
-        state = _STATE.decode(row["state"])
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        log.exception("detector: order %s: unreadable state, folding again", row["order_id"])
+    state = row.state
+    if state is None:
         visit.refold = True
         return visit
     last = state.last_event_at
@@ -207,14 +160,16 @@ class Detector:
     def __init__(
         self,
         *,
-        pool: asyncpg.Pool,
-        issues: IssueService,
+        store: WatchStore,
+        dead_letters: DeadLetterStore,
+        issues: IssueCommands,
         thresholds: Thresholds,
         clock: Clock,
         command_batch_size: int = 100,
         cached_issues: int = 100_000,
     ) -> None:
-        self._pool = pool
+        self._store = store
+        self._dead_letters = dead_letters
         # Issues as last read or saved here: events never change, so an entry is right for
         # as long as the issue's latest stored version is the entry's version.
         self._known: LRUCache[UUID, OrderIssue] = LRUCache(maxsize=cached_issues)
@@ -237,31 +192,17 @@ class Detector:
         by_order: dict[str, list[OrderEvent]] = defaultdict(list)
         for event in events:
             by_order[event.order_id].append(event)
-        order_ids = sorted(by_order)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CUSTOM_PLANS)
-            rows, created = await _lock_watch_rows(conn, order_ids)
+        async with self._store.lock(sorted(by_order)) as batch:
             unique = list({(e.order_id, e.event_id): e for e in events}.values())
             # The rows are locked: whatever this insert finds already there was seen before.
-            inserted = await conn.fetch(
-                "INSERT INTO order_events (order_id, event_id, body)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])"
-                " ON CONFLICT DO NOTHING RETURNING order_id, event_id",
-                [e.order_id for e in unique],
-                [e.event_id for e in unique],
-                [msgspec.json.encode(_encode(e)).decode() for e in unique],
-            )
+            fresh = await batch.insert_events(unique)
             new: dict[str, list[OrderEvent]] = defaultdict(list)
-            fresh = {(row["order_id"], row["event_id"]) for row in inserted}
             for event in unique:
                 if (event.order_id, event.event_id) in fresh:
                     new[event.order_id].append(event)
-            visits = [
-                _visit_of(row, new[row["order_id"]], created=row["order_id"] in created)
-                for row in rows
-            ]
-            await self._refold(conn, visits)
-            await self._visit(conn, visits)
+            visits = [_visit_of(row, new[row.order_id]) for row in batch.rows]
+            await self._refold(batch, visits)
+            await self._visit(batch, visits)
         accepted = len(fresh)
         duplicates = len(events) - accepted
         ORDER_EVENTS.labels("accepted").inc(accepted)
@@ -301,27 +242,20 @@ class Detector:
         for event_id, reason, _payload in rejected:
             log.warning("rejected order event %s from %s: %s", event_id, source, reason)
         ORDER_EVENTS.labels("rejected").inc(len(rejected))
-        await self._pool.executemany(
-            "INSERT INTO dead_letters (source, event_id, reason, payload) VALUES ($1, $2, $3, $4)",
+        await self._dead_letters.park(
             [
-                (
+                Rejected(
                     source,
                     event_id,
                     reason,
                     payload if isinstance(payload, bytes) else msgspec.json.encode(payload),
                 )
                 for event_id, reason, payload in rejected
-            ],
+            ]
         )
 
-    async def dead_letters(self, limit: int = 100) -> list[asyncpg.Record]:
-        return list(
-            await self._pool.fetch(
-                "SELECT id, source, event_id, reason, received_at, payload FROM dead_letters"
-                " ORDER BY id LIMIT $1",
-                limit,
-            )
-        )
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return await self._dead_letters.list(limit)
 
     async def replay_dead_letters(self, limit: int = 1000) -> tuple[int, int]:
         """Validate parked events again (after a fix, or a corrected payload); ingest the
@@ -329,82 +263,40 @@ class Detector:
         replayed = still_invalid = 0
         for letter in await self.dead_letters(limit):
             try:
-                event = decode(letter["payload"])
+                event = decode(letter.payload)
             except InvalidEvent as exc:
                 still_invalid += 1
-                log.info("dead letter %s still invalid: %s", letter["id"], exc)
+                log.info("dead letter %s still invalid: %s", letter.id, exc)
                 continue
             await self.ingest([event])
-            await self._pool.execute("DELETE FROM dead_letters WHERE id = $1", letter["id"])
+            await self._dead_letters.delete(letter.id)
             replayed += 1
         return replayed, still_invalid
 
     async def fire_due(self, limit: int = 100) -> int:
         """Evaluate up to ``limit`` orders whose timer is due, in one transaction; how
         many were."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_CUSTOM_PLANS)
-            rows = await conn.fetch(
-                f"SELECT {_WATCH_COLUMNS} FROM order_watch"
-                " WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2"
-                " FOR UPDATE SKIP LOCKED",
-                self._clock.now(),
-                limit,
-            )
-            visits = [_visit_of(row, [], created=False) for row in rows]
-            await self._refold(conn, visits)
-            await self._visit(conn, visits)
-        TIMERS.inc(len(rows))
-        return len(rows)
+        async with self._store.claim_due(self._clock.now(), limit) as batch:
+            visits = [_visit_of(row, []) for row in batch.rows]
+            await self._refold(batch, visits)
+            await self._visit(batch, visits)
+        TIMERS.inc(len(visits))
+        return len(visits)
 
     async def sweep(self, retention: Retention, *, batch: int = 1000) -> Swept:
         """Delete what is older than ``retention`` allows, ``batch`` rows per statement
         (short locks, replicas skip each other's rows). An event of a swept order that
         still comes is taken for a new order's."""
-        orders = events = 0
-        async with self._pool.acquire() as conn:
-            while True:
-                row = await conn.fetchrow(
-                    "WITH gone AS (DELETE FROM order_watch WHERE order_id IN ("
-                    "  SELECT order_id FROM order_watch WHERE updated_at < now() - $1::interval"
-                    "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING order_id),"
-                    " dropped AS (DELETE FROM order_events AS e USING gone"
-                    "  WHERE e.order_id = gone.order_id RETURNING 1)"
-                    " SELECT (SELECT count(*) FROM gone) AS orders,"
-                    " (SELECT count(*) FROM dropped) AS events",
-                    retention.orders,
-                    batch,
-                )
-                assert row is not None
-                orders += row["orders"]
-                events += row["events"]
-                if row["orders"] < batch:
-                    break
-            deleted = {}
-            for table, key, column, keep in (
-                ("support_contacts", "event_id", "contacted_at", retention.contacts),
-                ("dead_letters", "id", "received_at", retention.dead_letters),
-            ):
-                deleted[table] = 0
-                while True:
-                    status = await conn.execute(
-                        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
-                        f" WHERE {column} < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                        keep,
-                        batch,
-                    )
-                    count = int(status.split()[-1])  # "DELETE <n>"
-                    deleted[table] += count
-                    if count < batch:
-                        break
-        swept = Swept(orders, events, deleted["support_contacts"], deleted["dead_letters"])
+        watch = await self._store.sweep(
+            orders=retention.orders, contacts=retention.contacts, batch=batch
+        )
+        dead = await self._dead_letters.sweep(older_than=retention.dead_letters, batch=batch)
+        swept = Swept(watch.orders, watch.events, watch.contacts, dead)
         if any((swept.orders, swept.contacts, swept.dead_letters)):
             log.info("retention sweep: %s", swept)
         return swept
 
-    async def _refold(
-        self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
-    ) -> None:
+    async def _refold(self, batch: WatchBatch, visits: list[_Visit]) -> None:
         """Fold again, from all their events, the states marked for it (a late event, a
         new fold version, a row without state)."""
         due = {v.order_id: v for v in visits if v.refold and not v.broken}
@@ -412,22 +304,18 @@ class Detector:
             return
         REFOLDS.inc(len(due))
         stored: dict[str, list[OrderEvent]] = defaultdict(list)
-        for row in await conn.fetch(
-            "SELECT order_id, body FROM order_events WHERE order_id = ANY($1)", list(due)
-        ):
+        for row in await batch.events_of(list(due)):
             try:
-                stored[row["order_id"]].append(validate(msgspec.json.decode(row["body"])))
+                stored[row.order_id].append(validate(msgspec.json.decode(row.body)))
             except (msgspec.DecodeError, InvalidEvent):
                 # Stored only after validation: a corrupt row, say so loudly.
-                log.exception("detector: a stored event of order %s is corrupt", row["order_id"])
-                due[row["order_id"]].broken = True
+                log.exception("detector: a stored event of order %s is corrupt", row.order_id)
+                due[row.order_id].broken = True
         for order_id, visit in due.items():
             if not visit.broken:
                 visit.state = fold(stored[order_id])
 
-    async def _visit(
-        self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
-    ) -> None:
+    async def _visit(self, batch: WatchBatch, visits: list[_Visit]) -> None:
         """Evaluate and plan every visited order; record its customer contacts; send all
         their issue commands as one batch; write every watch row back."""
         now = self._clock.now()
@@ -435,10 +323,10 @@ class Detector:
             self._evaluate(visit, now)
         evaluated = [v for v in visits if v.outcome is None]
         current = await self._issues_of(
-            conn, [issue_id for v in evaluated for issue_id in v.issue_ids.values()]
+            batch, [issue_id for v in evaluated for issue_id in v.issue_ids.values()]
         )
         commands: list[tuple[_Visit, Action]] = []
-        contact_rows: list[tuple[str, str, datetime, bool, datetime | None]] = []
+        contact_rows: list[SupportContact] = []
         for visit in evaluated:
             assert visit.state is not None
             assert visit.checks is not None
@@ -464,7 +352,7 @@ class Detector:
             open_issues = [i for i in issues.values() if i.status != "resolved"]
             for contact in visit.contacts:
                 contact_rows.append(
-                    (
+                    SupportContact(
                         contact.event_id,
                         state.order_id,
                         contact.occurred_at,
@@ -482,12 +370,7 @@ class Detector:
             commands += [(visit, action) for action in actions]
             times = [t for t in (next_check(visit.checks), decided.recheck_at) if t is not None]
             visit.outcome = (decided.clear_since, min(times) if times else None)
-        if contact_rows:
-            await conn.executemany(
-                "INSERT INTO support_contacts (event_id, order_id, contacted_at, detected,"
-                " first_detected_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                contact_rows,
-            )
+        await batch.record_contacts(contact_rows)
         if commands:
             for visit in await self._send(commands, current):
                 # A command that did not land (a conflict, the store unavailable): look at
@@ -497,29 +380,22 @@ class Detector:
                 clear_since, next_at = visit.outcome
                 soon = now + _RETRY_FAILED
                 visit.outcome = (clear_since, soon if next_at is None else min(next_at, soon))
-        await self._store(conn, visits)
+        await self._write_back(batch, visits)
 
-    async def _issues_of(
-        self, conn: asyncpg.Connection | PoolConnectionProxy, issue_ids: list[UUID]
-    ) -> dict[UUID, OrderIssue]:
+    async def _issues_of(self, batch: WatchBatch, issue_ids: list[UUID]) -> dict[UUID, OrderIssue]:
         """The issues among ``issue_ids`` that exist, as they stand: their latest versions
         in one query, and only the ones not already known at that version read from the
         event store."""
         if not issue_ids:
             return {}
-        latest = await conn.fetch(
-            "SELECT originator_id, max(originator_version) AS version FROM inbox_events"
-            " WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id",
-            issue_ids,
-        )
         found: dict[UUID, OrderIssue] = {}
         stale: set[UUID] = set()
-        for row in latest:
-            issue = self._known.get(row["originator_id"])
-            if issue is not None and issue.version == row["version"]:
-                found[row["originator_id"]] = issue
+        for issue_id, version in (await batch.issue_versions(issue_ids)).items():
+            issue = self._known.get(issue_id)
+            if issue is not None and issue.version == version:
+                found[issue_id] = issue
             else:
-                stale.add(row["originator_id"])
+                stale.add(issue_id)
         if stale:
             read = await anyio.to_thread.run_sync(self._issues.current, stale)
             found.update(read)
@@ -597,94 +473,76 @@ class Detector:
                     )
         return failed
 
-    async def _store(
-        self, conn: asyncpg.Connection | PoolConnectionProxy, visits: list[_Visit]
-    ) -> None:
-        """Write the visited rows back, in one statement: the state, the clear-since times
-        and the next timer. A broken order (a stored event unreadable) loses its state, so
-        that it is folded again, from every event, once the event is repaired."""
-        rows = []
+    async def _write_back(self, batch: WatchBatch, visits: list[_Visit]) -> None:
+        """Write the visited rows back: the state, the clear-since times and the next
+        timer. A broken order (a stored event unreadable) loses its state, so that it is
+        folded again, from every event, once the event is repaired."""
+        updates = []
+        broken = []
         for visit in visits:
-            if visit.broken or visit.outcome is None:
+            if visit.outcome is None:
                 continue
             clear_since, next_at = visit.outcome
-            state = None if visit.state is None else msgspec.json.encode(visit.state).decode()
-            rows.append(
-                (
-                    visit.order_id,
-                    state,
-                    msgspec.json.encode(clear_since).decode(),
-                    next_at,
-                    msgspec.json.encode(visit.pending).decode(),
+            if visit.broken:
+                broken.append(BrokenOrder(visit.order_id, next_at))
+            else:
+                updates.append(
+                    WatchUpdate(visit.order_id, visit.state, clear_since, next_at, visit.pending)
                 )
-            )
-        if rows:
-            order_ids, states, clear, next_ats, pending = (
-                list(column) for column in zip(*rows, strict=True)
-            )
-            await conn.execute(
-                "UPDATE order_watch AS w SET state = u.state, fold_version = $6,"
-                " clear_since = u.clear_since, next_check_at = u.next_at,"
-                " pending_contacts = u.pending, updated_at = now()"
-                " FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::timestamptz[],"
-                " $5::jsonb[]) AS u(order_id, state, clear_since, next_at, pending)"
-                " WHERE w.order_id = u.order_id",
-                order_ids,
-                states,
-                clear,
-                next_ats,
-                pending,
-                FOLD_VERSION,
-            )
-        broken = [v for v in visits if v.broken and v.outcome is not None]
-        if broken:
-            await conn.executemany(
-                # No state: every later visit folds again (and says why it cannot).
-                "UPDATE order_watch SET state = NULL, next_check_at = $2 WHERE order_id = $1",
-                [(v.order_id, v.outcome[1]) for v in broken if v.outcome is not None],
-            )
+        await batch.store(updates, broken)
 
     def _command(self, visit: _Visit, action: Action) -> Command:
         state = visit.state
         assert state is not None
         issue_id = issue_id_for(state.order_id, action.kind)
-        if action.op == "detect":
-            assert action.severity is not None
+        match action.op:
+            case "detect":
+                assert action.severity is not None
 
-            def create(at: datetime) -> OrderIssue:
-                return OrderIssue.detect(
-                    order_id=state.order_id,
-                    kind=action.kind,
-                    severity=action.severity or "low",
-                    vertical=state.vertical,
-                    country=state.country,
-                    city=state.city,
-                    evidence=action.evidence,
-                    at=at,
+                def create(at: datetime) -> OrderIssue:
+                    return OrderIssue.detect(
+                        order_id=state.order_id,
+                        kind=action.kind,
+                        severity=action.severity or "low",
+                        vertical=state.vertical,
+                        country=state.country,
+                        city=state.city,
+                        evidence=action.evidence,
+                        at=at,
+                    )
+
+                return Command(issue_id, "detect", create=create)
+            case "escalate":
+                return Command(
+                    issue_id,
+                    "escalate",
+                    act=lambda issue, at: issue.escalate(
+                        severity=action.severity or "low",
+                        evidence=action.evidence,
+                        at=at,
+                        by="system",
+                    ),
                 )
-
-            return Command(issue_id, "detect", create=create)
-        if action.op == "escalate":
-            return Command(
-                issue_id,
-                "escalate",
-                act=lambda issue, at: issue.escalate(
-                    severity=action.severity or "low", evidence=action.evidence, at=at, by="system"
-                ),
-            )
-        if action.op == "reopen":
-            return Command(
-                issue_id,
-                "reopen",
-                act=lambda issue, at: issue.reopen(reason=action.reason, at=at, by="system"),
-            )
-        return Command(
-            issue_id,
-            "resolve",
-            act=lambda issue, at: issue.resolve(
-                resolution="fixed", note=action.reason, at=at, by="system", resolved_by="system"
-            ),
-        )
+            case "reopen":
+                return Command(
+                    issue_id,
+                    "reopen",
+                    act=lambda issue, at: issue.reopen(reason=action.reason, at=at, by="system"),
+                )
+            case "resolve":
+                return Command(
+                    issue_id,
+                    "resolve",
+                    act=lambda issue, at: issue.resolve(
+                        resolution="fixed",
+                        note=action.reason,
+                        at=at,
+                        by="system",
+                        resolved_by="system",
+                    ),
+                )
+            case unknown:
+                assert_never(unknown)
 
 
 def _chunks(commands: list[tuple[_Visit, Action]], size: int) -> list[list[tuple[_Visit, Action]]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from domain.order import OrderState
 from domain.rules import Check
@@ -26,6 +26,10 @@ from domain.values import SEVERITIES, SEVERITY_RANK
 SETTLED_WHEN_CLEAR = frozenset(
     {"venue_acceptance_delayed", "courier_waiting_at_venue", "ready_not_picked_up"}
 )
+
+# What a planned action does to its issue: a closed set, matched exhaustively by the
+# detector (app/detection.py), so an op it does not know is a type error.
+ActionOp = Literal["detect", "escalate", "reopen", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class IssueSnapshot:
 @dataclass(frozen=True)
 class Action:
     kind: str
-    op: str  # detect | escalate | reopen | resolve
+    op: ActionOp
     severity: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str = ""

@@ -29,8 +29,7 @@ from nats.js.errors import NotFoundError
 from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.nats import ensure_stream
-from app import rules_config
-from app.detection import ORDER_EVENTS, Detector
+from app.detection import ORDER_EVENTS
 from app.simulator import order_events as lifecycle_events
 from app.workers.detector import ConsumerConfigValues, consume_orders
 from tests.bench.common import Figure, report, scratch_database, servers
@@ -145,9 +144,7 @@ async def whole_path(
     pool = await postgres.create_pool(url, max_size=4)
     issues = helpers.service(url)
     try:
-        detector = Detector(
-            pool=pool, issues=issues, thresholds=rules_config.load(None), clock=SystemClock()
-        )
+        detector = helpers.detector(pool, issues, SystemClock())
         config = ConsumerConfigValues(
             stream=stream,
             subject_prefix=prefix,

@@ -36,8 +36,6 @@ from uuid import UUID
 
 from adapters import postgres
 from adapters.eventstore import eventstore_env
-from app import rules_config
-from app.detection import Detector
 from app.ingest import validate
 from app.service import IssueApplication, IssueService
 from app.simulator import Truth, order_story
@@ -45,6 +43,7 @@ from domain.issue import issue_id_for
 from domain.order import OrderEvent
 from domain.rules import RULES
 from tests.bench.common import RESULTS, scratch_database, servers
+from tests.integration import helpers
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLAP = timedelta(minutes=3)
@@ -130,7 +129,7 @@ async def run_detector(
     clock = ManualClock(T0)
     pool = await postgres.create_pool(url, max_size=4)
     issues = IssueService(app=IssueApplication(env=eventstore_env(url, pool_size=4)), clock=clock)
-    detector = Detector(pool=pool, issues=issues, thresholds=rules_config.load(rules), clock=clock)
+    detector = helpers.detector(pool, issues, clock, rules=rules)
     started = time.perf_counter()
     try:
         pending = list(arrivals)

@@ -7,13 +7,18 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import UUID
 
+import asyncpg
 import nats
 
-from adapters.clock import SystemClock
+from adapters.clock import Clock, SystemClock
+from adapters.dead_letters import PostgresDeadLetters
 from adapters.eventstore import eventstore_env
 from adapters.nats import ensure_stream
+from adapters.watch import PostgresWatchStore
+from app import rules_config
 from app.detection import Detector
 from app.service import Command, IssueApplication, IssueService
 from app.workers.detector import ConsumerConfigValues, consume_orders
@@ -25,6 +30,24 @@ def service(url: str, *, pool_size: int = 4) -> IssueService:
     """An IssueService with a connection pool of its own, as a separate replica has."""
     return IssueService(
         app=IssueApplication(env=eventstore_env(url, pool_size=pool_size)), clock=SystemClock()
+    )
+
+
+def detector(
+    pool: asyncpg.Pool,
+    issues: IssueService,
+    clock: Clock,
+    *,
+    rules: Path | None = None,
+    kind: type[Detector] = Detector,
+) -> Detector:
+    """A detector on PostgreSQL (``pool``) with the shipped rules (or the ``rules`` file)."""
+    return kind(
+        store=PostgresWatchStore(pool),
+        dead_letters=PostgresDeadLetters(pool),
+        issues=issues,
+        thresholds=rules_config.load(rules),
+        clock=clock,
     )
 
 

@@ -24,7 +24,6 @@ import pytest
 
 from adapters import postgres
 from adapters.nats import ensure_stream
-from app import rules_config
 from app.bootstrap import Endpoints
 from app.detection import Detector, Retention, Swept
 from app.ingest import validate
@@ -32,6 +31,7 @@ from app.service import Command, ConcurrentWrite, IssueService
 from domain.issue import issue_id_for
 from domain.order import OrderEvent, OrderState, fold
 from tests.conftest import RUN_ID
+from tests.integration import helpers
 from tests.integration.helpers import consuming, handled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def detector(pool: asyncpg.Pool, issues: IssueService, clock: Clock) -> Detector:
-    return Detector(pool=pool, issues=issues, thresholds=rules_config.load(None), clock=clock)
+    return helpers.detector(pool, issues, clock)
 
 
 def ev(order_id: str, kind: str, minute: float, **data: Any) -> OrderEvent:
@@ -290,9 +290,8 @@ async def test_a_contact_seen_again_after_a_crash_escalates_once(
 async def test_replicas_share_due_timers_and_each_fires_once(
     pool: asyncpg.Pool, issues: IssueService, clock: Clock
 ) -> None:
-    thresholds = rules_config.load(None)
-    one = Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock)
-    two = Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock)
+    one = helpers.detector(pool, issues, clock)
+    two = helpers.detector(pool, issues, clock)
     await one.ingest([placed(f"t{n}") for n in range(30)])
     clock.at = T0 + timedelta(minutes=3.5)
     fired = await asyncio.gather(
@@ -304,10 +303,7 @@ async def test_replicas_share_due_timers_and_each_fires_once(
         assert (issue.severity, issue.version) == ("medium", 1)
     # a restarted detector (a new instance) fires what came due while it was away
     clock.at = T0 + timedelta(minutes=5)
-    assert (
-        await Detector(pool=pool, issues=issues, thresholds=thresholds, clock=clock).fire_due(100)
-        == 30
-    )
+    assert await helpers.detector(pool, issues, clock).fire_due(100) == 30
     assert state(issues, "t0", "venue_acceptance_delayed").severity == "high"
 
 
@@ -327,13 +323,13 @@ async def test_dead_letters_are_listed_and_replayed_once_fixed(
     await detector.park("nats", [("dl-1", "was broken", msgspec.json.encode(good))])
     await detector.park("nats", [(None, "not json", b"{nope")])
     listed = await detector.dead_letters()
-    assert [(d["event_id"], d["reason"]) for d in listed] == [
+    assert [(d.event_id, d.reason) for d in listed] == [
         ("dl-1", "was broken"),
         (None, "not json"),
     ]
     assert await detector.replay_dead_letters() == (1, 1)
     assert state(issues, "dl", "payment_failed").status == "open"
-    assert [d["reason"] for d in await detector.dead_letters()] == ["not json"]
+    assert [d.reason for d in await detector.dead_letters()] == ["not json"]
 
 
 async def test_a_detector_killed_mid_stream_loses_and_doubles_nothing(
@@ -628,13 +624,13 @@ async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
     are parked (replayable), the others stored and acknowledged, the consumer goes on."""
 
     class Failing(Detector):
-        async def _visit(self, conn: Any, visits: Any) -> None:
+        async def _visit(self, batch: Any, visits: Any) -> None:
             if any(visit.order_id == "poison" for visit in visits):
                 raise RuntimeError("a bug in the rules")
-            await super()._visit(conn, visits)
+            await super()._visit(batch, visits)
 
     clock.at = T0 + timedelta(minutes=20)
-    detector = Failing(pool=pool, issues=issues, thresholds=rules_config.load(None), clock=clock)
+    detector = helpers.detector(pool, issues, clock, kind=Failing)
     bodies = [
         msgspec.json.encode(dataclasses.asdict(placed(order_id)))
         for order_id in ("good-1", "poison", "good-2")

@@ -14,13 +14,14 @@ import httpx
 import msgspec
 import pytest
 
-from app import bootstrap, rules_config
+from app import bootstrap
 from app.bootstrap import Endpoints
 from app.detection import Detector
 from app.http.app import create_app
 from app.ingest import MAX_EVENT_BYTES
 from app.service import IssueService
 from app.settings import Settings
+from tests.integration import helpers
 from tests.integration.helpers import consuming, handled
 from tests.integration.test_detection import T0, Clock, placed, state
 
@@ -29,7 +30,7 @@ from tests.integration.test_detection import T0, Clock, placed, state
 def detector(pool: asyncpg.Pool, writer: IssueService) -> Detector:
     clock = Clock()
     clock.at = T0 + timedelta(minutes=20)
-    return Detector(pool=pool, issues=writer, thresholds=rules_config.load(None), clock=clock)
+    return helpers.detector(pool, writer, clock)
 
 
 def deep(levels: int) -> bytes:
@@ -93,18 +94,13 @@ async def test_a_list_over_http_is_judged_event_by_event_when_the_detector_fails
     the other events of the list are stored: 202, not 500."""
 
     class Failing(Detector):
-        async def _visit(self, conn: Any, visits: Any) -> None:
+        async def _visit(self, batch: Any, visits: Any) -> None:
             if any(visit.order_id == "http-poison" for visit in visits):
                 raise RuntimeError("a bug in the rules")
-            await super()._visit(conn, visits)
+            await super()._visit(batch, visits)
 
     async with bootstrap.container(settings, endpoints) as built:
-        built.detector = Failing(
-            pool=built.pool,
-            issues=built.issues,
-            thresholds=rules_config.load(None),
-            clock=built.clock,
-        )
+        built.detector = helpers.detector(built.pool, built.issues, built.clock, kind=Failing)
         ids = [f"http-{uuid.uuid4().hex[:8]}", "http-poison", f"http-{uuid.uuid4().hex[:8]}"]
         events = [msgspec.to_builtins(dataclasses.asdict(placed(order_id))) for order_id in ids]
         app = create_app(built)
