@@ -38,8 +38,9 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from adapters.clock import Clock
+from app.commands import Command, Detect, Escalate, Reopen, Resolve
 from app.ingest import InvalidEvent, decode, validate
-from app.service import Command, CommandResult, IssueService
+from app.service import CommandResult, IssueService
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
 from domain.order import (
@@ -52,7 +53,7 @@ from domain.order import (
 )
 from domain.rules import RULES, evaluate, next_check
 from domain.thresholds import Thresholds
-from domain.values import storable
+from domain.values import SYSTEM_ACTOR, storable
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +574,7 @@ class Detector:
             for command in built:
                 if command.issue_id in current:
                     preloaded[command.issue_id] = current[command.issue_id]
-                elif command.create is not None:
+                elif isinstance(command, Detect):
                     preloaded[command.issue_id] = None
             try:
                 outcomes = await anyio.to_thread.run_sync(
@@ -650,40 +651,31 @@ class Detector:
         issue_id = issue_id_for(state.order_id, action.kind)
         if action.op == "detect":
             assert action.severity is not None
-
-            def create(at: datetime) -> OrderIssue:
-                return OrderIssue.detect(
-                    order_id=state.order_id,
-                    kind=action.kind,
-                    severity=action.severity or "low",
-                    vertical=state.vertical,
-                    country=state.country,
-                    city=state.city,
-                    evidence=action.evidence,
-                    at=at,
-                )
-
-            return Command(issue_id, "detect", create=create)
+            return Detect(
+                actor=SYSTEM_ACTOR,
+                order_id=state.order_id,
+                kind=action.kind,
+                severity=action.severity or "low",
+                vertical=state.vertical,
+                country=state.country,
+                city=state.city,
+                evidence=action.evidence,
+            )
         if action.op == "escalate":
-            return Command(
-                issue_id,
-                "escalate",
-                act=lambda issue, at: issue.escalate(
-                    severity=action.severity or "low", evidence=action.evidence, at=at, by="system"
-                ),
+            return Escalate(
+                issue_id=issue_id,
+                actor=SYSTEM_ACTOR,
+                severity=action.severity or "low",
+                evidence=action.evidence,
             )
         if action.op == "reopen":
-            return Command(
-                issue_id,
-                "reopen",
-                act=lambda issue, at: issue.reopen(reason=action.reason, at=at, by="system"),
-            )
-        return Command(
-            issue_id,
-            "resolve",
-            act=lambda issue, at: issue.resolve(
-                resolution="fixed", note=action.reason, at=at, by="system", resolved_by="system"
-            ),
+            return Reopen(issue_id=issue_id, actor=SYSTEM_ACTOR, reason=action.reason)
+        return Resolve(
+            issue_id=issue_id,
+            actor=SYSTEM_ACTOR,
+            resolution="fixed",
+            note=action.reason,
+            resolved_by="system",
         )
 
 

@@ -18,8 +18,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from adapters.postgres import CONNECTION_ERRORS
 from app.edge import explain
-from app.queries import InvalidQuery
-from app.service import (
+from app.errors import (
     AnsweredBefore,
     ConcurrentWrite,
     IssueAlreadyExists,
@@ -28,6 +27,7 @@ from app.service import (
     Unavailable,
     VersionMismatch,
 )
+from app.queries import InvalidQuery
 from domain.errors import InvalidValue, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
