@@ -7,11 +7,12 @@ from the event loop into such batches. The errors it answers with are in
 ``app/errors.py``; its storage (the library's save, the reads of many issues at once, the
 idempotency keys) is ``adapters.eventstore.EventStore``.
 
-Idempotency: a command may carry a :class:`Request` (the client's ``Idempotency-Key`` and a
-fingerprint of what it asked). Its key is stored by the event store in the transaction
-that stores its event (``adapters.eventstore.RequestRecorder``), and looked up before a
-command is applied, so a repeat within the window (on any replica, after any restart,
-after a 503 or a lost answer) gets the first outcome and is applied once.
+Idempotency: a command may carry a ``Request`` (``app/commands.py``: the client's
+``Idempotency-Key`` and a fingerprint of what it asked). Its key is stored by the event
+store in the transaction that stores its event (``adapters.eventstore.RequestRecorder``),
+and looked up before a command is applied, so a repeat within the window (on any replica,
+after any restart, after a 503 or a lost answer) gets the first outcome and is applied
+once.
 """
 
 from __future__ import annotations
