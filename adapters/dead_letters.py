@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
+from adapters.postgres import raises_unavailable
 from adapters.watch import delete_older
 
 
@@ -30,6 +31,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     payload: bytes
 
 
+@raises_unavailable
 class PostgresDeadLetters:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -1,13 +1,17 @@
-"""PostgreSQL: connection parameters, asyncpg pools, and the migrations runner."""
+"""PostgreSQL: connection parameters, asyncpg pools, the migrations runner, and the one
+exception for "the database is unavailable" (:class:`DatabaseUnavailable`)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -17,6 +21,14 @@ log = logging.getLogger(__name__)
 
 # pg_advisory_lock key held while migrations run, so replicas starting at once take turns.
 _MIGRATIONS_LOCK_KEY = 0x1B0C_0001
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer, or refused for a reason that passes (the connection
+    lost, too many connections, a deadlock rolled back): not done, or its outcome
+    unknown; trying again later may succeed. The adapters raise it in place of their
+    drivers' errors (asyncpg here, psycopg through the event store library in
+    ``adapters/eventstore.py``), so that nothing above them knows the drivers."""
 
 
 class MigrationError(Exception):
@@ -157,3 +169,53 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # pg_terminate_backend; the connection is useless afterwards, like the others.
     asyncpg.exceptions.InternalClientError,
 )
+
+# The asyncpg errors an adapter answers with DatabaseUnavailable: the connection errors,
+# and a transaction the server rolled back (a deadlock, a serialization failure).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.TransactionRollbackError,
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_C = TypeVar("_C", bound=type)
+
+
+def raises_unavailable(cls: _C) -> _C:
+    """Class decorator: each public coroutine method of ``cls``, and each public method
+    made with ``@asynccontextmanager`` (a transaction block: its entry, its commit), raises
+    :class:`DatabaseUnavailable` where asyncpg raised one of :data:`UNAVAILABLE_ERRORS`."""
+    for name, attribute in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if inspect.iscoroutinefunction(attribute):
+            setattr(cls, name, _unavailable(attribute))
+        elif inspect.isasyncgenfunction(getattr(attribute, "__wrapped__", None)):
+            setattr(cls, name, _unavailable_block(attribute))
+    return cls
+
+
+def _unavailable(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    @functools.wraps(method)
+    async def translated(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(*args, **kwargs)
+        except UNAVAILABLE_ERRORS as exc:
+            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+
+    return translated
+
+
+def _unavailable_block(
+    factory: Callable[_P, AbstractAsyncContextManager[_R]],
+) -> Callable[_P, AbstractAsyncContextManager[_R]]:
+    @asynccontextmanager
+    async def translated(*args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_R]:
+        try:
+            async with factory(*args, **kwargs) as value:
+                yield value
+        except UNAVAILABLE_ERRORS as exc:
+            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+
+    return functools.wraps(factory)(translated)

@@ -22,6 +22,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from adapters.postgres import raises_unavailable
 from domain.order import FOLD_VERSION, OrderEvent, OrderState
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def _row(record: asyncpg.Record, *, created: bool) -> WatchRow:
     return WatchRow(order_id, state, clear_since, pending, created)
 
 
+@raises_unavailable
 class PostgresWatchBatch:
     """One detector transaction on locked watch rows (see the module docstring)."""
 
@@ -205,6 +207,7 @@ class PostgresWatchBatch:
             )
 
 
+@raises_unavailable
 class PostgresWatchStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

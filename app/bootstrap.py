@@ -25,10 +25,11 @@ from adapters.embedded import embedded_nats, embedded_postgres
 from adapters.eventstore import eventstore_env
 from adapters.watch import PostgresWatchStore
 from app import rules_config
+from app.bus import CommandBus
 from app.detection import Detector
 from app.history import History
 from app.queries import Positions, ReadModels
-from app.service import CommandBus, IssueApplication, IssueService
+from app.service import IssueApplication, IssueService
 from app.settings import Settings
 from app.workers.relay import Relay, RelayConfig
 from projections import PROJECTIONS

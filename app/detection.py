@@ -40,6 +40,7 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from adapters.clock import Clock
+from app.commands import Command, Detect, Escalate, Reopen, Resolve
 from app.ingest import InvalidEvent, decode, validate
 from app.ports import (
     BrokenOrder,
@@ -53,13 +54,13 @@ from app.ports import (
     WatchStore,
     WatchUpdate,
 )
-from app.service import Command, CommandResult
+from app.service import CommandResult
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
 from domain.order import OrderEvent, OrderState, apply, fold, sort_key
 from domain.rules import RULES, evaluate, next_check
 from domain.thresholds import Thresholds
-from domain.values import storable
+from domain.values import SYSTEM_ACTOR, storable
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +450,7 @@ class Detector:
             for command in built:
                 if command.issue_id in current:
                     preloaded[command.issue_id] = current[command.issue_id]
-                elif command.create is not None:
+                elif isinstance(command, Detect):
                     preloaded[command.issue_id] = None
             try:
                 outcomes = await anyio.to_thread.run_sync(
@@ -498,48 +499,32 @@ class Detector:
         match action.op:
             case "detect":
                 assert action.severity is not None
-
-                def create(at: datetime) -> OrderIssue:
-                    return OrderIssue.detect(
-                        order_id=state.order_id,
-                        kind=action.kind,
-                        severity=action.severity or "low",
-                        vertical=state.vertical,
-                        country=state.country,
-                        city=state.city,
-                        evidence=action.evidence,
-                        at=at,
-                    )
-
-                return Command(issue_id, "detect", create=create)
+                return Detect(
+                    actor=SYSTEM_ACTOR,
+                    order_id=state.order_id,
+                    kind=action.kind,
+                    severity=action.severity or "low",
+                    vertical=state.vertical,
+                    country=state.country,
+                    city=state.city,
+                    evidence=action.evidence,
+                )
             case "escalate":
-                return Command(
-                    issue_id,
-                    "escalate",
-                    act=lambda issue, at: issue.escalate(
-                        severity=action.severity or "low",
-                        evidence=action.evidence,
-                        at=at,
-                        by="system",
-                    ),
+                return Escalate(
+                    issue_id=issue_id,
+                    actor=SYSTEM_ACTOR,
+                    severity=action.severity or "low",
+                    evidence=action.evidence,
                 )
             case "reopen":
-                return Command(
-                    issue_id,
-                    "reopen",
-                    act=lambda issue, at: issue.reopen(reason=action.reason, at=at, by="system"),
-                )
+                return Reopen(issue_id=issue_id, actor=SYSTEM_ACTOR, reason=action.reason)
             case "resolve":
-                return Command(
-                    issue_id,
-                    "resolve",
-                    act=lambda issue, at: issue.resolve(
-                        resolution="fixed",
-                        note=action.reason,
-                        at=at,
-                        by="system",
-                        resolved_by="system",
-                    ),
+                return Resolve(
+                    issue_id=issue_id,
+                    actor=SYSTEM_ACTOR,
+                    resolution="fixed",
+                    note=action.reason,
+                    resolved_by="system",
                 )
             case unknown:
                 assert_never(unknown)

@@ -11,10 +11,12 @@ import asyncpg
 from eventsourcing.persistence import Mapper
 
 from adapters.eventstore import EVENT_COLUMNS, decode
+from adapters.postgres import raises_unavailable
 from app.integration import EventItem, event_item
 from domain.issue import OrderIssue
 
 
+@raises_unavailable
 class History:
     def __init__(self, pool: asyncpg.Pool, mapper: Mapper[UUID]) -> None:
         self._pool = pool

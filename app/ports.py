@@ -22,7 +22,8 @@ from adapters.watch import (
     WatchRow,
     WatchUpdate,
 )
-from app.service import Command, Outcome
+from app.commands import Command
+from app.service import Outcome
 from domain.issue import OrderIssue
 from domain.order import OrderEvent
 

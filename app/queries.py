@@ -121,8 +121,12 @@ def decode_cursor(cursor: str, sort: str) -> _Cursor:
 _SELECT = ", ".join(c for c in INBOX_COLUMNS if c != "status_before_snooze")
 
 
+@postgres.raises_unavailable
 @dataclass
 class ReadModels:
+    """The read models' queries; each raises ``DatabaseUnavailable`` when the database is
+    gone, never a driver's error."""
+
     pool: asyncpg.Pool
 
     async def issues(

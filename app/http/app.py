@@ -17,6 +17,7 @@ from litestar.routes import HTTPRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.bootstrap import Container
+from app.bus import CommandBus
 from app.detection import Detector
 from app.history import History
 from app.http import cache, idempotency, openapi
@@ -27,7 +28,6 @@ from app.http.inbox import InboxController, InboxPages, filters
 from app.http.issues import IssueController
 from app.http.orders import DetectionController, OrderEventsController, order_events_body
 from app.queries import Positions, ReadModels
-from app.service import CommandBus
 from app.settings import Settings
 
 

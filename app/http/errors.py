@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
-from eventsourcing.persistence import InterfaceError, OperationalError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from adapters.postgres import CONNECTION_ERRORS
+from adapters.postgres import DatabaseUnavailable
 from app.edge import explain
-from app.queries import InvalidQuery
-from app.service import (
+from app.errors import (
     AnsweredBefore,
     ConcurrentWrite,
     IssueAlreadyExists,
@@ -28,6 +25,7 @@ from app.service import (
     Unavailable,
     VersionMismatch,
 )
+from app.queries import InvalidQuery
 from domain.errors import InvalidValue, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
@@ -35,13 +33,6 @@ log = logging.getLogger(__name__)
 # What Litestar raises (an InternalServerException) when the client disconnects while it
 # reads the body; it has no exception type of its own.
 _DISCONNECTED = "client disconnected prematurely"
-# The database gone, or a transaction it rolled back (a deadlock): 503, try again.
-_RETRYABLE = (
-    *CONNECTION_ERRORS,
-    OperationalError,
-    InterfaceError,
-    asyncpg.TransactionRollbackError,
-)
 
 
 class BadRequest(Exception):
@@ -154,15 +145,8 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             return _body(422, str(exc), field="Idempotency-Key")
         case Unavailable():
             return _body(503, str(exc))
-        case _ if isinstance(
-            exc,
-            (
-                *CONNECTION_ERRORS,
-                OperationalError,
-                InterfaceError,
-                asyncpg.TransactionRollbackError,
-            ),
-        ):
+        case DatabaseUnavailable():
+            # The database gone, or a transaction it rolled back (a deadlock): try again.
             log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
             return _body(503, "the database is unavailable; try again")
         case HTTPException() if exc.status_code < 500:

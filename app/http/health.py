@@ -25,7 +25,7 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.openapi import ResponseSpec
 
-from adapters.postgres import CONNECTION_ERRORS
+from adapters.postgres import DatabaseUnavailable
 from app.bootstrap import Container
 from projections import PROJECTIONS
 
@@ -139,7 +139,7 @@ class HealthController(Controller):
                     _LATEST_SKIPPED,
                 )
             database = True
-        except CONNECTION_ERRORS as exc:
+        except (DatabaseUnavailable, TimeoutError) as exc:
             log.warning("readiness: database check failed: %s", exc)
             database = False
             problems.append(f"database: {exc}")

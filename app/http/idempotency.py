@@ -23,17 +23,11 @@ from litestar.params import HeaderParameter
 
 from adapters.leadership import wait_or_stop
 from app.bootstrap import Container
+from app.bus import CommandBus
+from app.commands import Command, Request
+from app.errors import IssueAlreadyExists, VersionMismatch
 from app.http.errors import BadRequest, refusal
-from app.service import (
-    Command,
-    CommandBus,
-    CommandResult,
-    IssueAlreadyExists,
-    IssueService,
-    Outcome,
-    Request,
-    VersionMismatch,
-)
+from app.service import CommandResult, IssueService, Outcome
 from domain.errors import InvalidValue, TransitionNotAllowed
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app.edge import DOCUMENTED_TEXT_PATTERN, MAX_QUERY_TEXT_LENGTH, QueryText
+from app.errors import Unavailable
 from app.http import cache, openapi
 from app.http.errors import BadRequest, NotFound
 from app.integration import IssueFields
 from app.queries import Filters, Positions, ReadModels
-from app.service import Unavailable
 from app.settings import Settings
 from domain.order import OrderState
 from domain.values import INT64_MAX, STORABLE_TEXT_PATTERN, Kind, Severity, Status, Vertical

@@ -1,17 +1,15 @@
 """``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
 
 Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
-``Command`` to the bus, map the result. Every body is a ``Checked`` Struct (``app/edge.py``:
-its texts PostgreSQL can store, its times in range); the free-form objects (evidence,
-action details) are walked at the edge (``domain.values.check_object``: keys, values,
-depth) before they reach the bus.
+named command (``app/commands.py``) to the bus, map the result. Every body is a
+``Checked`` Struct (``app/edge.py``: its texts PostgreSQL can store, its times in range);
+the free-form objects (evidence, action details) are walked at the edge
+(``domain.values.check_object``: keys, values, depth) before they reach the bus.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,6 +19,7 @@ from litestar.di import Provide
 from litestar.params import HeaderParameter, Parameter
 from prometheus_client import Counter
 
+from app import commands as use_cases
 from app.bootstrap import COMMANDS
 from app.edge import Aware, Checked
 from app.history import History
@@ -30,9 +29,7 @@ from app.http.idempotency import Commands, commands
 from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
 from app.integration import EventItem, IssueView, issue_view
 from app.queries import Filters, Positions, Sort
-from app.service import Command
 from app.settings import Settings
-from domain.issue import OrderIssue, issue_id_for
 from domain.values import (
     MAX_TEXT_LENGTH,
     Action,
@@ -150,7 +147,9 @@ def _check_object(field: str, value: dict[str, Any]) -> None:
         raise Unprocessable(field, f"must encode to at most {MAX_OBJECT_BYTES} bytes of JSON")
 
 
-async def _send(bus: Commands, command: Command, counter: Counter = COMMANDS) -> CommandAccepted:
+async def _send(
+    bus: Commands, command: use_cases.Command, counter: Counter = COMMANDS
+) -> CommandAccepted:
     try:
         result = await bus.submit(command)
     except Exception as exc:
@@ -158,15 +157,6 @@ async def _send(bus: Commands, command: Command, counter: Counter = COMMANDS) ->
         raise
     counter.labels(command.name, "ok").inc()
     return CommandAccepted(result.issue_id, result.version, result.position)
-
-
-def _on(
-    issue_id: UUID,
-    name: str,
-    if_match: str,
-    act: Callable[[OrderIssue, datetime], None],
-) -> Command:
-    return Command(issue_id, name, act=act, expected_version=expected_version(if_match))
 
 
 class IssueController(Controller):
@@ -206,9 +196,10 @@ class IssueController(Controller):
     )
     async def report(self, data: ReportIssue, bus: Commands) -> CommandAccepted:
         _check_object("evidence", data.evidence)
-
-        def create(at: datetime) -> OrderIssue:
-            return OrderIssue.detect(
+        return await _send(
+            bus,
+            use_cases.Report(
+                actor=data.agent_id,
                 order_id=data.order_id,
                 kind=data.kind,
                 severity=data.severity,
@@ -216,27 +207,21 @@ class IssueController(Controller):
                 country=data.country,
                 city=data.city,
                 evidence=data.evidence,
-                at=at,
-                by=data.agent_id,
-            )
-
-        issue_id = issue_id_for(data.order_id, data.kind)
-        return await _send(bus, Command(issue_id, "report", create=create))
+            ),
+        )
 
     @post("/{issue_id:uuid}/escalate", status_code=200, responses=openapi.command())
     async def escalate(
         self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
-        evidence = {"escalation_reason": data.reason}
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "escalate",
-                if_match,
-                lambda issue, at: issue.escalate(
-                    severity=data.severity, evidence=evidence, at=at, by=data.agent_id
-                ),
+            use_cases.Escalate(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                severity=data.severity,
+                evidence={"escalation_reason": data.reason},
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -244,14 +229,13 @@ class IssueController(Controller):
     async def assign(
         self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = "*"
     ) -> CommandAccepted:
-        assignee = data.assignee or data.agent_id
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "assign",
-                if_match,
-                lambda issue, at: issue.assign(assignee=assignee, at=at, by=data.agent_id),
+            use_cases.Assign(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                assignee=data.assignee or data.agent_id,
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -261,11 +245,8 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "unassign",
-                if_match,
-                lambda issue, at: issue.unassign(at=at, by=data.agent_id),
+            use_cases.Unassign(
+                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
             ),
         )
 
@@ -275,11 +256,8 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "acknowledge",
-                if_match,
-                lambda issue, at: issue.acknowledge(at=at, by=data.agent_id),
+            use_cases.Acknowledge(
+                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
             ),
         )
 
@@ -289,11 +267,11 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "add_note",
-                if_match,
-                lambda issue, at: issue.add_note(text=data.text, at=at, by=data.agent_id),
+            use_cases.AddNote(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                text=data.text,
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -304,13 +282,12 @@ class IssueController(Controller):
         _check_object("details", data.details)
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "take_action",
-                if_match,
-                lambda issue, at: issue.take_action(
-                    action=data.action, details=data.details, at=at, by=data.agent_id
-                ),
+            use_cases.TakeAction(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                action=data.action,
+                details=data.details,
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -320,11 +297,11 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "snooze",
-                if_match,
-                lambda issue, at: issue.snooze(until=data.until, at=at, by=data.agent_id),
+            use_cases.Snooze(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                until=data.until,
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -334,7 +311,9 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(issue_id, "wake", if_match, lambda issue, at: issue.wake(at=at, by=data.agent_id)),
+            use_cases.Wake(
+                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+            ),
         )
 
     @post("/{issue_id:uuid}/resolve", status_code=200, responses=openapi.command())
@@ -343,13 +322,12 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "resolve",
-                if_match,
-                lambda issue, at: issue.resolve(
-                    resolution=data.resolution, note=data.note, at=at, by=data.agent_id
-                ),
+            use_cases.Resolve(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                resolution=data.resolution,
+                note=data.note,
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -359,11 +337,11 @@ class IssueController(Controller):
     ) -> CommandAccepted:
         return await _send(
             bus,
-            _on(
-                issue_id,
-                "reopen",
-                if_match,
-                lambda issue, at: issue.reopen(reason=data.reason, at=at, by=data.agent_id),
+            use_cases.Reopen(
+                issue_id=issue_id,
+                actor=data.agent_id,
+                reason=data.reason,
+                expected_version=expected_version(if_match),
             ),
         )
 

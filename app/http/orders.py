@@ -17,6 +17,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
+from adapters.postgres import DatabaseUnavailable
 from app.bootstrap import Container
 from app.detection import Detector, Ingested
 from app.edge import TIME_PATTERN, Aware
@@ -24,7 +25,6 @@ from app.http import openapi
 from app.http.errors import BadRequest, Unprocessable
 from app.ingest import InvalidEvent, order_event_types, validate
 from app.queries import ReadModels
-from app.workers.detector import DATABASE_ERRORS
 from domain.errors import InvalidValue
 from domain.order import OrderEvent
 from domain.values import check_time
@@ -217,13 +217,13 @@ async def _ingest(
     events = [event for _, event in valid]
     try:
         return await detector.ingest(events), []
-    except DATABASE_ERRORS:
+    except DatabaseUnavailable:
         raise
     except Exception:
         log.exception("order events: a batch of %d failed; order by order", len(events))
     done, failed = await detector.ingest_each_order(events)
     for error in failed.values():
-        if isinstance(error, DATABASE_ERRORS):
+        if isinstance(error, DatabaseUnavailable):
             raise error
     rejected: list[Rejected] = []
     for order_id, error in failed.items():

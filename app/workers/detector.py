@@ -24,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from adapters.leadership import wait_or_stop
 from adapters.nats import ensure_stream
-from adapters.postgres import CONNECTION_ERRORS
+from adapters.postgres import CONNECTION_ERRORS, DatabaseUnavailable
 from app.detection import Detector, Retention
 from app.ingest import InvalidEvent, decode
 from domain.order import OrderEvent
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # and a transaction the server rolled back (a deadlock, a serialization failure): the
 # batch is handed back for redelivery.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
     *CONNECTION_ERRORS,
     asyncpg.TransactionRollbackError,
     OperationalError,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -33,9 +32,10 @@ from prometheus_client import Counter
 
 from adapters.clock import Clock
 from adapters.leadership import run_as_leader, wait_or_stop
-from app.service import ApplicationError, Command, CommandBus, Unavailable
+from app.bus import CommandBus
+from app.commands import Wake
+from app.errors import ApplicationError, Unavailable
 from domain.errors import DomainError
-from domain.issue import OrderIssue
 from domain.values import SYSTEM_ACTOR
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,8 @@ class Woke:
     failed: int  # the event store did not answer: tried again on the next pass
 
 
-def _wake(at_version: int, issue_id: UUID) -> Command:
-    def act(issue: OrderIssue, at: datetime) -> None:
-        issue.wake(at=at, by=SYSTEM_ACTOR)
-
-    return Command(issue_id, "wake", act=act, expected_version=at_version)
+def _wake(at_version: int, issue_id: UUID) -> Wake:
+    return Wake(issue_id=issue_id, actor=SYSTEM_ACTOR, expected_version=at_version)
 
 
 class Waker:

@@ -22,7 +22,8 @@ from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.eventstore import eventstore_env
 from app.bootstrap import Endpoints
-from app.service import CommandBus, IssueApplication, IssueService
+from app.bus import CommandBus
+from app.service import IssueApplication, IssueService
 from tests.api_process import running_api
 from tests.bench.common import Figure, figure, report, scratch_database, servers
 from tests.integration.helpers import note

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import aiohttp
 import anyio.to_thread
@@ -38,8 +39,9 @@ from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.eventstore import EVENT_COLUMNS, decode, eventstore_env
 from app.bootstrap import Endpoints
-from app.service import Command, IssueApplication, IssueService
-from domain.issue import OrderIssue, due_at, priority_of
+from app.commands import Acknowledge, AddNote, Assign, Command, Escalate, Resolve
+from app.service import IssueApplication, IssueService
+from domain.issue import due_at, priority_of
 from domain.values import KINDS, RESOLUTIONS, SEVERITIES, VERTICALS
 from projections import PROJECTIONS
 from projections.follower import POSITIONS_CHANNEL, Follower, FollowerConfig
@@ -384,13 +386,16 @@ def _write_creates(url: str, events: int) -> None:
 
 # A lifecycle step: (chance an issue takes it, command). Reported issues are "medium";
 # with these chances an issue has ~4.3 events on average.
-_STEPS: tuple[tuple[float, Callable[[OrderIssue, datetime], None]], ...] = (
-    (0.5, lambda i, at: i.escalate(severity="high", evidence={"minutes": 12}, at=at, by="system")),
-    (0.6, lambda i, at: i.assign(assignee=random.choice(AGENTS), at=at, by="lead")),
-    (0.5, lambda i, at: i.acknowledge(at=at, by="agent")),
-    (0.7, lambda i, at: i.add_note(text="called the venue, food is late", at=at, by="agent")),
-    (0.3, lambda i, at: i.add_note(text="customer informed", at=at, by="agent")),
-    (0.7, lambda i, at: i.resolve(resolution="fixed", note="", at=at, by="agent")),
+_STEPS: tuple[tuple[float, Callable[[UUID], Command]], ...] = (
+    (
+        0.5,
+        lambda i: Escalate(issue_id=i, actor="system", severity="high", evidence={"minutes": 12}),
+    ),
+    (0.6, lambda i: Assign(issue_id=i, actor="lead", assignee=random.choice(AGENTS))),
+    (0.5, lambda i: Acknowledge(issue_id=i, actor="agent")),
+    (0.7, lambda i: AddNote(issue_id=i, actor="agent", text="called the venue, food is late")),
+    (0.3, lambda i: AddNote(issue_id=i, actor="agent", text="customer informed")),
+    (0.7, lambda i: Resolve(issue_id=i, actor="agent", resolution="fixed", note="")),
 )
 
 
@@ -411,7 +416,7 @@ def _write_lifecycles(url: str, events: int) -> None:
             ids = [o.issue_id for o in outcomes]  # type: ignore[union-attr]
             written += len(ids)
             for chance, step in _STEPS:
-                commands = [Command(i, "step", act=step) for i in ids if random.random() < chance]
+                commands = [step(i) for i in ids if random.random() < chance]
                 landed = service.execute_batch(commands)
                 written += sum(not isinstance(o, Exception) for o in landed)
             if written >= report_at:

@@ -19,10 +19,10 @@ from adapters.eventstore import eventstore_env
 from adapters.nats import ensure_stream
 from adapters.watch import PostgresWatchStore
 from app import rules_config
+from app.commands import AddNote, Report
 from app.detection import Detector
-from app.service import Command, IssueApplication, IssueService
+from app.service import IssueApplication, IssueService
 from app.workers.detector import ConsumerConfigValues, consume_orders
-from domain.issue import OrderIssue, issue_id_for
 from tests.conftest import RUN_ID
 
 
@@ -51,29 +51,21 @@ def detector(
     )
 
 
-def report(order_id: str, kind: str = "venue_acceptance_delayed") -> Command:
-    def create(at: datetime) -> OrderIssue:
-        return OrderIssue.detect(
-            order_id=order_id,
-            kind=kind,
-            severity="medium",
-            vertical="restaurant",
-            country="FI",
-            city="Helsinki",
-            evidence={"minutes_waiting": 5},
-            at=at,
-        )
-
-    return Command(issue_id_for(order_id, kind), "report", create=create)
-
-
-def note(issue_id: UUID, text: str, expected_version: int | None = None) -> Command:
-    return Command(
-        issue_id,
-        "add_note",
-        act=lambda issue, at: issue.add_note(text=text, at=at, by="ann"),
-        expected_version=expected_version,
+def report(order_id: str, kind: str = "venue_acceptance_delayed") -> Report:
+    return Report(
+        actor="system",
+        order_id=order_id,
+        kind=kind,
+        severity="medium",
+        vertical="restaurant",
+        country="FI",
+        city="Helsinki",
+        evidence={"minutes_waiting": 5},
     )
+
+
+def note(issue_id: UUID, text: str, expected_version: int | None = None) -> AddNote:
+    return AddNote(issue_id=issue_id, actor="ann", text=text, expected_version=expected_version)
 
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

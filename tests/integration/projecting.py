@@ -12,7 +12,16 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from adapters import postgres
-from app.service import Command, IssueService
+from app.commands import (
+    Acknowledge,
+    AddNote,
+    Assign,
+    Command,
+    Escalate,
+    Reopen,
+    Resolve,
+)
+from app.service import IssueService
 from domain.issue import OrderIssue
 from projections import PROJECTIONS
 from projections.follower import Follower, FollowerConfig
@@ -67,15 +76,19 @@ async def wait_projected(url: str, *, timeout: float = 60.0) -> None:
 
 
 def _mixed(issue_id: UUID, rng: random.Random) -> Command:
-    choices = [
-        lambda issue, at: issue.acknowledge(at=at, by="ann"),
-        lambda issue, at: issue.add_note(text="n", at=at, by="ann"),
-        lambda issue, at: issue.escalate(severity="critical", evidence={}, at=at, by="sys"),
-        lambda issue, at: issue.resolve(resolution="fixed", note="", at=at, by="ann"),
-        lambda issue, at: issue.reopen(reason="again", at=at, by="ann"),
-        lambda issue, at: issue.assign(assignee=rng.choice(["bob", "eve"]), at=at, by="ann"),
-    ]
-    return Command(issue_id, "mixed", act=rng.choice(choices))
+    match rng.randrange(6):
+        case 0:
+            return Acknowledge(issue_id=issue_id, actor="ann")
+        case 1:
+            return AddNote(issue_id=issue_id, actor="ann", text="n")
+        case 2:
+            return Escalate(issue_id=issue_id, actor="sys", severity="critical", evidence={})
+        case 3:
+            return Resolve(issue_id=issue_id, actor="ann", resolution="fixed", note="")
+        case 4:
+            return Reopen(issue_id=issue_id, actor="ann", reason="again")
+        case _:
+            return Assign(issue_id=issue_id, actor="ann", assignee=rng.choice(["bob", "eve"]))
 
 
 def write_mixed(service: IssueService, issues: int, steps: int, seed: int = 7) -> list[UUID]:

@@ -25,9 +25,11 @@ import pytest
 from adapters import postgres
 from adapters.nats import ensure_stream
 from app.bootstrap import Endpoints
+from app.commands import Reopen
 from app.detection import Detector, Retention, Swept
+from app.errors import ConcurrentWrite
 from app.ingest import validate
-from app.service import Command, ConcurrentWrite, IssueService
+from app.service import IssueService
 from domain.issue import issue_id_for
 from domain.order import OrderEvent, OrderState, fold
 from tests.conftest import RUN_ID
@@ -235,11 +237,7 @@ async def test_the_detector_sees_what_an_agent_did_since_its_last_look(
     await detector.fire_due()
     assert state(issues, "ag", "eta_slipped").resolved_by == "system"
     issue_id = issue_id_for("ag", "eta_slipped")
-    issues.execute(
-        Command(
-            issue_id, "reopen", act=lambda i, at: i.reopen(reason="still late", at=at, by="ann")
-        )
-    )
+    issues.execute(Reopen(issue_id=issue_id, actor="ann", reason="still late"))
     clock.at += timedelta(seconds=1)
     await detector.ingest([ev("ag", "courier_assigned", 11, courier_id="k")])
     clock.at += timedelta(seconds=61)

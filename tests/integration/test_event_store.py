@@ -6,7 +6,10 @@ import asyncio
 import multiprocessing
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -14,17 +17,24 @@ import pytest
 
 from adapters import postgres
 from app.bootstrap import Endpoints
-from app.service import (
-    Command,
-    CommandResult,
-    ConcurrentWrite,
-    IssueAlreadyExists,
-    IssueNotFound,
-    IssueService,
-    VersionMismatch,
-)
+from app.commands import AddNote, Command, Reopen
+from app.errors import ConcurrentWrite, IssueAlreadyExists, IssueNotFound, VersionMismatch
+from app.service import CommandResult, IssueService
 from domain.errors import TransitionNotAllowed
+from domain.issue import OrderIssue
 from tests.integration.helpers import note, report, service
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NoteAfter(AddNote):
+    """A note whose application first calls ``before`` (with the issue read, before it
+    changes): where a test makes writers race."""
+
+    before: Callable[[], None]
+
+    def apply(self, issue: OrderIssue, at: datetime) -> None:
+        self.before()
+        super().apply(issue, at)
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +62,14 @@ def test_a_batch_stores_many_issues_and_answers_each_command(
 ) -> None:
     first = replicas[0].execute(report(order()))
     missing = uuid.uuid4()
-    commands = [
+    commands: list[Command] = [
         report(order()),
         note(first.issue_id, "a"),
         note(first.issue_id, "b"),  # the same issue twice in one batch: applied in order
         note(missing, "nobody"),
         report(order()),
         note(first.issue_id, "stale", expected_version=1),
-        Command(
-            first.issue_id,
-            "reopen",
-            act=lambda issue, at: issue.reopen(reason="x", at=at, by="ann"),
-        ),
+        Reopen(issue_id=first.issue_id, actor="ann", reason="x"),
     ]
     outcomes = replicas[0].execute_batch(commands)
     assert isinstance(outcomes[0], CommandResult)
@@ -89,16 +95,15 @@ def test_two_writers_on_one_issue_exactly_one_wins(replicas: list[IssueService])
     issue_id = replicas[0].execute(report(order())).issue_id
     both_have_read = threading.Barrier(2, timeout=10)
 
-    def act_after_both_read(text: str) -> Command:
+    def act_after_both_read(text: str) -> AddNote:
         first_attempt = threading.Event()
 
-        def act(issue, at):  # type: ignore[no-untyped-def]
+        def first_attempt_waits() -> None:
             if not first_attempt.is_set():
                 first_attempt.set()
                 both_have_read.wait()  # both replicas now hold version 1
-            issue.add_note(text=text, at=at, by="ann")
 
-        return Command(issue_id, "add_note", act=act)
+        return _NoteAfter(issue_id=issue_id, actor="ann", text=text, before=first_attempt_waits)
 
     with ThreadPoolExecutor(2) as pool:
         futures = [
@@ -123,16 +128,15 @@ def test_a_conflict_fails_only_the_command_that_raced(replicas: list[IssueServic
     read = threading.Event()
     written = threading.Event()
 
-    def act(issue, at):  # type: ignore[no-untyped-def]
+    def wait_for_the_other_writer() -> None:
         read.set()
         written.wait(10)
-        issue.add_note(text="slow", at=at, by="ann")
 
+    slow_note = _NoteAfter(
+        issue_id=contested, actor="ann", text="slow", before=wait_for_the_other_writer
+    )
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(
-            replicas[0].execute_batch,
-            [note(bystander, "innocent"), Command(contested, "add_note", act=act)],
-        )
+        slow = pool.submit(replicas[0].execute_batch, [note(bystander, "innocent"), slow_note])
         assert read.wait(10)
         replicas[1].execute(note(contested, "fast"))
         written.set()

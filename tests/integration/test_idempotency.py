@@ -4,6 +4,7 @@ being stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,15 +17,9 @@ import pytest
 
 from adapters.eventstore import eventstore_env
 from app.bootstrap import Endpoints
-from app.service import (
-    AnsweredBefore,
-    Command,
-    CommandResult,
-    IssueApplication,
-    IssueService,
-    KeyReused,
-    Request,
-)
+from app.commands import Command, Request, Resolve
+from app.errors import AnsweredBefore, KeyReused
+from app.service import CommandResult, IssueApplication, IssueService
 from tests.conftest import wait_until
 from tests.integration.helpers import note, report, service
 
@@ -38,14 +33,7 @@ def replicas(endpoints: Endpoints) -> Iterator[list[IssueService]]:
 
 
 def keyed(command: Command, key: str, fingerprint: str = "same request") -> Command:
-    return Command(
-        command.issue_id,
-        command.name,
-        act=command.act,
-        create=command.create,
-        expected_version=command.expected_version,
-        request=Request(key, fingerprint),
-    )
+    return dataclasses.replace(command, request=Request(key, fingerprint))
 
 
 def key() -> str:
@@ -213,13 +201,8 @@ def test_a_refusal_that_rested_on_an_unsaved_change_is_judged_again(
         created = batch.execute(report(f"ord-{uuid.uuid4().hex[:12]}"))
         issue_id = created.issue_id
 
-        def resolve(**kw: Any) -> Command:
-            return Command(
-                issue_id,
-                "resolve",
-                act=lambda issue, at: issue.resolve(resolution="fixed", note="", at=at, by="ann"),
-                **kw,
-            )
+        def resolve(**kw: Any) -> Resolve:
+            return Resolve(issue_id=issue_id, actor="ann", resolution="fixed", note="", **kw)
 
         save = batch._save
         raced: list[bool] = []

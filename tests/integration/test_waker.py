@@ -16,7 +16,9 @@ import pytest
 from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.eventstore import decode
-from app.service import Command, CommandBus, IssueService
+from app.bus import CommandBus
+from app.commands import Acknowledge, Resolve, Snooze
+from app.service import IssueService
 from app.workers.waker import DUE_QUERY, Waker
 from domain.issue import OrderIssue
 from tests.conftest import async_wait_until
@@ -55,20 +57,16 @@ async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
     await one.close()
 
 
-def _act(issues: IssueService, issue_id: UUID, name: str, act: object) -> None:
-    issues.execute(Command(issue_id, name, act=act))  # type: ignore[arg-type]
-
-
 def raise_issue(issues: IssueService, *, acknowledged: bool = True) -> UUID:
     issue_id = issues.execute(report(f"snooze-{uuid4().hex[:10]}")).issue_id
     if acknowledged:
-        _act(issues, issue_id, "acknowledge", lambda i, at: i.acknowledge(at=at, by="ann"))
+        issues.execute(Acknowledge(issue_id=issue_id, actor="ann"))
     return issue_id
 
 
 def snooze(issues: IssueService, issue_id: UUID, seconds: float) -> datetime:
     until = datetime.now(UTC) + timedelta(seconds=seconds)
-    _act(issues, issue_id, "snooze", lambda i, at: i.snooze(until=until, at=at, by="ann"))
+    issues.execute(Snooze(issue_id=issue_id, actor="ann", until=until))
     return until
 
 
@@ -173,12 +171,7 @@ async def test_snoozing_again_moves_the_time_and_resolving_cancels_it(
     snooze(writer, moved, 3600)
     resolved = raise_issue(writer)
     snooze(writer, resolved, 1)
-    _act(
-        writer,
-        resolved,
-        "resolve",
-        lambda i, at: i.resolve(resolution="fixed", note="", at=at, by="ann"),
-    )
+    writer.execute(Resolve(issue_id=resolved, actor="ann", resolution="fixed", note=""))
     async with running_projections(db, writer):
         await wait_projected(db)
     await past(first + timedelta(seconds=0.5))

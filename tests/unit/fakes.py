@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from adapters.watch import event_body
+from app.commands import Command, Detect, Report
+from app.errors import ApplicationError, ConcurrentWrite, IssueAlreadyExists, IssueNotFound
 from app.ports import (
     BrokenOrder,
     DeadLetter,
@@ -29,15 +31,7 @@ from app.ports import (
     WatchRow,
     WatchUpdate,
 )
-from app.service import (
-    ApplicationError,
-    Command,
-    CommandResult,
-    ConcurrentWrite,
-    IssueAlreadyExists,
-    IssueNotFound,
-    Outcome,
-)
+from app.service import CommandResult, Outcome
 from domain.errors import DomainError
 from domain.issue import OrderIssue
 from domain.order import OrderEvent, OrderState
@@ -275,15 +269,14 @@ class FakeIssues:
             if issue is None and command.issue_id in self.issues:
                 issue = copy.deepcopy(self.issues[command.issue_id])
             try:
-                if command.create is not None:
+                if isinstance(command, Report | Detect):
                     if issue is not None:
                         raise IssueAlreadyExists(command.issue_id)
                     issue = command.create(now)
                 else:
                     if issue is None:
                         raise IssueNotFound(command.issue_id)
-                    assert command.act is not None
-                    command.act(issue, now)
+                    command.apply(issue, now)
             except (DomainError, ApplicationError) as exc:
                 given.pop(command.issue_id, None)
                 outcomes.append(exc)

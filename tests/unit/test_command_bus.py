@@ -9,7 +9,10 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from app.service import Command, CommandBus, CommandResult, NotApplied, Outcome, Unavailable
+from app.bus import CommandBus
+from app.commands import AddNote, Command
+from app.errors import NotApplied, Unavailable
+from app.service import CommandResult, Outcome
 
 
 class SlowService:
@@ -35,7 +38,7 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
 
 
 def note(issue_id: uuid.UUID | None = None) -> Command:
-    return Command(issue_id or uuid.UUID(int=0), "add_note", act=lambda issue, at: None)
+    return AddNote(issue_id=issue_id or uuid.UUID(int=0), actor="ann", text="n")
 
 
 async def test_a_command_that_timed_out_in_the_queue_is_never_executed() -> None:

@@ -10,16 +10,17 @@ import pytest
 from litestar import Request
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
 
-from app.http.errors import BadRequest, NotFound, Unprocessable, exception_to_response
-from app.http.openapi import ErrorBody
-from app.queries import InvalidQuery
-from app.service import (
+from adapters.postgres import DatabaseUnavailable
+from app.errors import (
     ConcurrentWrite,
     IssueAlreadyExists,
     IssueNotFound,
     Unavailable,
     VersionMismatch,
 )
+from app.http.errors import BadRequest, NotFound, Unprocessable, exception_to_response
+from app.http.openapi import ErrorBody
+from app.queries import InvalidQuery
 from domain.errors import InvalidValue, TransitionNotAllowed
 
 ISSUE = uuid.uuid4()
@@ -51,7 +52,7 @@ CASES = [
     (IssueAlreadyExists(ISSUE), 409),
     (ClientException(status_code=413, detail="Request Entity Too Large"), 413),
     (Unavailable("not in time"), 503),
-    (ConnectionRefusedError(), 503),
+    (DatabaseUnavailable("connection refused"), 503),
 ]
 
 
