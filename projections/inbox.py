@@ -18,6 +18,7 @@ import msgspec
 
 from domain.issue import EVENT_NAMES, due_at, priority_of
 from projections import rows
+from projections.folds import detected_row, next_status
 from projections.follower import Batch, ProjectionError
 from projections.rows import Row
 
@@ -54,22 +55,6 @@ _EVIDENCE = COLUMNS.index("evidence")
 _ENCODE_JSON = msgspec.json.Encoder().encode
 
 
-def detected_row(event: Any) -> Row:
-    """What every read model knows of an issue from its Detected event."""
-    return {
-        "issue_id": event.originator_id,
-        "order_id": event.order_id,
-        "kind": event.kind,
-        "status": "open",
-        "status_before_snooze": None,
-        "severity": event.severity,
-        "vertical": event.vertical,
-        "country": event.country,
-        "city": event.city,
-        "detected_at": event.at,
-    }
-
-
 def fold(row: Row | None, event: Any, position: int) -> Row:
     """The row after ``event``; ``row`` is the row before it (None before Detected)."""
     name = EVENT_NAMES.get(type(event))
@@ -99,26 +84,6 @@ def fold(row: Row | None, event: Any, position: int) -> Row:
     row["version"] = event.originator_version
     row["position"] = position
     return row
-
-
-def next_status(row: Row, name: str, event: Any) -> None:
-    """Move ``status``, ``status_before_snooze`` and ``severity`` of a row (the part of the
-    state machine every read model keeps; shared with the stats and order models)."""
-    if name == "escalated":
-        row["severity"] = event.severity
-    elif name == "acknowledged":
-        row["status"] = "acknowledged"
-    elif name == "snoozed":
-        row["status_before_snooze"] = event.previous_status
-        row["status"] = "snoozed"
-    elif name == "woken":
-        row["status"] = row["status_before_snooze"] or "open"
-        row["status_before_snooze"] = None
-    elif name == "resolved":
-        row["status"] = "resolved"
-        row["status_before_snooze"] = None
-    elif name == "reopened":
-        row["status"] = "open"
 
 
 def _transition(row: Row, name: str, event: Any) -> None:

@@ -10,8 +10,8 @@ import asyncpg
 
 from domain.issue import EVENT_NAMES
 from projections import rows
+from projections.folds import detected_row, next_status
 from projections.follower import Batch, ProjectionError
-from projections.inbox import detected_row, next_status
 from projections.rows import Row
 
 _COLUMNS = (
