@@ -19,6 +19,7 @@ from uuid import UUID
 
 import msgspec
 
+from app.edge import Country
 from app.ingest import order_event_schemas
 from domain.issue import EVENT_NAMES, OrderIssue
 from domain.values import Action, Kind, Resolution, ResolvedBy, Severity, Vertical
@@ -130,7 +131,7 @@ class IssueEventV1(msgspec.Struct, kw_only=True):
     order_id: str
     kind: Kind
     vertical: Vertical
-    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+    country: Country
     city: str
     version: Annotated[int, msgspec.Meta(ge=1)]
     occurred_at: Timestamp
