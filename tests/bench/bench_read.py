@@ -37,12 +37,13 @@ import anyio.to_thread
 from adapters import postgres
 from adapters.clock import SystemClock
 from adapters.eventstore import EVENT_COLUMNS, decode, eventstore_env
+from app import bootstrap
 from app.bootstrap import Endpoints
 from app.service import Command, IssueApplication, IssueService
 from domain.issue import OrderIssue, due_at, priority_of
 from domain.values import KINDS, RESOLUTIONS, SEVERITIES, VERTICALS
 from projections import PROJECTIONS
-from projections.follower import POSITIONS_CHANNEL, Follower, FollowerConfig
+from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS
 from projections.rebuild import rebuild
 from tests.api_process import running_api
@@ -314,13 +315,12 @@ async def read_model_latency(url: str, rate: int, seconds: float) -> Figure:
     """Write ``rate`` events/s for ``seconds`` with the three followers running in-process;
     time from each commit until the inbox projection's position reaches it."""
     app = IssueApplication(env=eventstore_env(url, pool_size=2))
-    config = FollowerConfig(batch_size=1000, poll_interval=1.0)
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            Follower(PROJECTIONS[name], database_url=url, mapper=app.mapper, config=config).run(
-                stop
-            )
+            bootstrap.follower(
+                url, app.mapper, PROJECTIONS[name], batch_size=1000, poll_interval=1.0
+            ).run(stop)
         )
         for name in PROJECTIONS
     ]
