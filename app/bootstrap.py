@@ -178,10 +178,10 @@ async def container(
 
 @contextlib.asynccontextmanager
 async def dead_letters(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Detector]:
-    """What ``inbox dead-letters`` uses: the detector on a small pool and the issue
+    """What ``inbox dead-letters`` uses: the detector on a pool and the issue
     service (no NATS, no command bus, no LISTEN)."""
     clock = SystemClock()
-    pool = await postgres.create_pool(endpoints.database_url, max_size=2)
+    pool = await postgres.create_pool(endpoints.database_url, max_size=settings.db_pool_size)
     try:
         async with _event_store(settings, endpoints, clock) as issues:
             yield _detector(settings, pool, issues, clock)
