@@ -24,6 +24,7 @@ from adapters import nats as nats_adapter
 from adapters import postgres
 from adapters.clock import Clock, ScaledClock, SystemClock
 from adapters.embedded import embedded_nats, embedded_postgres
+from adapters.eventlog import EventLog
 from adapters.eventstore import eventstore_env
 from adapters.follow import LogFollower
 from app import rules_config
@@ -201,9 +202,8 @@ async def rebuild(
     NATS, no command bus, no LISTEN, no pool)."""
     async with _event_store(settings, endpoints, SystemClock()) as issues:
         return await rebuilding.rebuild(
-            endpoints.database_url,
+            EventLog(endpoints.database_url, issues.app.mapper),
             PROJECTIONS[name],
-            issues.app.mapper,
             batch_size=settings.projection_batch_size,
             progress=progress,
             swap=swap,
@@ -253,7 +253,8 @@ def follower(
         poll_interval=poll_interval,
         command_timeout=PROJECTION_COMMAND_TIMEOUT_SECONDS,
     )
-    return Follower(projection, mapper=mapper, following=following, batch_size=batch_size)
+    source = EventLog(database_url, mapper)
+    return Follower(projection, source=source, following=following, batch_size=batch_size)
 
 
 def followers(built: Container, names: list[str] | None = None) -> list[Follower]:

@@ -2,15 +2,17 @@
 
 A projection is a name, the tables it owns, and ``apply``: given a connection inside a
 transaction and a batch of (position, domain event), write the read model. The follower
-reads a batch after the projection's stored position, decodes it with the event store's
-mapper, and calls ``apply`` and moves the position **in one transaction**: a crash anywhere
-leaves the model and its position consistent, so every event is applied exactly once.
+reads a batch after the projection's stored position from its event source (the port of
+projections/source.py), and calls ``apply`` and moves the position **in one
+transaction**: a crash anywhere leaves the model and its position consistent, so every
+event is applied exactly once.
 
 One follower is active per projection (a PostgreSQL advisory lock on its own connection);
 others stand by. It wakes on the event store's ``NOTIFY inbox_events`` and polls as a
-fallback: the loop the relay shares, passed in by the composition root as ``following``
-(adapters/follow.py). After each batch it sends ``NOTIFY projection_positions, '<name>:<position>'``
-so readers waiting for ``min_position`` wake at once.
+fallback: the loop the relay shares (adapters/follow.py). The composition root passes in
+both, the source and that loop (``following``). After each batch it sends ``NOTIFY
+projection_positions, '<name>:<position>'`` so readers waiting for ``min_position`` wake
+at once.
 
 An event the projection cannot apply (its stored state does not decode, the fold refuses
 it, the database refuses a value it holds) does not stop it: the batch is applied without
@@ -30,16 +32,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper
 from prometheus_client import Counter, Gauge
 
-from adapters.eventstore import EVENT_COLUMNS
-from adapters.postgres import CONNECTION_ERRORS
 from projections import quarantine
 from projections.quarantine import Failure
+from projections.source import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -108,28 +107,29 @@ class Read:
 
 
 async def read_batch(
-    conn: asyncpg.Connection, mapper: Mapper[UUID], after: int, limit: int, upto: int | None = None
+    conn: asyncpg.Connection,
+    source: EventSource,
+    after: int,
+    limit: int,
+    upto: int | None = None,
 ) -> Read:
-    rows = await conn.fetch(
-        f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
-        " AND ($3::bigint IS NULL OR notification_id <= $3)"
-        " ORDER BY notification_id LIMIT $2",
-        after,
-        limit,
-        upto,
-    )
-    events, undecodable = quarantine.decode_rows(mapper, rows)
+    rows = await source.after(conn, after, limit, upto)
+    events, undecodable = quarantine.decode_rows(source, rows)
     return Read(events, undecodable, rows[-1]["notification_id"] if rows else None)
 
 
 async def apply_read(
-    conn: asyncpg.Connection, projection: Projection, read: Read, tables: dict[str, str]
+    conn: asyncpg.Connection,
+    projection: Projection,
+    read: Read,
+    tables: dict[str, str],
+    source: EventSource,
 ) -> list[Failure]:
     """Apply what of ``read`` can be applied, in the caller's transaction; returns what
     was left out, in position order."""
     failures = list(read.undecodable)
     if read.events:
-        failures += await quarantine.apply_isolating(conn, projection, read.events, tables)
+        failures += await quarantine.apply_isolating(conn, projection, read.events, tables, source)
     failures.sort(key=lambda failure: failure.position)
     return failures
 
@@ -166,12 +166,12 @@ class Follower:
         self,
         projection: Projection,
         *,
-        mapper: Mapper[UUID],
+        source: EventSource,
         following: Following,
         batch_size: int = 1000,
     ) -> None:
         self._projection = projection
-        self._mapper = mapper
+        self._source = source
         self._following = following
         self._batch_size = batch_size
         self._live_tables = {table: table for table in projection.tables}
@@ -199,10 +199,12 @@ class Follower:
                 " failed_at = NULL WHERE name = $1",
                 name,
             )
-            read = await read_batch(conn, self._mapper, position, self._batch_size)
+            read = await read_batch(conn, self._source, position, self._batch_size)
             if read.last is None:
                 return False
-            failures = await apply_read(conn, self._projection, read, self._live_tables)
+            failures = await apply_read(
+                conn, self._projection, read, self._live_tables, self._source
+            )
             await quarantine.record(conn, name, failures)
             last = read.last
             await conn.execute(
@@ -246,7 +248,7 @@ class Follower:
                 self._projection.name,
                 quarantine.describe(exc),
             )
-        except CONNECTION_ERRORS:
-            raise
-        except Exception:
+        except Exception as error:
+            if self._source.connection_lost(error):
+                raise
             log.exception("projection %s: cannot store the error", self._projection.name)

@@ -43,7 +43,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from prometheus_client import Gauge
 
-from adapters.eventstore import EVENT_COLUMNS, decode
+from adapters.eventlog import EventLog
 from adapters.follow import LogFollower
 from adapters.loops import backoff, wait_or_stop
 from adapters.nats import Outgoing, Publisher, ensure_stream
@@ -121,7 +121,7 @@ class Relay:
             max_backoff=config.max_backoff,
             command_timeout=_COMMAND_TIMEOUT_SECONDS,
         )
-        self._mapper = mapper
+        self._log = EventLog(database_url, mapper)
         self._config = config
         self._facts: dict[UUID, IssueFacts] = {}
         self._position = 0
@@ -171,7 +171,7 @@ class Relay:
         position: int = await conn.fetchval(
             "SELECT position FROM relay_state WHERE stream = $1", stream
         )
-        newest = await self._newest(conn)
+        newest = await self._log.newest(conn)
         if position > newest:
             raise RelayPositionAhead(stream, position, newest)
         self._position = position
@@ -181,12 +181,7 @@ class Relay:
     async def step(self, conn: asyncpg.Connection) -> bool:
         """Publish one batch after the position; True when it read events."""
         stream = self._config.stream
-        rows = await conn.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
-            " ORDER BY notification_id LIMIT $2",
-            self._position,
-            self._config.batch_size,
-        )
+        rows = await self._log.after(conn, self._position, self._config.batch_size)
         if not rows:
             LAG.set(0)
             return False
@@ -209,17 +204,11 @@ class Relay:
                 log.info("relay: stopping; unacknowledged events will be re-sent")
                 return False
             self._position = outgoing[-1].position
-            LAG.set(max(0, await self._newest(conn) - self._position))
+            LAG.set(max(0, await self._log.newest(conn) - self._position))
         if halt is not None:
             await self._record_halt(conn, halt)
             raise halt
         return True
-
-    async def _newest(self, conn: asyncpg.Connection) -> int:
-        newest: int = await conn.fetchval(
-            "SELECT coalesce(max(notification_id), 0) FROM inbox_events"
-        )
-        return newest
 
     async def _record_halt(self, conn: asyncpg.Connection, halt: RelayHalted) -> None:
         HALTED.set(1)
@@ -242,7 +231,7 @@ class Relay:
         halt: RelayHalted | None = None
         for row in rows:
             try:
-                decoded.append((row["notification_id"], decode(self._mapper, row)))
+                decoded.append((row["notification_id"], self._log.decode(row)))
             except Exception as exc:  # any failure to decode is a reason to halt
                 log.exception("relay: cannot decode the event at %s", row["notification_id"])
                 halt = RelayHalted(row["notification_id"], f"cannot decode: {exc}")
@@ -269,13 +258,8 @@ class Relay:
                 missing.add(event.originator_id)
         if not missing:
             return
-        rows = await conn.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM inbox_events"
-            " WHERE originator_id = ANY($1::uuid[]) AND originator_version = 1",
-            list(missing),
-        )
-        for row in rows:
-            first = decode(self._mapper, row)
+        for row in await self._log.first_events(conn, missing):
+            first = self._log.decode(row)
             if isinstance(first, _DETECTED):
                 self._facts[row["originator_id"]] = IssueFacts.of(first)
 

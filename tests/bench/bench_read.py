@@ -36,6 +36,7 @@ import anyio.to_thread
 
 from adapters import postgres
 from adapters.clock import SystemClock
+from adapters.eventlog import EventLog
 from adapters.eventstore import EVENT_COLUMNS, decode, eventstore_env
 from app import bootstrap
 from app.bootstrap import Endpoints
@@ -465,7 +466,9 @@ async def rebuild_rate(
     try:
         raw = await select_and_decode(url, app.mapper)
         before = _rss_kb()
-        result = await rebuild(url, PROJECTIONS["inbox"], app.mapper, batch_size=2000, swap=False)
+        result = await rebuild(
+            EventLog(url, app.mapper), PROJECTIONS["inbox"], batch_size=2000, swap=False
+        )
         after = _rss_kb()
     finally:
         await anyio.to_thread.run_sync(app.close)
