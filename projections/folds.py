@@ -1,11 +1,29 @@
-"""The folds every read model shares: what an issue's Detected event says, and how its
-status moves (the inbox, stats and orders models each keep these columns)."""
+"""The folds every read model shares: a batch folded onto the rows it touches, what an
+issue's Detected event says, and how its status moves (the inbox, stats and orders
+models each keep these columns)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from projections.rows import Row
+
+# (row before or None, event, position) -> row after
+Fold = Callable[[Row | None, Any, int], Row]
+
+
+def fold_batch(
+    before: Mapping[UUID, Row], batch: Sequence[tuple[int, Any]], fold: Fold
+) -> dict[UUID, Row]:
+    """Fold a batch (position order) onto the rows it touches, from ``before`` (the
+    stored rows); returns the touched rows."""
+    touched: dict[UUID, Row] = {}
+    for position, event in batch:
+        issue_id = event.originator_id
+        touched[issue_id] = fold(touched.get(issue_id, before.get(issue_id)), event, position)
+    return touched
 
 
 def detected_row(event: Any) -> Row:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from operator import itemgetter
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import msgspec
 
 from domain.issue import EVENT_NAMES, due_at, priority_of
 from projections import rows
-from projections.folds import detected_row, next_status
+from projections.folds import detected_row, fold_batch, next_status
 from projections.follower import Batch, ProjectionError
 from projections.rows import Row
 
@@ -113,15 +112,6 @@ def _transition(row: Row, name: str, event: Any) -> None:
         row["resolved_by"] = None
 
 
-def fold_batch(rows: dict[UUID, Row], batch: Batch) -> dict[UUID, Row]:
-    """Fold a batch onto the rows it touches; returns the touched rows."""
-    touched: dict[UUID, Row] = {}
-    for position, event in batch:
-        issue_id = event.originator_id
-        touched[issue_id] = fold(touched.get(issue_id, rows.get(issue_id)), event, position)
-    return touched
-
-
 class InboxProjection:
     name: str = "inbox"
     tables: tuple[str, ...] = ("inbox_issues",)
@@ -132,7 +122,7 @@ class InboxProjection:
         table = tables["inbox_issues"]
         issue_ids = {event.originator_id for _, event in batch}
         before = await rows.load(conn, table, COLUMNS, issue_ids, json_columns=_JSON)
-        touched = fold_batch(before, batch)
+        touched = fold_batch(before, batch, fold)
         await rows.upsert(conn, table, COLUMNS, touched.values(), json_columns=_JSON)
 
     def fold(self, row: Row | None, event: Any, position: int) -> Row:
