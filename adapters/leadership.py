@@ -6,33 +6,17 @@ standby takes over within about a poll interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from adapters import postgres
+from adapters.loops import backoff, wait_or_stop
 
 log = logging.getLogger(__name__)
 
 STANDBY_POLL_SECONDS = 1.0
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep up to ``seconds``, waking at once when ``stop`` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def wait_any(wake: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
-    """Sleep up to ``seconds``, waking at once when either event is set."""
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def run_as_leader(
@@ -57,7 +41,7 @@ async def run_as_leader(
                 await work(conn)
         except postgres.CONNECTION_ERRORS as exc:
             failures += 1
-            delay = min(max_backoff, 0.2 * 2**failures)
+            delay = backoff(failures, cap=max_backoff)
             log.warning(
                 "%s: database connection lost (%s: %s); reconnecting in %.1fs",
                 role,

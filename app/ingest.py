@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.edge import DOCUMENTED_TEXT_PATTERN, Aware, Checked, field_of
+from app.edge import DOCUMENTED_TEXT_PATTERN, Aware, Checked, Country, field_of
 from domain.errors import InvalidValue
 from domain.order import OrderEvent, OrderEventType
 from domain.values import INT64_MAX, Vertical
@@ -23,7 +23,6 @@ from domain.values import INT64_MAX, Vertical
 _STORABLE = {"pattern": DOCUMENTED_TEXT_PATTERN}
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200, extra_json_schema=_STORABLE)]
 FreeText = Annotated[str, msgspec.Meta(max_length=1000, extra_json_schema=_STORABLE)]
-Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
 City = Annotated[str, msgspec.Meta(max_length=200, extra_json_schema=_STORABLE)]
 
 # The most bytes one order event may take as JSON (a real one takes a few hundred): a

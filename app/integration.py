@@ -5,6 +5,8 @@
 - Integration events (CONTRACT §4): versioned msgspec Structs published on NATS. The
   allow-list :data:`INTEGRATION_EVENTS` says which domain event becomes which public event;
   a domain event that is not in it is never published by accident (the relay halts).
+  :func:`cloud_event` makes the message the relay publishes: subject, CloudEvents
+  headers, JSON body.
   Their JSON Schemas are generated into ``docs/schemas/`` by ``inbox schemas``.
 """
 
@@ -19,6 +21,8 @@ from uuid import UUID
 
 import msgspec
 
+from adapters.nats import Outgoing
+from app.edge import Country
 from app.ingest import order_event_schemas
 from domain.issue import EVENT_NAMES, OrderIssue
 from domain.values import Action, Kind, Resolution, ResolvedBy, Severity, Vertical
@@ -130,7 +134,7 @@ class IssueEventV1(msgspec.Struct, kw_only=True):
     order_id: str
     kind: Kind
     vertical: Vertical
-    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+    country: Country
     city: str
     version: Annotated[int, msgspec.Meta(ge=1)]
     occurred_at: Timestamp
@@ -264,6 +268,38 @@ def integration_event(event: Any, facts: IssueFacts) -> tuple[IntegrationEvent, 
         **{name: getattr(event, name) for name in entry.own_fields},
     )
     return entry, payload
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def cloud_event(
+    position: int, event: Any, facts: IssueFacts, *, subject_prefix: str, source: str
+) -> Outgoing:
+    """The message of one domain event at ``position`` (CONTRACT §4): subject
+    ``<prefix>.<event>``, ``Nats-Msg-Id = <issue_id>:<version>``, CloudEvents binary-mode
+    headers, the public event as JSON; UnmappedEvent when it is not allowed out."""
+    entry, payload = integration_event(event, facts)
+    issue_id = event.originator_id
+    message_id = f"{issue_id}:{event.originator_version}"
+    return Outgoing(
+        position=position,
+        issue_id=issue_id,
+        version=event.originator_version,
+        subject=f"{subject_prefix}.{entry.name}",
+        payload=_ENCODE(payload),
+        headers={
+            "Nats-Msg-Id": message_id,
+            "Inbox-Position": str(position),
+            "ce-specversion": "1.0",
+            "ce-id": message_id,
+            "ce-type": entry.ce_type,
+            "ce-source": source,
+            "ce-subject": str(issue_id),
+            "ce-time": event.at.isoformat(),
+            "content-type": "application/json",
+        },
+    )
 
 
 def schema_documents() -> dict[str, str]:

@@ -19,13 +19,13 @@ import msgspec
 
 from adapters import postgres
 from domain.order import OrderState
+from domain.values import STATUSES
 from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS as INBOX_COLUMNS
 
 log = logging.getLogger(__name__)
 
 Sort = Literal["priority", "detected_at", "updated_at"]
-STATUSES = frozenset({"open", "acknowledged", "snoozed", "resolved"})
 FILTER_NAMES = ("status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id")
 _CHANGING = ("status", "severity", "assignee")
 

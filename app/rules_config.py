@@ -12,7 +12,7 @@ import msgspec
 from domain.errors import InvalidValue
 from domain.rules import Tiers
 from domain.thresholds import Thresholds
-from domain.values import VERTICALS
+from domain.values import VERTICALS, is_country
 
 SHIPPED = Path(__file__).with_name("rules.toml")
 
@@ -108,7 +108,7 @@ def parse(text: str, source: str = "rules") -> Thresholds:
 
 
 def _check_country(source: str, where: str, country: str) -> None:
-    if len(country) != 2 or not country.isascii() or not country.isupper():
+    if not is_country(country):
         raise RulesError(f"{source}: {where}: not an ISO 3166-1 alpha-2 code such as FI")
 
 

@@ -13,9 +13,9 @@ question about a healthy order. Each story carries its ground truth (:class:`Tru
 issue kinds that should be raised, and when each problem began), for the precision
 benchmark.
 
-Time: events are stamped and published by a :class:`ScaledClock`. At speed 1 that is the
-wall clock; ``inbox up --speed 30`` runs the detector on the same scaled clock, so that a
-40-minute order plays out in 80 seconds and the demo is lively.
+Time: events are stamped and published by a ``ScaledClock`` (adapters/clock.py). At
+speed 1 that is the wall clock; ``inbox up --speed 30`` runs the detector on the same
+scaled clock, so that a 40-minute order plays out in 80 seconds and the demo is lively.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
 
-from adapters.leadership import wait_or_stop
+from adapters.clock import ScaledClock
+from adapters.loops import wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +74,6 @@ PICK_UP_WITHIN = {"restaurant": 10, "grocery": 15, "retail": 10, "parcel": 30}
 COURIER_WAITS_AT_MOST = 10
 LATE_AFTER = {"restaurant": 5, "grocery": 5, "retail": 5, "parcel": 15}
 STALE_AFTER = {"restaurant": 45, "grocery": 45, "retail": 90, "parcel": 120}
-
-
-class ScaledClock:
-    """Wall-clock time, optionally running ``speed`` times faster from ``anchor``."""
-
-    def __init__(self, speed: float = 1.0, anchor: datetime | None = None) -> None:
-        self.speed = speed
-        self.anchor = anchor or datetime.now(UTC)
-
-    def now(self) -> datetime:
-        real = datetime.now(UTC)
-        return self.anchor + (real - self.anchor) * self.speed
 
 
 @dataclass(frozen=True)

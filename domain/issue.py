@@ -32,6 +32,7 @@ from domain.values import (
     SEVERITY_RANK,
     SYSTEM_ACTOR,
     VERTICALS,
+    check_country,
     check_object,
     check_text,
     check_time,
@@ -114,8 +115,7 @@ class OrderIssue(Aggregate):
         _check_severity(severity)
         if vertical not in VERTICALS:
             raise InvalidValue("vertical", f"must be one of {', '.join(sorted(VERTICALS))}")
-        if len(country) != 2 or not (country.isascii() and country.isalpha() and country.isupper()):
-            raise InvalidValue("country", "must be an ISO 3166-1 alpha-2 code, e.g. FI")
+        check_country("country", country)
         _check_text("city", city, required=False)
         check_object("evidence", evidence)
         _check_actor(by)

@@ -31,6 +31,7 @@ SEVERITIES: Final[tuple[Severity, ...]] = ("low", "medium", "high", "critical")
 SEVERITY_RANK: Final[dict[str, int]] = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 Status = Literal["open", "acknowledged", "snoozed", "resolved"]
+STATUSES: Final = frozenset(Status.__args__)  # type: ignore[attr-defined]
 
 ResolvedBy = Literal["agent", "system"]
 
@@ -54,6 +55,12 @@ Vertical = Literal["restaurant", "grocery", "retail", "parcel"]
 VERTICALS: Final = frozenset(Vertical.__args__)  # type: ignore[attr-defined]
 
 SYSTEM_ACTOR: Final = "system"
+
+# A country is an ISO 3166-1 alpha-2 code: the pattern for the decoders and schemas
+# (app/edge.py's Country), the check for everything else.
+COUNTRY_PATTERN: Final = "^[A-Z]{2}$"
+COUNTRY_REASON: Final = "must be an ISO 3166-1 alpha-2 code, e.g. FI"
+_COUNTRY = re.compile(COUNTRY_PATTERN)
 
 # Longest free text a note, reason or resolution note may carry. Together with the
 # command batch size this bounds the bytes of one save() (DESIGN.md, "Known traps").
@@ -97,6 +104,15 @@ def storable(text: str) -> str:
 def check_text(field: str, value: str) -> None:
     if not is_storable(value):
         raise InvalidValue(field, UNSTORABLE_TEXT_REASON)
+
+
+def is_country(text: str) -> bool:
+    return _COUNTRY.fullmatch(text) is not None
+
+
+def check_country(field: str, value: str) -> None:
+    if not is_country(value):
+        raise InvalidValue(field, COUNTRY_REASON)
 
 
 def check_time(field: str, value: datetime) -> None:

@@ -1,15 +1,18 @@
-"""The follower loop every read model shares.
+"""What every read model's follower does with a batch of the log.
 
 A projection is a name, the tables it owns, and ``apply``: given a connection inside a
 transaction and a batch of (position, domain event), write the read model. The follower
-reads a batch after the projection's stored position, decodes it with the event store's
-mapper, and calls ``apply`` and moves the position **in one transaction**: a crash anywhere
-leaves the model and its position consistent, so every event is applied exactly once.
+reads a batch after the projection's stored position from its event source (the port of
+projections/source.py), and calls ``apply`` and moves the position **in one
+transaction**: a crash anywhere leaves the model and its position consistent, so every
+event is applied exactly once.
 
 One follower is active per projection (a PostgreSQL advisory lock on its own connection);
 others stand by. It wakes on the event store's ``NOTIFY inbox_events`` and polls as a
-fallback. After each batch it sends ``NOTIFY projection_positions, '<name>:<position>'``
-so readers waiting for ``min_position`` wake at once.
+fallback: the loop the relay shares (adapters/follow.py). The composition root passes in
+both, the source and that loop (``following``). After each batch it sends ``NOTIFY
+projection_positions, '<name>:<position>'`` so readers waiting for ``min_position`` wake
+at once.
 
 An event the projection cannot apply (its stored state does not decode, the fold refuses
 it, the database refuses a value it holds) does not stop it: the batch is applied without
@@ -29,17 +32,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper
 from prometheus_client import Counter, Gauge
 
-from adapters.eventstore import EVENT_COLUMNS
-from adapters.leadership import run_as_leader, wait_any, wait_or_stop
-from adapters.postgres import CONNECTION_ERRORS
 from projections import quarantine
 from projections.quarantine import Failure
+from projections.source import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ FAILING = Gauge(
 )
 
 POSITIONS_CHANNEL = "projection_positions"
-_COMMAND_TIMEOUT_SECONDS = 60.0
 
 Batch = Sequence[tuple[int, Any]]
 
@@ -109,28 +107,29 @@ class Read:
 
 
 async def read_batch(
-    conn: asyncpg.Connection, mapper: Mapper[UUID], after: int, limit: int, upto: int | None = None
+    conn: asyncpg.Connection,
+    source: EventSource,
+    after: int,
+    limit: int,
+    upto: int | None = None,
 ) -> Read:
-    rows = await conn.fetch(
-        f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
-        " AND ($3::bigint IS NULL OR notification_id <= $3)"
-        " ORDER BY notification_id LIMIT $2",
-        after,
-        limit,
-        upto,
-    )
-    events, undecodable = quarantine.decode_rows(mapper, rows)
+    rows = await source.after(conn, after, limit, upto)
+    events, undecodable = quarantine.decode_rows(source, rows)
     return Read(events, undecodable, rows[-1]["notification_id"] if rows else None)
 
 
 async def apply_read(
-    conn: asyncpg.Connection, projection: Projection, read: Read, tables: dict[str, str]
+    conn: asyncpg.Connection,
+    projection: Projection,
+    read: Read,
+    tables: dict[str, str],
+    source: EventSource,
 ) -> list[Failure]:
     """Apply what of ``read`` can be applied, in the caller's transaction; returns what
     was left out, in position order."""
     failures = list(read.undecodable)
     if read.events:
-        failures += await quarantine.apply_isolating(conn, projection, read.events, tables)
+        failures += await quarantine.apply_isolating(conn, projection, read.events, tables, source)
     failures.sort(key=lambda failure: failure.position)
     return failures
 
@@ -151,83 +150,46 @@ async def lock_position(conn: asyncpg.Connection, name: str) -> int:
     return position
 
 
-@dataclass(frozen=True)
-class FollowerConfig:
-    batch_size: int = 1000
-    poll_interval: float = 1.0
-    max_backoff: float = 5.0
+class Following(Protocol):
+    """Runs a follower as the one active worker of its role: elected by an advisory lock,
+    woken on NOTIFY, polling as a fallback, failed steps tried again after a backoff
+    (``adapters.follow.LogFollower``, passed in by the composition root)."""
+
+    async def run(self, worker: Any, stop: asyncio.Event, *, retrying: Any = None) -> None: ...
 
 
 class Follower:
-    """Keeps one projection up to date with the event store."""
+    """Keeps one projection up to date with the event store: one :meth:`step` per batch,
+    run by ``following``."""
 
     def __init__(
         self,
         projection: Projection,
         *,
-        database_url: str,
-        mapper: Mapper[UUID],
-        config: FollowerConfig,
+        source: EventSource,
+        following: Following,
+        batch_size: int = 1000,
     ) -> None:
         self._projection = projection
-        self._database_url = database_url
-        self._mapper = mapper
-        self._config = config
+        self._source = source
+        self._following = following
+        self._batch_size = batch_size
         self._live_tables = {table: table for table in projection.tables}
 
+    @property
+    def role(self) -> str:
+        return f"inbox-projection:{self._projection.name}"
+
     async def run(self, stop: asyncio.Event) -> None:
-        await run_as_leader(
-            database_url=self._database_url,
-            role=f"inbox-projection:{self._projection.name}",
-            stop=stop,
-            work=lambda conn: self._follow(conn, stop),
-            max_backoff=self._config.max_backoff,
-            command_timeout=_COMMAND_TIMEOUT_SECONDS,
-        )
+        await self._following.run(self, stop, retrying=self)
+        log.info("projection %s: stopped", self._projection.name)
 
-    async def _follow(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
-        name = self._projection.name
-        wake = asyncio.Event()
+    async def start(self, conn: asyncpg.Connection) -> None:
+        """Nothing to set up: every step reads the stored position."""
 
-        def on_notify(*_: Any) -> None:
-            wake.set()
-
-        await conn.add_listener("inbox_events", on_notify)
-        failures = 0
-        try:
-            while not stop.is_set():
-                wake.clear()  # before the read: a NOTIFY after it wakes the wait below
-                try:
-                    count = await self.step(conn)
-                except CONNECTION_ERRORS:
-                    raise  # reconnect (run_as_leader), and let a standby try meanwhile
-                except Exception as exc:
-                    failures += 1
-                    delay = min(self._config.max_backoff, 0.2 * 2**failures)
-                    log.exception(
-                        "projection %s: a batch failed (attempt %d); trying it again in %.1fs",
-                        name,
-                        failures,
-                        delay,
-                    )
-                    FAILING.labels(name).set(1)
-                    await self._record_error(conn, exc)
-                    await wait_or_stop(stop, delay)
-                    continue
-                if failures:
-                    log.info("projection %s: applying again after %d failures", name, failures)
-                    failures = 0
-                    FAILING.labels(name).set(0)
-                if count == 0:
-                    await wait_any(wake, stop, self._config.poll_interval)
-        finally:
-            if not conn.is_closed():
-                await conn.remove_listener("inbox_events", on_notify)
-        log.info("projection %s: stopped", name)
-
-    async def step(self, conn: asyncpg.Connection) -> int:
-        """Apply one batch and move the position in one transaction; events read (applied
-        or skipped)."""
+    async def step(self, conn: asyncpg.Connection) -> bool:
+        """Apply one batch and move the position in one transaction; True when it read
+        events (applied or skipped)."""
         name = self._projection.name
         async with conn.transaction():
             position = await lock_position(conn, name)
@@ -237,10 +199,12 @@ class Follower:
                 " failed_at = NULL WHERE name = $1",
                 name,
             )
-            read = await read_batch(conn, self._mapper, position, self._config.batch_size)
+            read = await read_batch(conn, self._source, position, self._batch_size)
             if read.last is None:
-                return 0
-            failures = await apply_read(conn, self._projection, read, self._live_tables)
+                return False
+            failures = await apply_read(
+                conn, self._projection, read, self._live_tables, self._source
+            )
             await quarantine.record(conn, name, failures)
             last = read.last
             await conn.execute(
@@ -254,7 +218,24 @@ class Follower:
         read_count = len(read.events) + len(read.undecodable)
         APPLIED.labels(name).inc(read_count - len(failures))
         POSITION.labels(name).set(last)
-        return read_count
+        return True
+
+    async def failed(
+        self, conn: asyncpg.Connection, exc: Exception, attempt: int, delay: float
+    ) -> None:
+        name = self._projection.name
+        log.exception(
+            "projection %s: a batch failed (attempt %d); trying it again in %.1fs",
+            name,
+            attempt,
+            delay,
+        )
+        FAILING.labels(name).set(1)
+        await self._record_error(conn, exc)
+
+    def recovered(self, attempts: int) -> None:
+        log.info("projection %s: applying again after %d failures", self._projection.name, attempts)
+        FAILING.labels(self._projection.name).set(0)
 
     async def _record_error(self, conn: asyncpg.Connection, exc: Exception) -> None:
         """Store why the last batch failed, for GET /ready (cleared by the next commit)."""
@@ -267,7 +248,7 @@ class Follower:
                 self._projection.name,
                 quarantine.describe(exc),
             )
-        except CONNECTION_ERRORS:
-            raise
-        except Exception:
+        except Exception as error:
+            if self._source.connection_lost(error):
+                raise
             log.exception("projection %s: cannot store the error", self._projection.name)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from operator import itemgetter
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import msgspec
 
 from domain.issue import EVENT_NAMES, due_at, priority_of
 from projections import rows
+from projections.folds import detected_row, fold_batch, next_status
 from projections.follower import Batch, ProjectionError
 from projections.rows import Row
 
@@ -54,22 +54,6 @@ _EVIDENCE = COLUMNS.index("evidence")
 _ENCODE_JSON = msgspec.json.Encoder().encode
 
 
-def detected_row(event: Any) -> Row:
-    """What every read model knows of an issue from its Detected event."""
-    return {
-        "issue_id": event.originator_id,
-        "order_id": event.order_id,
-        "kind": event.kind,
-        "status": "open",
-        "status_before_snooze": None,
-        "severity": event.severity,
-        "vertical": event.vertical,
-        "country": event.country,
-        "city": event.city,
-        "detected_at": event.at,
-    }
-
-
 def fold(row: Row | None, event: Any, position: int) -> Row:
     """The row after ``event``; ``row`` is the row before it (None before Detected)."""
     name = EVENT_NAMES.get(type(event))
@@ -101,26 +85,6 @@ def fold(row: Row | None, event: Any, position: int) -> Row:
     return row
 
 
-def next_status(row: Row, name: str, event: Any) -> None:
-    """Move ``status``, ``status_before_snooze`` and ``severity`` of a row (the part of the
-    state machine every read model keeps; shared with the stats and order models)."""
-    if name == "escalated":
-        row["severity"] = event.severity
-    elif name == "acknowledged":
-        row["status"] = "acknowledged"
-    elif name == "snoozed":
-        row["status_before_snooze"] = event.previous_status
-        row["status"] = "snoozed"
-    elif name == "woken":
-        row["status"] = row["status_before_snooze"] or "open"
-        row["status_before_snooze"] = None
-    elif name == "resolved":
-        row["status"] = "resolved"
-        row["status_before_snooze"] = None
-    elif name == "reopened":
-        row["status"] = "open"
-
-
 def _transition(row: Row, name: str, event: Any) -> None:
     next_status(row, name, event)
     if name == "escalated":
@@ -148,15 +112,6 @@ def _transition(row: Row, name: str, event: Any) -> None:
         row["resolved_by"] = None
 
 
-def fold_batch(rows: dict[UUID, Row], batch: Batch) -> dict[UUID, Row]:
-    """Fold a batch onto the rows it touches; returns the touched rows."""
-    touched: dict[UUID, Row] = {}
-    for position, event in batch:
-        issue_id = event.originator_id
-        touched[issue_id] = fold(touched.get(issue_id, rows.get(issue_id)), event, position)
-    return touched
-
-
 class InboxProjection:
     name: str = "inbox"
     tables: tuple[str, ...] = ("inbox_issues",)
@@ -167,7 +122,7 @@ class InboxProjection:
         table = tables["inbox_issues"]
         issue_ids = {event.originator_id for _, event in batch}
         before = await rows.load(conn, table, COLUMNS, issue_ids, json_columns=_JSON)
-        touched = fold_batch(before, batch)
+        touched = fold_batch(before, batch, fold)
         await rows.upsert(conn, table, COLUMNS, touched.values(), json_columns=_JSON)
 
     def fold(self, row: Row | None, event: Any, position: int) -> Row:

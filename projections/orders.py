@@ -10,8 +10,8 @@ import asyncpg
 
 from domain.issue import EVENT_NAMES
 from projections import rows
+from projections.folds import detected_row, fold_batch, next_status
 from projections.follower import Batch, ProjectionError
-from projections.inbox import detected_row, next_status
 from projections.rows import Row
 
 _COLUMNS = (
@@ -54,10 +54,7 @@ class OrdersProjection:
     async def apply(self, conn: asyncpg.Connection, batch: Batch, tables: dict[str, str]) -> None:
         table = tables["order_issues"]
         before = await rows.load(conn, table, _COLUMNS, {e.originator_id for _, e in batch})
-        after: dict[Any, Row] = {}
-        for _, event in batch:
-            issue_id = event.originator_id
-            after[issue_id] = fold(after.get(issue_id, before.get(issue_id)), event)
+        after = fold_batch(before, batch, self.fold)
         await rows.upsert(conn, table, _COLUMNS, after.values())
 
     def fold(self, row: Row | None, event: Any, position: int) -> Row:

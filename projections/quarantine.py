@@ -3,7 +3,8 @@
 An error while decoding or applying events is either about the **events** (a value the
 database refuses, such as text holding NUL; a fold that cannot apply an event; a stored
 state the mapper cannot decode) or about the **database** (a lost connection, a deadlock,
-a missing table). The first kind is the same on every try: the event is skipped, listed
+a missing table); the event source tells them apart (``EventSource.about_the_event``,
+adapters/eventlog.py). The first kind is the same on every try: the event is skipped, listed
 in ``projection_failures`` (model, position, issue, version, error), logged and counted,
 and the model goes on with the rest. The second kind may pass: the whole batch is tried
 again, as before.
@@ -30,14 +31,11 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper
 from prometheus_client import Counter
-
-from adapters.eventstore import decode
-from adapters.postgres import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from projections.follower import Batch, Projection
+    from projections.source import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +58,6 @@ class Failure:
     error: str
 
 
-def about_the_event(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from the events being applied (skip them), not from the
-    database or the process (try again): of PostgreSQL's errors only data exceptions
-    (class 22: bad text, numbers, JSON) and integrity violations (class 23); every error
-    raised in our own code while decoding or folding."""
-    if isinstance(exc, (*CONNECTION_ERRORS, MemoryError)):
-        return False
-    if isinstance(exc, asyncpg.PostgresError):
-        return isinstance(
-            exc,
-            asyncpg.exceptions.DataError | asyncpg.exceptions.IntegrityConstraintViolationError,
-        )
-    return isinstance(exc, Exception)
-
-
 def describe(exc: BaseException) -> str:
     """The error as stored and shown: text PostgreSQL takes whatever the message holds."""
     text = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH]
@@ -82,7 +65,7 @@ def describe(exc: BaseException) -> str:
 
 
 def decode_rows(
-    mapper: Mapper[UUID], rows: Sequence[asyncpg.Record]
+    source: EventSource, rows: Sequence[asyncpg.Record]
 ) -> tuple[list[tuple[int, Any]], list[Failure]]:
     """The domain events of ``rows`` (rows of the events table) as (position, event), and
     the rows whose stored state cannot be decoded."""
@@ -90,9 +73,9 @@ def decode_rows(
     failures: list[Failure] = []
     for row in rows:
         try:
-            events.append((row["notification_id"], decode(mapper, row)))
+            events.append((row["notification_id"], source.decode(row)))
         except Exception as exc:
-            if not about_the_event(exc):
+            if not source.about_the_event(exc):
                 raise
             failures.append(
                 Failure(
@@ -106,7 +89,11 @@ def decode_rows(
 
 
 async def apply_isolating(
-    conn: asyncpg.Connection, projection: Projection, batch: Batch, tables: dict[str, str]
+    conn: asyncpg.Connection,
+    projection: Projection,
+    batch: Batch,
+    tables: dict[str, str],
+    source: EventSource,
 ) -> list[Failure]:
     """Apply ``batch`` inside the caller's transaction, leaving out the events whose apply
     fails for a reason about the events; returns those. Any other error propagates (the
@@ -115,7 +102,7 @@ async def apply_isolating(
         async with conn.transaction():  # a savepoint
             await projection.apply(conn, batch, tables)
     except Exception as exc:
-        if not about_the_event(exc):
+        if not source.about_the_event(exc):
             raise
         if len(batch) == 1:
             position, event = batch[0]
@@ -123,8 +110,8 @@ async def apply_isolating(
     else:
         return []
     middle = len(batch) // 2
-    first = await apply_isolating(conn, projection, batch[:middle], tables)
-    return first + await apply_isolating(conn, projection, batch[middle:], tables)
+    first = await apply_isolating(conn, projection, batch[:middle], tables, source)
+    return first + await apply_isolating(conn, projection, batch[middle:], tables, source)
 
 
 async def record(conn: asyncpg.Connection, name: str, failures: Sequence[Failure]) -> None:

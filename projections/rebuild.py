@@ -22,7 +22,9 @@ serving, then swap the fresh tables in atomically (``inbox rebuild NAME``).
    position the new tables hold. Readers wait only for the renames, not for the replay.
    Then ANALYZE the new tables (nothing waits for it).
 
-Progress (events applied, events in all) is reported after each page and batch.
+Progress (events applied, events in all) is reported after each page and batch. The
+events and the connections come from the event source the caller passes in
+(projections/source.py; ``adapters.eventlog.EventLog``).
 
 An event the model cannot apply does not stop a rebuild (projections/quarantine.py): a
 fold that fails or a state that does not decode leaves the issue's row as it was before
@@ -44,10 +46,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import Mapper
 
-from adapters import postgres
-from adapters.eventstore import EVENT_COLUMNS, decode
 from projections import quarantine
 from projections.follower import (
     POSITIONS_CHANNEL,
@@ -56,7 +55,8 @@ from projections.follower import (
     lock_position,
     read_batch,
 )
-from projections.quarantine import Failure, about_the_event, describe
+from projections.quarantine import Failure, describe
+from projections.source import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,8 @@ class RebuildResult:
 
 
 async def rebuild(
-    database_url: str,
+    source: EventSource,
     projection: Projection,
-    mapper: Mapper[UUID],
     *,
     batch_size: int = 2000,
     progress: Progress | None = None,
@@ -99,7 +98,7 @@ async def rebuild(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     started = time.monotonic()
     shadow = {table: f"{table}{SUFFIX}" for table in projection.tables}
-    conn = await postgres.connect(database_url, name=f"inbox-rebuild:{projection.name}")
+    conn = await source.connect(f"inbox-rebuild:{projection.name}")
     try:
         async with conn.transaction():
             builds = [
@@ -107,13 +106,12 @@ async def rebuild(
                 for table, copy in shadow.items()
                 for statement in await _copy_without_indexes(conn, table, copy)
             ]
-        total = await _count(conn)
-        position = await _newest(conn)  # the bulk load's P
+        total = await source.estimate(conn)
+        position = await source.newest(conn)  # the bulk load's P
         failures: dict[int, Failure] = {}
         applied, refused = await _load(
-            database_url,
+            source,
             projection,
-            mapper,
             shadow,
             position,
             batch_size,
@@ -124,17 +122,17 @@ async def rebuild(
         await projection.derive(conn, shadow)
         for first, last in refused:
             await _apply_issues(
-                conn, projection, mapper, shadow, first, last, position, batch_size, failures
+                conn, projection, source, shadow, first, last, position, batch_size, failures
             )
-        await _build(database_url, conn, builds)
+        await _build(source, conn, builds)
         while True:  # what came after P
-            newest = await _newest(conn)
+            newest = await source.newest(conn)
             if newest - position <= _CLOSE_ENOUGH:
                 break
             position, n = await _replay(
                 conn,
                 projection,
-                mapper,
+                source,
                 shadow,
                 position,
                 newest,
@@ -158,7 +156,7 @@ async def rebuild(
                 position, n = await _replay(
                     conn,
                     projection,
-                    mapper,
+                    source,
                     shadow,
                     position,
                     target,
@@ -243,7 +241,7 @@ async def _copy_without_indexes(conn: asyncpg.Connection, table: str, copy: str)
     return builds
 
 
-async def _build(database_url: str, conn: asyncpg.Connection, statements: list[str]) -> None:
+async def _build(source: EventSource, conn: asyncpg.Connection, statements: list[str]) -> None:
     """Run ``statements`` (index builds, which do not block each other) on ``conn`` and
     more connections at once."""
     queue = list(reversed(statements))
@@ -253,7 +251,7 @@ async def _build(database_url: str, conn: asyncpg.Connection, statements: list[s
             await one.execute(queue.pop())
 
     others = [
-        await postgres.connect(database_url, name="inbox-rebuild:indexes")
+        await source.connect("inbox-rebuild:indexes")
         for _ in range(min(_INDEX_BUILDERS, len(statements)) - 1)
     ]
     try:
@@ -266,9 +264,8 @@ async def _build(database_url: str, conn: asyncpg.Connection, statements: list[s
 
 
 async def _load(
-    database_url: str,
+    source: EventSource,
     projection: Projection,
-    mapper: Mapper[UUID],
     tables: dict[str, str],
     upto: int,
     page: int,
@@ -281,9 +278,9 @@ async def _load(
     each COPY the database refused (none of its rows are in the copy). Events that do not
     decode or fold are added to ``failures``."""
     name = f"inbox-rebuild:{projection.name}"
-    reader = await postgres.connect(database_url, name=f"{name}:read")
-    writer = await postgres.connect(database_url, name=f"{name}:copy")
-    pages = _issue_pages(reader, projection, mapper, upto, page, failures)
+    reader = await source.connect(f"{name}:read")
+    writer = await source.connect(f"{name}:copy")
+    pages = _issue_pages(reader, projection, source, upto, page, failures)
     key = projection.issue_columns.index("issue_id")
     loaded, finished = 0, False
     refused: list[tuple[UUID, UUID]] = []
@@ -319,7 +316,7 @@ async def _load(
                     columns=projection.issue_columns,
                 )
             except Exception as exc:
-                if not about_the_event(exc) or not issues:
+                if not source.about_the_event(exc) or not issues:
                     raise
                 log.warning(
                     "rebuild %s: the database refused a COPY of the issues %s to %s (%s);"
@@ -337,17 +334,10 @@ async def _load(
     return loaded, refused
 
 
-_ISSUE_RANGE = (
-    f"SELECT {EVENT_COLUMNS} FROM inbox_events"
-    " WHERE (originator_id, originator_version) > ($1, $2) AND originator_id <= $3"
-    " AND notification_id <= $4 ORDER BY originator_id, originator_version LIMIT $5"
-)
-
-
 async def _apply_issues(
     conn: asyncpg.Connection,
     projection: Projection,
-    mapper: Mapper[UUID],
+    source: EventSource,
     tables: dict[str, str],
     first: UUID,
     last: UUID,
@@ -360,13 +350,13 @@ async def _apply_issues(
     transaction), leaving out and adding to ``failures`` what cannot be applied."""
     after: tuple[UUID, int] = (first, 0)
     while True:
-        rows = await conn.fetch(_ISSUE_RANGE, *after, last, upto, page)
+        rows = await source.issue_range(conn, after, last, upto, page)
         if not rows:
             return
-        events, undecodable = quarantine.decode_rows(mapper, rows)
+        events, undecodable = quarantine.decode_rows(source, rows)
         async with conn.transaction():
             left_out = undecodable + await quarantine.apply_isolating(
-                conn, projection, events, tables
+                conn, projection, events, tables, source
             )
         failures.update((failure.position, failure) for failure in left_out)
         after = (rows[-1]["originator_id"], rows[-1]["originator_version"])
@@ -392,17 +382,10 @@ async def _encode_timestamps_fast(conn: asyncpg.Connection) -> None:
     )
 
 
-_BY_ISSUE = (
-    f"SELECT {EVENT_COLUMNS} FROM inbox_events"
-    " WHERE (originator_id, originator_version) > ($1, $2) AND notification_id <= $3"
-    " ORDER BY originator_id, originator_version LIMIT $4"
-)
-
-
 async def _issue_pages(
     conn: asyncpg.Connection,
     projection: Projection,
-    mapper: Mapper[UUID],
+    source: EventSource,
     upto: int,
     page: int,
     failures: dict[int, Failure],
@@ -416,7 +399,7 @@ async def _issue_pages(
     row: dict[str, Any] | None = None
     issue: UUID | None = None
     ahead: asyncio.Future[list[asyncpg.Record]] = asyncio.ensure_future(
-        conn.fetch(_BY_ISSUE, UUID(int=0), 0, upto, page)
+        source.by_issue(conn, (UUID(int=0), 0), upto, page)
     )
     try:
         while True:
@@ -424,8 +407,8 @@ async def _issue_pages(
             if len(rows) == page:  # read the next page while this one is folded
                 last = rows[-1]
                 ahead = asyncio.ensure_future(
-                    conn.fetch(
-                        _BY_ISSUE, last["originator_id"], last["originator_version"], upto, page
+                    source.by_issue(
+                        conn, (last["originator_id"], last["originator_version"]), upto, page
                     )
                 )
                 await asyncio.sleep(0)  # it sends the query
@@ -436,14 +419,14 @@ async def _issue_pages(
                         done.append(record(row))
                     row, issue = None, stored["originator_id"]
                 try:
-                    event = decode(mapper, stored)
+                    event = source.decode(stored)
                 except Exception as exc:
-                    _left_out(failures, stored, exc, "cannot decode: ")
+                    _left_out(source, failures, stored, exc, "cannot decode: ")
                     continue
                 try:
                     row = fold(row, event, stored["notification_id"])
                 except Exception as exc:
-                    _left_out(failures, stored, exc, "")
+                    _left_out(source, failures, stored, exc, "")
             if len(rows) < page:
                 if row is not None:
                     done.append(record(row))
@@ -458,9 +441,13 @@ async def _issue_pages(
 
 
 def _left_out(
-    failures: dict[int, Failure], stored: asyncpg.Record, exc: Exception, prefix: str
+    source: EventSource,
+    failures: dict[int, Failure],
+    stored: asyncpg.Record,
+    exc: Exception,
+    prefix: str,
 ) -> None:
-    if not about_the_event(exc):
+    if not source.about_the_event(exc):
         raise exc
     position = stored["notification_id"]
     failures[position] = Failure(
@@ -475,7 +462,7 @@ def _sorted(failures: dict[int, Failure]) -> tuple[Failure, ...]:
 async def _replay(
     conn: asyncpg.Connection,
     projection: Projection,
-    mapper: Mapper[UUID],
+    source: EventSource,
     tables: dict[str, str],
     position: int,
     upto: int,
@@ -489,11 +476,11 @@ async def _replay(
     read). What cannot be applied is added to ``failures``."""
     count = 0
     while position < upto:
-        read = await read_batch(conn, mapper, position, batch_size, upto)
+        read = await read_batch(conn, source, position, batch_size, upto)
         if read.last is None:
             break
         async with conn.transaction():
-            left_out = await apply_read(conn, projection, read, tables)
+            left_out = await apply_read(conn, projection, read, tables, source)
         failures.update((failure.position, failure) for failure in left_out)
         position = read.last
         count += len(read.events) + len(read.undecodable)
@@ -512,15 +499,3 @@ async def _index_names(conn: asyncpg.Connection, table: str) -> dict[str, str]:
         row["indexdef"].replace(f"INDEX {row['indexname']} ON", "INDEX ON", 1): row["indexname"]
         for row in rows
     }
-
-
-async def _newest(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(notification_id), 0) FROM inbox_events"))
-
-
-async def _count(conn: asyncpg.Connection) -> int:
-    """About how many events there are, for the progress bar (fast, from statistics)."""
-    estimate = await conn.fetchval(
-        "SELECT reltuples::bigint FROM pg_class WHERE relname = 'inbox_events'"
-    )
-    return max(int(estimate or 0), 0) or await _newest(conn)

@@ -13,8 +13,8 @@ import asyncpg
 
 from domain.issue import EVENT_NAMES
 from projections import rows
+from projections.folds import detected_row, fold_batch, next_status
 from projections.follower import Batch, ProjectionError
-from projections.inbox import detected_row, next_status
 from projections.rows import Row
 
 DIMENSIONS = ("status", "severity", "kind", "vertical", "country", "city")
@@ -43,10 +43,7 @@ class StatsProjection:
     async def apply(self, conn: asyncpg.Connection, batch: Batch, tables: dict[str, str]) -> None:
         issues = tables["stats_issues"]
         before = await rows.load(conn, issues, _COLUMNS, {e.originator_id for _, e in batch})
-        after: dict[Any, Row] = {}
-        for _, event in batch:
-            issue_id = event.originator_id
-            after[issue_id] = fold(after.get(issue_id, before.get(issue_id)), event)
+        after = fold_batch(before, batch, self.fold)
         delta: Counter[tuple[str, ...]] = Counter()
         for issue_id, row in after.items():
             if issue_id in before:

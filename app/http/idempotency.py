@@ -21,7 +21,7 @@ import anyio.to_thread
 from litestar import Request as HttpRequest
 from litestar.params import HeaderParameter
 
-from adapters.leadership import wait_or_stop
+from adapters.loops import wait_or_stop
 from app.bootstrap import Container
 from app.bus import CommandBus
 from app.commands import Command, Request

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from adapters.leadership import wait_or_stop
+from adapters.loops import backoff, wait_or_stop
 from adapters.nats import ensure_stream
 from adapters.postgres import CONNECTION_ERRORS, DatabaseUnavailable
 from app.detection import Detector, Retention
@@ -95,7 +95,7 @@ async def consume_orders(
             except NatsError as exc:
                 failures += 1
                 log.warning("detector: fetch failed (%s); retrying", exc)
-                await wait_or_stop(stop, min(5.0, 0.2 * 2**failures))
+                await wait_or_stop(stop, backoff(failures))
                 continue
             failures = 0
             detector.behind = _pending(messages) > 0

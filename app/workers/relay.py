@@ -7,13 +7,14 @@ acks and the position update re-publishes at most that batch, which JetStream's 
 window drops; so every event is in the stream once, in effect.
 
 Order per issue: an event is published only after the previous event of the same issue
-was acknowledged. Within a batch the events go out in *waves* (the first event of each
-issue in the batch, then the second, ...), each wave pipelined with ``publish_async``; a
-failed publish is retried, with the same ``Nats-Msg-Id`` and a backoff, before the next
-wave. Nothing is ever skipped.
+was acknowledged (``adapters.nats.Publisher``, in waves; a failed publish is retried with
+the same ``Nats-Msg-Id``). Nothing is ever skipped. The message of each event, subject and
+CloudEvents headers, is ``app.integration.cloud_event``.
 
-One relay is active per stream: it holds a PostgreSQL advisory lock on its own
-connection; others stand by and take over within about a second of its connection ending.
+It follows the log with the loop the projections share (``adapters.follow.LogFollower``:
+wake on NOTIFY, poll as a fallback, stop). One relay is active per stream: it holds a
+PostgreSQL advisory lock on its own connection; others stand by and take over within
+about a second of its connection ending.
 An event the allow-list cannot map halts the relay after everything before it was
 published: the reason and position go into ``relay_state`` (shown by ``GET /ready``).
 
@@ -31,32 +32,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-import msgspec
 from eventsourcing.persistence import Mapper
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js.api import PubAck
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
-from adapters.eventstore import EVENT_COLUMNS, decode
-from adapters.leadership import run_as_leader, wait_any, wait_or_stop
-from adapters.nats import ensure_stream
-from app.integration import IssueFacts, UnmappedEvent, integration_event
+from adapters.eventlog import EventLog
+from adapters.follow import LogFollower
+from adapters.loops import backoff, wait_or_stop
+from adapters.nats import Outgoing, Publisher, ensure_stream
+from app.integration import IssueFacts, UnmappedEvent, cloud_event
 from domain.issue import OrderIssue
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = Counter("inbox_relay_published_total", "Issue events acknowledged by JetStream")
-DUPLICATES = Counter(
-    "inbox_relay_duplicates_total", "Publishes JetStream acknowledged as duplicates"
-)
-RETRIES = Counter("inbox_relay_retries_total", "Publishes retried after an error or timeout")
 LAG = Gauge("inbox_relay_lag_events", "Stored events not yet published")
 POSITION = Gauge("inbox_relay_position", "The relay's stored position")
 HALTED = Gauge("inbox_relay_halted", "1 while the relay is halted on an unmappable event")
@@ -88,16 +83,6 @@ class RelayPositionAhead(RelayError):
 
 
 @dataclass(frozen=True)
-class Outgoing:
-    position: int
-    issue_id: UUID
-    version: int
-    subject: str
-    payload: bytes
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True)
 class RelayConfig:
     stream: str
     subject_prefix: str
@@ -123,24 +108,39 @@ class Relay:
         config: RelayConfig,
         max_pending: int = 4000,
     ) -> None:
-        self._database_url = database_url
-        self._nats = nats
-        self._max_pending = max_pending
-        self._js = nats.jetstream(publish_async_max_pending=max_pending)
-        self._mapper = mapper
+        self._publisher = Publisher(
+            nats,
+            stream=config.stream,
+            ack_timeout=config.ack_timeout,
+            max_backoff=config.max_backoff,
+            max_pending=max_pending,
+        )
+        self._following = LogFollower(
+            database_url,
+            poll_interval=config.poll_interval,
+            max_backoff=config.max_backoff,
+            command_timeout=_COMMAND_TIMEOUT_SECONDS,
+        )
+        self._log = EventLog(database_url, mapper)
         self._config = config
         self._facts: dict[UUID, IssueFacts] = {}
-        self._encoder = msgspec.json.Encoder()
+        self._position = 0
+        self._stop = asyncio.Event()
+
+    @property
+    def role(self) -> str:
+        return f"inbox-relay:{self._config.stream}"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by, relay while active, reconnect after losing the database; return when
         ``stop`` is set. Raises :class:`RelayError` when an operator must act."""
+        self._stop = stop
         config = self._config
         attempt = 0
         while config.create_stream and not stop.is_set():
             try:
                 await ensure_stream(
-                    self._js,
+                    self._publisher.jetstream,
                     name=config.stream,
                     subjects=[f"{config.subject_prefix}.>"],
                     duplicate_window=config.duplicate_window,
@@ -151,7 +151,7 @@ class Relay:
                 break
             except (NatsError, TimeoutError) as exc:
                 attempt += 1
-                delay = min(config.max_backoff, 0.2 * 2**attempt)
+                delay = backoff(attempt, cap=config.max_backoff)
                 log.warning(
                     "relay: cannot ensure stream %s (%s: %s); retrying in %.1fs",
                     config.stream,
@@ -160,18 +160,10 @@ class Relay:
                     delay,
                 )
                 await wait_or_stop(stop, delay)
-        await run_as_leader(
-            database_url=self._database_url,
-            role=f"inbox-relay:{config.stream}",
-            stop=stop,
-            work=lambda conn: self._relay(conn, stop),
-            max_backoff=config.max_backoff,
-            # A bounded wait on every query: a connection that went silent is replaced
-            # rather than waited on for ever.
-            command_timeout=_COMMAND_TIMEOUT_SECONDS,
-        )
+        await self._following.run(self, stop)
 
-    async def _relay(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+    async def start(self, conn: asyncpg.Connection) -> None:
+        """Read the stored position of a connection that won the lock."""
         stream = self._config.stream
         await conn.execute(
             "INSERT INTO relay_state (stream) VALUES ($1) ON CONFLICT DO NOTHING", stream
@@ -179,62 +171,44 @@ class Relay:
         position: int = await conn.fetchval(
             "SELECT position FROM relay_state WHERE stream = $1", stream
         )
-        newest = await self._newest(conn)
+        newest = await self._log.newest(conn)
         if position > newest:
             raise RelayPositionAhead(stream, position, newest)
+        self._position = position
         POSITION.set(position)
         LAG.set(newest - position)
-        wake = asyncio.Event()
 
-        def on_notify(*_: Any) -> None:
-            wake.set()
+    async def step(self, conn: asyncpg.Connection) -> bool:
+        """Publish one batch after the position; True when it read events."""
+        stream = self._config.stream
+        rows = await self._log.after(conn, self._position, self._config.batch_size)
+        if not rows:
+            LAG.set(0)
+            return False
+        outgoing, halt = await self._prepare(conn, rows)
+        if outgoing:
 
-        await conn.add_listener("inbox_events", on_notify)
-        try:
-            while not stop.is_set():
-                wake.clear()  # before the read: a NOTIFY after it wakes the wait below
-                rows = await conn.fetch(
-                    f"SELECT {EVENT_COLUMNS} FROM inbox_events WHERE notification_id > $1"
-                    " ORDER BY notification_id LIMIT $2",
-                    position,
-                    self._config.batch_size,
+            async def commit(acked_to: int, count: int) -> None:
+                await conn.execute(
+                    "UPDATE relay_state SET position = $2, status = 'running',"
+                    " halted_at = NULL, error = NULL, published = published + $3,"
+                    " updated_at = now() WHERE stream = $1",
+                    stream,
+                    acked_to,
+                    count,
                 )
-                if not rows:
-                    LAG.set(0)
-                    await wait_any(wake, stop, self._config.poll_interval)
-                    continue
-                outgoing, halt = await self._prepare(conn, rows)
-                if outgoing:
+                POSITION.set(acked_to)
+                HALTED.set(0)
 
-                    async def commit(acked_to: int, count: int) -> None:
-                        await conn.execute(
-                            "UPDATE relay_state SET position = $2, status = 'running',"
-                            " halted_at = NULL, error = NULL, published = published + $3,"
-                            " updated_at = now() WHERE stream = $1",
-                            stream,
-                            acked_to,
-                            count,
-                        )
-                        POSITION.set(acked_to)
-                        HALTED.set(0)
-
-                    if not await self._publish(outgoing, stop, commit):
-                        log.info("relay: stopping; unacknowledged events will be re-sent")
-                        return
-                    position = outgoing[-1].position
-                    LAG.set(max(0, await self._newest(conn) - position))
-                if halt is not None:
-                    await self._record_halt(conn, halt)
-                    raise halt
-        finally:
-            if not conn.is_closed():
-                await conn.remove_listener("inbox_events", on_notify)
-
-    async def _newest(self, conn: asyncpg.Connection) -> int:
-        newest: int = await conn.fetchval(
-            "SELECT coalesce(max(notification_id), 0) FROM inbox_events"
-        )
-        return newest
+            if not await self._publisher.publish(outgoing, self._stop, commit):
+                log.info("relay: stopping; unacknowledged events will be re-sent")
+                return False
+            self._position = outgoing[-1].position
+            LAG.set(max(0, await self._log.newest(conn) - self._position))
+        if halt is not None:
+            await self._record_halt(conn, halt)
+            raise halt
+        return True
 
     async def _record_halt(self, conn: asyncpg.Connection, halt: RelayHalted) -> None:
         HALTED.set(1)
@@ -257,7 +231,7 @@ class Relay:
         halt: RelayHalted | None = None
         for row in rows:
             try:
-                decoded.append((row["notification_id"], decode(self._mapper, row)))
+                decoded.append((row["notification_id"], self._log.decode(row)))
             except Exception as exc:  # any failure to decode is a reason to halt
                 log.exception("relay: cannot decode the event at %s", row["notification_id"])
                 halt = RelayHalted(row["notification_id"], f"cannot decode: {exc}")
@@ -284,13 +258,8 @@ class Relay:
                 missing.add(event.originator_id)
         if not missing:
             return
-        rows = await conn.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM inbox_events"
-            " WHERE originator_id = ANY($1::uuid[]) AND originator_version = 1",
-            list(missing),
-        )
-        for row in rows:
-            first = decode(self._mapper, row)
+        for row in await self._log.first_events(conn, missing):
+            first = self._log.decode(row)
             if isinstance(first, _DETECTED):
                 self._facts[row["originator_id"]] = IssueFacts.of(first)
 
@@ -298,135 +267,10 @@ class Relay:
         facts = self._facts.get(event.originator_id)
         if facts is None:
             raise UnmappedEvent(f"issue {event.originator_id} has no Detected event")
-        entry, payload = integration_event(event, facts)
-        issue_id = event.originator_id
-        message_id = f"{issue_id}:{event.originator_version}"
-        return Outgoing(
-            position=position,
-            issue_id=issue_id,
-            version=event.originator_version,
-            subject=f"{self._config.subject_prefix}.{entry.name}",
-            payload=self._encoder.encode(payload),
-            headers={
-                "Nats-Msg-Id": message_id,
-                "Inbox-Position": str(position),
-                "ce-specversion": "1.0",
-                "ce-id": message_id,
-                "ce-type": entry.ce_type,
-                "ce-source": self._config.source,
-                "ce-subject": str(issue_id),
-                "ce-time": event.at.isoformat(),
-                "content-type": "application/json",
-            },
+        return cloud_event(
+            position,
+            event,
+            facts,
+            subject_prefix=self._config.subject_prefix,
+            source=self._config.source,
         )
-
-    # ---- publishing -------------------------------------------------------------------
-
-    async def _publish(
-        self,
-        outgoing: list[Outgoing],
-        stop: asyncio.Event,
-        commit: Callable[[int, int], Awaitable[None]],
-    ) -> bool:
-        """Publish everything, wave by wave; False when stopped before all were acked.
-
-        After each wave, ``commit`` stores the end of the acknowledged prefix of the batch
-        (every event up to it acked): a batch that stalls half way (NATS down, stream
-        full) for longer than the duplicate window is not re-sent from its start later.
-        """
-        positions = [message.position for message in outgoing]
-        acked: set[int] = set()
-        prefix = 0  # how many of `positions` (in order) are acknowledged
-        for wave in _waves(outgoing):
-            pending = wave
-            attempt = 0
-            while pending:
-                if stop.is_set():
-                    return False
-                if not self._nats.is_connected:
-                    # Publishing now would only fill the client's buffer (and leak
-                    # nats-py's publish slots when it overflows): wait for the reconnect.
-                    await wait_or_stop(stop, 0.1)
-                    continue
-                failed = await self._publish_wave(pending)
-                if not failed:
-                    break
-                attempt += 1
-                RETRIES.inc(len(failed))
-                delay = min(self._config.max_backoff, 0.05 * 2**attempt)
-                first_message, first_error = failed[0]
-                log.warning(
-                    "relay: %d of %d publishes failed (attempt %d; first %s: %s: %s); "
-                    "retrying with the same Nats-Msg-Id in %.2fs",
-                    len(failed),
-                    len(pending),
-                    attempt,
-                    first_message.headers["Nats-Msg-Id"],
-                    type(first_error).__name__,
-                    first_error,
-                    delay,
-                )
-                pending = [message for message, _ in failed]
-                await wait_or_stop(stop, delay)
-            acked.update(message.position for message in wave)
-            start = prefix
-            while prefix < len(positions) and positions[prefix] in acked:
-                prefix += 1
-            if prefix > start:
-                await commit(positions[prefix - 1], prefix - start)
-        return True
-
-    async def _publish_wave(self, messages: list[Outgoing]) -> list[tuple[Outgoing, Exception]]:
-        """Pipeline one wave (at most one message per issue); the ones that failed."""
-        timeout = self._config.ack_timeout
-        futures: list[asyncio.Future[PubAck] | Exception] = []
-        js = self._js
-        for message in messages:
-            try:
-                futures.append(
-                    await js.publish_async(
-                        message.subject,
-                        message.payload,
-                        headers=dict(message.headers),
-                        stream=self._config.stream,
-                        wait_stall=timeout,
-                    )
-                )
-            except Exception as exc:  # reported with the failures below and retried
-                futures.append(exc)
-                # nats-py keeps the publish slot of a publish that raised: a fresh
-                # context (fresh slots) for what follows.
-                self._js = self._nats.jetstream(publish_async_max_pending=self._max_pending)
-
-        async def outcome(future: asyncio.Future[PubAck] | Exception) -> PubAck | Exception:
-            if isinstance(future, Exception):
-                return future
-            try:
-                # publish_async futures have no timeout of their own (DESIGN.md).
-                return await asyncio.wait_for(future, timeout)
-            except Exception as exc:  # a timeout or a JetStream error: retried by caller
-                return exc
-
-        results = await asyncio.gather(*(outcome(f) for f in futures))
-        failed = []
-        for message, result in zip(messages, results, strict=True):
-            if isinstance(result, Exception):
-                failed.append((message, result))
-            else:
-                PUBLISHED.inc()
-                if result.duplicate:
-                    DUPLICATES.inc()
-        return failed
-
-
-def _waves(outgoing: list[Outgoing]) -> list[list[Outgoing]]:
-    """Split a batch so that each wave holds at most one event per issue, in order."""
-    waves: list[list[Outgoing]] = []
-    seen: dict[UUID, int] = {}
-    for message in outgoing:
-        index = seen.get(message.issue_id, 0)
-        seen[message.issue_id] = index + 1
-        if index == len(waves):
-            waves.append([])
-        waves[index].append(message)
-    return waves

@@ -31,7 +31,8 @@ from cachetools import TTLCache
 from prometheus_client import Counter
 
 from adapters.clock import Clock
-from adapters.leadership import run_as_leader, wait_or_stop
+from adapters.leadership import run_as_leader
+from adapters.loops import wait_or_stop
 from app.bus import CommandBus
 from app.commands import Wake
 from app.errors import ApplicationError, Unavailable

@@ -37,14 +37,16 @@ import anyio.to_thread
 
 from adapters import postgres
 from adapters.clock import SystemClock
+from adapters.eventlog import EventLog
 from adapters.eventstore import EVENT_COLUMNS, decode, eventstore_env
+from app import bootstrap
 from app.bootstrap import Endpoints
 from app.commands import Acknowledge, AddNote, Assign, Command, Escalate, Resolve
 from app.service import IssueApplication, IssueService
 from domain.issue import due_at, priority_of
 from domain.values import KINDS, RESOLUTIONS, SEVERITIES, VERTICALS
 from projections import PROJECTIONS
-from projections.follower import POSITIONS_CHANNEL, Follower, FollowerConfig
+from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS
 from projections.rebuild import rebuild
 from tests.api_process import running_api
@@ -316,13 +318,12 @@ async def read_model_latency(url: str, rate: int, seconds: float) -> Figure:
     """Write ``rate`` events/s for ``seconds`` with the three followers running in-process;
     time from each commit until the inbox projection's position reaches it."""
     app = IssueApplication(env=eventstore_env(url, pool_size=2))
-    config = FollowerConfig(batch_size=1000, poll_interval=1.0)
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            Follower(PROJECTIONS[name], database_url=url, mapper=app.mapper, config=config).run(
-                stop
-            )
+            bootstrap.follower(
+                url, app.mapper, PROJECTIONS[name], batch_size=1000, poll_interval=1.0
+            ).run(stop)
         )
         for name in PROJECTIONS
     ]
@@ -470,7 +471,9 @@ async def rebuild_rate(
     try:
         raw = await select_and_decode(url, app.mapper)
         before = _rss_kb()
-        result = await rebuild(url, PROJECTIONS["inbox"], app.mapper, batch_size=2000, swap=False)
+        result = await rebuild(
+            EventLog(url, app.mapper), PROJECTIONS["inbox"], batch_size=2000, swap=False
+        )
         after = _rss_kb()
     finally:
         await anyio.to_thread.run_sync(app.close)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from adapters import postgres
+from app import bootstrap
 from app.commands import (
     Acknowledge,
     AddNote,
@@ -24,7 +25,6 @@ from app.commands import (
 from app.service import IssueService
 from domain.issue import OrderIssue
 from projections import PROJECTIONS
-from projections.follower import Follower, FollowerConfig
 from tests.integration.helpers import note, report
 
 
@@ -33,10 +33,11 @@ async def running_projections(
     url: str, service: IssueService, *, batch_size: int = 100
 ) -> AsyncIterator[list[asyncio.Task[None]]]:
     stop = asyncio.Event()
-    config = FollowerConfig(batch_size=batch_size, poll_interval=0.2)
     tasks = [
         asyncio.create_task(
-            Follower(p, database_url=url, mapper=service.app.mapper, config=config).run(stop)
+            bootstrap.follower(
+                url, service.app.mapper, p, batch_size=batch_size, poll_interval=0.2
+            ).run(stop)
         )
         for p in PROJECTIONS.values()
     ]

@@ -9,17 +9,17 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from adapters.nats import Publisher
 from app import bootstrap
 from app.settings import load_settings
-from app.workers.relay import Relay
 
 KILL_AFTER = int(os.environ["KILL_AFTER_BATCHES"])
-_original_publish = Relay._publish
+_original_publish = Publisher.publish
 _batches = 0
 
 
 async def _publish_then_die(
-    self: Relay, outgoing: Any, stop: Any, commit: Callable[[int, int], Awaitable[None]]
+    self: Publisher, outgoing: Any, stop: Any, commit: Callable[[int, int], Awaitable[None]]
 ) -> bool:
     global _batches  # noqa: PLW0603
     _batches += 1
@@ -39,5 +39,5 @@ async def main() -> None:
         await bootstrap.relay(built).run(asyncio.Event())
 
 
-Relay._publish = _publish_then_die  # type: ignore[assignment]
+Publisher.publish = _publish_then_die  # type: ignore[method-assign]
 asyncio.run(main())

@@ -11,6 +11,7 @@ from uuid import UUID
 import pytest
 
 from adapters import postgres
+from adapters.eventlog import EventLog
 from app.service import IssueService
 from domain.issue import OrderIssue
 from projections import PROJECTIONS
@@ -174,7 +175,7 @@ async def test_a_rebuild_leaves_out_the_same_events_and_lists_them_in_place_of_t
         )
     finally:
         await conn.close()
-    result = await rebuild(db, projection, writer.app.mapper, batch_size=10)
+    result = await rebuild(EventLog(db, writer.app.mapper), projection, batch_size=10)
     assert await _rows(db, {table: table for table in projection.tables}) == live
     expected = expected_failures(bad)[name]
     assert {(f.issue_id, f.version) for f in result.failures} == expected

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from adapters import postgres
+from adapters.eventlog import EventLog
 from app.bootstrap import Endpoints
 from app.service import IssueService
 from projections import PROJECTIONS
@@ -106,7 +107,7 @@ async def test_a_rebuilt_model_equals_the_live_one(
     async with running_projections(db, writer):
         await wait_projected(db)
         live = {t: await _table(db, t, _KEYS[t]) for t in projection.tables}
-        result = await rebuild(db, projection, writer.app.mapper, batch_size=50)
+        result = await rebuild(EventLog(db, writer.app.mapper), projection, batch_size=50)
         await wait_projected(db)
         rebuilt = {t: await _table(db, t, _KEYS[t]) for t in projection.tables}
     assert result.events > 0
@@ -152,7 +153,7 @@ async def test_a_rebuild_while_commands_keep_coming_serves_reads_and_loses_nothi
     async with running_projections(db, writer):
         reader = asyncio.create_task(keep_reading())
         with KeepWriting(writer):
-            await rebuild(db, PROJECTIONS["inbox"], writer.app.mapper, batch_size=100)
+            await rebuild(EventLog(db, writer.app.mapper), PROJECTIONS["inbox"], batch_size=100)
         done.set()
         await reader
         await wait_projected(db)

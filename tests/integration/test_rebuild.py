@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from adapters import postgres
+from adapters.eventlog import EventLog
 from app.service import IssueService
 from projections import PROJECTIONS
 from projections import rebuild as rebuilding
@@ -89,9 +90,8 @@ async def test_a_bulk_load_over_many_pages_and_copies_equals_the_live_model(
     progress: list[tuple[int, int]] = []
 
     result = await rebuild(
-        db,
+        EventLog(db, writer.app.mapper),
         projection,
-        writer.app.mapper,
         batch_size=5,
         swap=False,
         progress=lambda done, total: progress.append((done, total)),
@@ -113,7 +113,9 @@ async def test_any_page_size_gives_the_same_model(db: str, writer: IssueService,
         await wait_projected(db)
     live = await _rows(db, {"inbox_issues": "inbox_issues"})
     count, _ = await _events(db)
-    result = await rebuild(db, projection, writer.app.mapper, batch_size=page or count, swap=False)
+    result = await rebuild(
+        EventLog(db, writer.app.mapper), projection, batch_size=page or count, swap=False
+    )
     assert result.events == count
     assert await _rows(db, {"inbox_issues": f"inbox_issues{SUFFIX}"}) == live
 
@@ -134,7 +136,7 @@ async def test_events_written_during_the_bulk_load_are_in_the_swapped_in_model(
         await wait_projected(db)
         _, newest_before = await _events(db)
         result = await rebuild(
-            db, PROJECTIONS["inbox"], writer.app.mapper, batch_size=10, progress=progress
+            EventLog(db, writer.app.mapper), PROJECTIONS["inbox"], batch_size=10, progress=progress
         )
         count, newest = await _events(db)
         await wait_projected(db)
@@ -153,7 +155,7 @@ async def test_the_swapped_in_tables_have_the_live_indexes_and_constraints(
     write_mixed(writer, 20, steps=3)
     projection = PROJECTIONS[name]
     before = await _schema(db, projection.tables)
-    await rebuild(db, projection, writer.app.mapper, batch_size=10)
+    await rebuild(EventLog(db, writer.app.mapper), projection, batch_size=10)
     assert await _schema(db, projection.tables) == before
     assert not await _schema(db, tuple(f"{t}{SUFFIX}" for t in projection.tables))
 
@@ -177,7 +179,7 @@ async def test_an_event_the_fold_refuses_is_left_out_and_reported(
 ) -> None:
     write_mixed(writer, 30, steps=4)
     result = await rebuild(
-        db, _FailingInbox(25, ProjectionError("refused")), writer.app.mapper, batch_size=4
+        EventLog(db, writer.app.mapper), _FailingInbox(25, ProjectionError("refused")), batch_size=4
     )
     count, newest = await _events(db)
     assert (result.events, result.position) == (count, newest)
@@ -205,7 +207,7 @@ async def test_an_error_not_about_the_events_stops_the_rebuild_and_leaves_the_li
     live = await _rows(db, {"inbox_issues": "inbox_issues"})
     refusal = asyncpg.exceptions.UndefinedTableError("refused")
     with pytest.raises(asyncpg.exceptions.UndefinedTableError, match="refused"):
-        await rebuild(db, _FailingInbox(25, refusal), writer.app.mapper, batch_size=4)
+        await rebuild(EventLog(db, writer.app.mapper), _FailingInbox(25, refusal), batch_size=4)
     assert await _rows(db, {"inbox_issues": "inbox_issues"}) == live
     conn = await postgres.connect(db)
     try:

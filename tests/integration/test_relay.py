@@ -28,7 +28,6 @@ from adapters import postgres
 from adapters.embedded import _free_port, _nats_server_binary
 from app.bootstrap import Endpoints
 from app.service import IssueService
-from app.workers import relay as relay_module
 from app.workers.relay import RelayHalted, RelayPositionAhead
 from domain.issue import OrderIssue
 from tests.conftest import wait_until
@@ -148,10 +147,10 @@ async def test_a_relay_killed_between_publish_and_commit_doubles_nothing(
         published = (await nc.jetstream().stream_info(config.stream)).state.messages
         assert published > stored, "the kill must fall between the acks and the commit"
 
-        before = relay_module.DUPLICATES._value.get()
+        before = nats_adapter.DUPLICATES._value.get()
         async with running_relay(db, nc, writer, config):
             await wait_caught_up(db, config.stream)
-        assert relay_module.DUPLICATES._value.get() - before == published - stored
+        assert nats_adapter.DUPLICATES._value.get() - before == published - stored
         messages = await assert_exactly_once_in_order(db, nc.jetstream(), config)
         assert len(messages) == 300
     finally:
@@ -430,8 +429,8 @@ async def test_a_full_stream_stalls_the_relay_instead_of_dropping_events(
     try:
         async with running_relay(db, nc, writer, config):
             deadline = asyncio.get_running_loop().time() + 20
-            retries = relay_module.RETRIES._value.get()
-            while relay_module.RETRIES._value.get() <= retries:
+            retries = nats_adapter.RETRIES._value.get()
+            while nats_adapter.RETRIES._value.get() <= retries:
                 assert asyncio.get_running_loop().time() < deadline, "the relay never stalled"
                 await asyncio.sleep(0.05)
             assert await relay_position(db, config.stream) <= 10

@@ -1,4 +1,5 @@
-"""Which errors skip an event and which retry its batch (projections/quarantine.py)."""
+"""Which errors skip an event and which retry its batch (projections/quarantine.py; the
+classification is adapters/eventlog.py's)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncpg
 import pytest
 from eventsourcing.utils import TopicError
 
+from adapters.eventlog import about_the_event
 from projections.follower import ProjectionError
-from projections.quarantine import about_the_event, describe
+from projections.quarantine import describe
 
 
 @pytest.mark.parametrize(
