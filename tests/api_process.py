@@ -23,9 +23,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ready(base_url: str) -> bool:
+def _ready(base_url: str, path: str) -> bool:
     try:
-        return httpx.get(f"{base_url}/ready", timeout=1).status_code == 200
+        return httpx.get(f"{base_url}{path}", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -39,9 +39,12 @@ def running_api(
     command: str = "api",
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    ready_path: str = "/ready",
 ) -> Iterator[str]:
-    """Start ``inbox api`` (or ``inbox up``) on a free port, wait for ``/ready``, yield its
-    base URL; on exit stop it with SIGTERM and check that it exited 0."""
+    """Start ``inbox api`` (or ``inbox up``) on a free port, wait for ``ready_path`` to
+    answer 200 (``/health`` where no projection worker runs, so ``/ready`` would report
+    the read models stalled), yield its base URL; on exit stop it with SIGTERM and check
+    that it exited 0."""
     port = free_port()
     environment = (
         os.environ
@@ -63,7 +66,9 @@ def running_api(
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
-            lambda: process.poll() is not None or _ready(base_url), timeout=30, what="API ready"
+            lambda: process.poll() is not None or _ready(base_url, ready_path),
+            timeout=30,
+            what="API ready",
         )
         assert process.poll() is None, log_path.read_text()
         yield base_url

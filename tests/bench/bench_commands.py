@@ -113,7 +113,10 @@ async def through_http(
 ) -> list[Figure]:
     log = Path(tempfile.mkstemp(prefix="bench-api-", suffix=".log")[1])
     figures = []
-    with running_api(Endpoints(url, endpoints.nats_url), log, log_level="WARNING") as base:
+    # No projection worker runs here: /ready would call the read models stalled.
+    with running_api(
+        Endpoints(url, endpoints.nats_url), log, log_level="WARNING", ready_path="/health"
+    ) as base:
         # aiohttp, not httpx: with 50 connections httpx's pool itself tops out near
         # 400 requests/s here, far below the server.
         connector = aiohttp.TCPConnector(limit=clients)
