@@ -15,7 +15,7 @@ import anyio.to_thread
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 from adapters import nats as nats_adapter
 from adapters import postgres
@@ -40,7 +40,6 @@ COMMAND_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
 COMMAND_BATCH_SECONDS = Histogram("inbox_command_batch_seconds", "Time to execute one batch")
-COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
 
 
 @dataclass(frozen=True)

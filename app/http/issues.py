@@ -1,6 +1,7 @@
-"""``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
+"""``/api/issues``: the inbox (the list), one issue as the inbox shows it, raise, triage and
+audit one issue (CONTRACT §5).
 
-Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
+Command handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
 ``Command`` to the bus, map the result. Every body is a ``Checked`` Struct (``app/edge.py``:
 its texts PostgreSQL can store, its times in range); the free-form objects (evidence,
 action details) are walked at the edge (``domain.values.check_object``: keys, values,
@@ -17,19 +18,18 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
-from litestar.params import HeaderParameter, Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from prometheus_client import Counter
 
-from app.bootstrap import COMMANDS
 from app.edge import Aware, Checked
 from app.history import History
 from app.http import cache, openapi
 from app.http.errors import BadRequest, NotFound, Unprocessable
 from app.http.idempotency import Commands, commands
-from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
+from app.http.reads import InboxItem, MinPosition, caught_up, inbox_item
 from app.integration import EventItem, IssueView, issue_view
-from app.queries import Filters, Positions, Sort
+from app.queries import Filters, Positions, ReadModels, Sort
 from app.service import Command
 from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
@@ -42,6 +42,8 @@ from domain.values import (
     Vertical,
     check_object,
 )
+
+COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
 
 AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
@@ -116,6 +118,11 @@ class CommandAccepted(msgspec.Struct):
     position: int
 
 
+class InboxPage(msgspec.Struct):
+    items: list[InboxItem]
+    next_cursor: str | None
+
+
 class EventPage(msgspec.Struct):
     items: list[EventItem]
 
@@ -185,18 +192,37 @@ class IssueController(Controller):
     )
     async def list_issues(
         self,
-        filters: Filters,
-        pages: InboxPages,
-        positions: Positions,
-        settings: Settings,
-        sort: Sort = "priority",
+        filters: NamedDependency[Filters],
+        read_models: NamedDependency[ReadModels],
+        positions: NamedDependency[Positions],
+        settings: NamedDependency[Settings],
+        sort: FromQuery[Sort] = "priority",
         limit: Annotated[int, openapi.bounded(1, 200)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=400)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=400)] = None,
         min_position: MinPosition = 0,
-    ) -> Response[InboxPage]:
-        return await inbox_page(
-            filters, pages, positions, settings, sort, limit, cursor, min_position
-        )
+    ) -> InboxPage:
+        await caught_up(positions, settings, "inbox", min_position)
+        rows, next_cursor = await read_models.issues(filters, sort, limit, cursor)
+        return InboxPage([inbox_item(row) for row in rows], next_cursor)
+
+    @get(
+        "/{issue_id:uuid}",
+        summary="One issue's current state",
+        responses=openapi.read(by_id=True),
+    )
+    async def get_issue(
+        self,
+        issue_id: FromPath[UUID],
+        read_models: NamedDependency[ReadModels],
+        positions: NamedDependency[Positions],
+        settings: NamedDependency[Settings],
+        min_position: MinPosition = 0,
+    ) -> Response[InboxItem]:
+        await caught_up(positions, settings, "inbox", min_position)
+        row = await read_models.issue(issue_id)
+        if row is None:
+            raise NotFound(f"issue {issue_id} not found")
+        return Response(inbox_item(row), headers={"ETag": f'"{row["version"]}"'})
 
     @post(
         "/",
@@ -204,7 +230,9 @@ class IssueController(Controller):
         summary="Raise an issue by hand",
         responses=openapi.command(by_id=False, if_match=False),
     )
-    async def report(self, data: ReportIssue, bus: Commands) -> CommandAccepted:
+    async def report(
+        self, data: JSONBody[ReportIssue], bus: NamedDependency[Commands]
+    ) -> CommandAccepted:
         _check_object("evidence", data.evidence)
 
         def create(at: datetime) -> OrderIssue:
@@ -225,7 +253,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/escalate", status_code=200, responses=openapi.command())
     async def escalate(
-        self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Escalate],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         evidence = {"escalation_reason": data.reason}
         return await _send(
@@ -242,7 +274,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/assign", status_code=200, responses=openapi.command())
     async def assign(
-        self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Assign],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         assignee = data.assignee or data.agent_id
         return await _send(
@@ -257,7 +293,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/unassign", status_code=200, responses=openapi.command())
     async def unassign(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[ActorOnly],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -271,7 +311,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/acknowledge", status_code=200, responses=openapi.command())
     async def acknowledge(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[ActorOnly],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -285,7 +329,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/notes", status_code=200, responses=openapi.command())
     async def add_note(
-        self, issue_id: UUID, data: AddNote, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[AddNote],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -299,7 +347,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/actions", status_code=200, responses=openapi.command())
     async def take_action(
-        self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[TakeAction],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         _check_object("details", data.details)
         return await _send(
@@ -316,7 +368,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/snooze", status_code=200, responses=openapi.command())
     async def snooze(
-        self, issue_id: UUID, data: Snooze, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Snooze],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -330,7 +386,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/wake", status_code=200, responses=openapi.command())
     async def wake(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[ActorOnly],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -339,7 +399,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/resolve", status_code=200, responses=openapi.command())
     async def resolve(
-        self, issue_id: UUID, data: Resolve, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Resolve],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -355,7 +419,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/reopen", status_code=200, responses=openapi.command())
     async def reopen(
-        self, issue_id: UUID, data: Reopen, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Reopen],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -372,7 +440,9 @@ class IssueController(Controller):
         summary="One issue's full history, oldest first",
         responses=openapi.read(by_id=True),
     )
-    async def events(self, issue_id: UUID, history: History) -> EventPage:
+    async def events(
+        self, issue_id: FromPath[UUID], history: NamedDependency[History]
+    ) -> EventPage:
         items = await history.issue_history(issue_id)
         if not items:
             raise NotFound(f"issue {issue_id} not found")
@@ -385,8 +455,8 @@ class IssueController(Controller):
     )
     async def state(
         self,
-        issue_id: UUID,
-        history: History,
+        issue_id: FromPath[UUID],
+        history: NamedDependency[History],
         version: Annotated[int, openapi.bounded(1, 10**12)],
     ) -> Response[IssueView]:
         issue = await history.issue_state(issue_id, version)
