@@ -1,16 +1,14 @@
 """``/api/issues``: the inbox (the list), one issue as the inbox shows it, raise, triage and
 audit one issue (CONTRACT §5).
 
-Command handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
-``Command`` to the bus, map the result. Every body is a ``Checked`` Struct (``app/edge.py``:
-its texts PostgreSQL can store, its times in range); the free-form objects (evidence,
-action details) are walked at the edge (``domain.values.check_object``: keys, values,
-depth) before they reach the bus.
+Command handlers are thin: parse the body (a msgspec Struct of ``app/http/bodies.py``), name
+the acting agent, hand one ``Command`` to the bus, map the result. The free-form objects of
+the bodies (evidence, action details) are walked at the edge (``domain.values.check_object``:
+keys, values, depth) before they reach the bus.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,13 +17,27 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from prometheus_client import Counter
 
-from app.edge import Aware, Checked
 from app.history import History
 from app.http import cache, openapi
-from app.http.errors import BadRequest, NotFound, Unprocessable
+from app.http.bodies import (
+    MAX_COMMAND_BODY,
+    MAX_OBJECT_BYTES,
+    ActorOnly,
+    AddNote,
+    Assign,
+    Escalate,
+    IfMatch,
+    Reopen,
+    ReportIssue,
+    Resolve,
+    Snooze,
+    TakeAction,
+    expected_version,
+)
+from app.http.errors import NotFound, Unprocessable
 from app.http.idempotency import Commands, commands
 from app.http.reads import InboxItem, MinPosition, caught_up, inbox_item
 from app.integration import EventItem, IssueView, issue_view
@@ -33,83 +45,9 @@ from app.queries import Filters, Positions, ReadModels, Sort
 from app.service import Command
 from app.settings import Settings
 from domain.issue import OrderIssue, issue_id_for
-from domain.values import (
-    MAX_TEXT_LENGTH,
-    Action,
-    Kind,
-    Resolution,
-    Severity,
-    Vertical,
-    check_object,
-)
+from domain.values import check_object
 
 COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
-
-AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
-OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
-Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
-
-# A free-form JSON object (evidence, action details) may encode to at most this many bytes,
-# which with the batch size bounds the bytes of one save() (DESIGN.md, "Known traps").
-MAX_OBJECT_BYTES = 8192
-# The most bytes a command body may take: the longest text (4,000 characters, each up to
-# twelve bytes as a JSON escape) or object, with room for whitespace. A larger one is
-# refused (413) before it is read.
-MAX_COMMAND_BODY = 256 * 1024
-
-
-class ReportIssue(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    kind: Kind
-    severity: Severity
-    vertical: Vertical
-    country: Country
-    city: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class Escalate(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    severity: Severity
-    reason: Text
-
-
-class Assign(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    assignee: AgentId | None = None
-
-
-class ActorOnly(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-
-
-class AddNote(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    text: Text
-
-
-class TakeAction(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    action: Action
-    details: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class Snooze(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    until: Aware
-
-
-class Resolve(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    resolution: Resolution
-    note: OptionalText = ""
-
-
-class Reopen(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    reason: Text
 
 
 class CommandAccepted(msgspec.Struct):
@@ -125,30 +63,6 @@ class InboxPage(msgspec.Struct):
 
 class EventPage(msgspec.Struct):
     items: list[EventItem]
-
-
-# ``*`` or a version, quoted or not (a weak ETag's W/ allowed); the header declares it too.
-_IF_MATCH = re.compile(r'^[ \t]*(?:\*|(?:W/)?"?([0-9]{1,18})"?)[ \t]*$')
-
-# "*" (the default, as no header): any version.
-IfMatch = Annotated[
-    str,
-    HeaderParameter(
-        name="If-Match",
-        required=False,
-        description='Expected version, e.g. "3" (``*`` or no header: any version)',
-        # Documented only: expected_version checks it, naming the header when it fails.
-        schema_extra={"pattern": _IF_MATCH.pattern},
-    ),
-]
-
-
-def expected_version(if_match: str) -> int | None:
-    """The version an ``If-Match`` header names; None for ``*``: any version."""
-    found = _IF_MATCH.match(if_match)
-    if found is None:
-        raise BadRequest("If-Match", 'must be a version in quotes, e.g. "3", or *')
-    return None if found.group(1) is None else int(found.group(1))
 
 
 def _check_object(field: str, value: dict[str, Any]) -> None:
