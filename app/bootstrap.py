@@ -18,7 +18,7 @@ import asyncpg
 from eventsourcing.persistence import Mapper
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 from adapters import nats as nats_adapter
 from adapters import postgres
@@ -55,7 +55,6 @@ COMMAND_BATCH_SIZE = Histogram(
 COMMAND_BATCH_SECONDS = Histogram("inbox_command_batch_seconds", "Time to execute one batch")
 # A bounded wait on every query of a projection's follower.
 PROJECTION_COMMAND_TIMEOUT_SECONDS = 60.0
-COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Reads of the read models: the inbox list with filters, sorts and keyset cursors, one
-issue, one order, the counts; and waiting for a projection to reach a position
-(read-your-writes)."""
+issue, one order, the counts, the detection KPI's contacts, the progress ``/ready`` reports;
+and waiting for a projection to reach a position (read-your-writes). Every SQL the HTTP
+layer needs is here."""
 
 from __future__ import annotations
 
@@ -9,24 +10,26 @@ import base64
 import binascii
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
 from adapters import postgres
+from app.edge import QueryText
 from domain.order import OrderState
-from domain.values import STATUSES
+from domain.values import Kind, Severity, Status, Vertical
 from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS as INBOX_COLUMNS
 
 log = logging.getLogger(__name__)
 
 Sort = Literal["priority", "detected_at", "updated_at"]
-FILTER_NAMES = ("status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id")
+# The dimensions the counts are given by (GET /api/stats: by_status, by_severity, ...).
+COUNTED = ("status", "severity", "kind", "vertical", "country")
 _CHANGING = ("status", "severity", "assignee")
 
 
@@ -41,16 +44,18 @@ class InvalidQuery(Exception):
 
 @dataclass(frozen=True)
 class Filters:
-    """The inbox's filters, as checked at the edge (``app/http/inbox.filters``)."""
+    """The inbox's filters (CONTRACT §5), the one declaration of them: each field is a
+    column of ``inbox_issues`` matched against any of its values, and a repeatable query
+    parameter of the same name taking values of its type (``app/http/reads.filters``)."""
 
-    status: tuple[str, ...] = ()
-    severity: tuple[str, ...] = ()
-    kind: tuple[str, ...] = ()
-    vertical: tuple[str, ...] = ()
-    country: tuple[str, ...] = ()
-    city: tuple[str, ...] = ()
-    assignee: tuple[str, ...] = ()
-    order_id: tuple[str, ...] = ()
+    status: tuple[Status, ...] = ()
+    severity: tuple[Severity, ...] = ()
+    kind: tuple[Kind, ...] = ()
+    vertical: tuple[Vertical, ...] = ()
+    country: tuple[QueryText, ...] = ()
+    city: tuple[QueryText, ...] = ()
+    assignee: tuple[QueryText, ...] = ()
+    order_id: tuple[QueryText, ...] = ()
 
     def where(self, params: list[Any]) -> str:
         """A SQL condition (appending its parameters). Without a status filter, resolved
@@ -82,6 +87,8 @@ class Filters:
         """True when the counts table alone can answer (no assignee or order filter)."""
         return not self.assignee and not self.order_id
 
+
+FILTER_NAMES = tuple(f.name for f in fields(Filters))
 
 _SORTS: dict[str, tuple[str, str]] = {
     # sort: (ORDER BY, keyset condition on $a, $b, $c)
@@ -194,7 +201,7 @@ class ReadModels:
         """Rows of (dimensions..., n) matching the filters: from the counts model, or the
         inbox model when a filter is not one of its dimensions."""
         params: list[Any] = []
-        dims = "status, severity, kind, vertical, country"
+        dims = ", ".join(COUNTED)
         if filters.dimensions_only:
             where = filters.where(params)
             return await self.pool.fetch(
@@ -214,9 +221,82 @@ class ReadModels:
         )
         return int(position or 0)
 
+    async def contacts(self, since: datetime, until: datetime) -> Contacts:
+        """The support contacts of ``[since, until)``, told apart as the detection KPI
+        counts them (``GET /api/detection/kpi``)."""
+        # An order has a problem when it has an issue agents did not resolve as a false
+        # positive: a contact on it was detected (an issue was open then) or missed; on
+        # any other order it is about nothing the inbox knows of.
+        row = await self.pool.fetchrow(
+            "WITH c AS (SELECT c.detected, c.contacted_at - c.first_detected_at AS lead,"
+            "  EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
+            "   AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
+            "  FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2)"
+            " SELECT count(*) AS contacts,"
+            " count(*) FILTER (WHERE problem AND detected) AS detected,"
+            " count(*) FILTER (WHERE problem AND NOT detected) AS missed,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lead) / 60)"
+            "  FILTER (WHERE problem AND detected) AS lead FROM c",
+            since,
+            until,
+        )
+        assert row is not None
+        return Contacts(row["contacts"], row["detected"], row["missed"], row["lead"])
+
+    async def progress(self, stream: str, latest_skipped: int) -> Progress:
+        """How far the relay and the projections have come (``GET /ready``)."""
+        newest = await self.pool.fetchval(
+            "SELECT coalesce(max(notification_id), 0) FROM inbox_events"
+        )
+        relay = await self.pool.fetchrow(
+            "SELECT position, status, halted_at, error FROM relay_state WHERE stream = $1",
+            stream,
+        )
+        applied = await self.pool.fetch(
+            "SELECT name, position, checked_at, last_error, failed_at,"
+            " extract(epoch FROM now() - checked_at)::float8 AS checked_ago"
+            " FROM projection_positions"
+        )
+        skipped = await self.pool.fetch(
+            "SELECT projection, count(*) AS n FROM projection_failures GROUP BY projection"
+        )
+        latest = await self.pool.fetch(
+            "SELECT projection, position, issue_id, version, error, failed_at FROM"
+            " (SELECT *, row_number() OVER (PARTITION BY projection"
+            "  ORDER BY failed_at DESC, position DESC) AS n FROM projection_failures) f"
+            " WHERE n <= $1 ORDER BY projection, failed_at DESC, position DESC",
+            latest_skipped,
+        )
+        return Progress(int(newest), relay, list(applied), list(skipped), list(latest))
+
+
+@dataclass(frozen=True)
+class Contacts:
+    """Support contacts of a window: all of them, those about an order with a problem the
+    inbox had an issue open for (detected) or not (missed), and the median minutes the
+    inbox knew before the customer called, of the detected ones (None: none)."""
+
+    contacts: int
+    detected: int
+    missed: int
+    median_lead_minutes: float | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The rows ``/ready`` judges: the newest stored event's position, the relay's row of
+    its stream (None: never started), each projection's position row, the count of events
+    each skipped, and the latest few skipped."""
+
+    newest: int
+    relay: asyncpg.Record | None
+    projections: list[asyncpg.Record]
+    skipped: list[asyncpg.Record]
+    latest_skipped: list[asyncpg.Record]
+
 
 def _without_default(filters: Filters, params: list[Any]) -> str:
-    every_status = Filters(**{**filters.__dict__, "status": tuple(sorted(STATUSES))})
+    every_status = Filters(**{**filters.__dict__, "status": get_args(Status)})
     return every_status.where(params)
 
 

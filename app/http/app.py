@@ -9,55 +9,22 @@ from typing import Any
 
 from litestar import HttpMethod, Litestar, MediaType, Request, get
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Response
 from litestar.routes import HTTPRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.bootstrap import Container
-from app.bus import CommandBus
-from app.detection import Detector
-from app.history import History
 from app.http import cache, idempotency, openapi
+from app.http.dependencies import Services, provide
+from app.http.detection import DetectionController
 from app.http.errors import exception_to_response
 from app.http.events import EventLogController
 from app.http.health import HealthController
-from app.http.inbox import InboxController, InboxPages, filters
 from app.http.issues import IssueController
-from app.http.orders import DetectionController, OrderEventsController, order_events_body
-from app.queries import Positions, ReadModels
-from app.settings import Settings
-
-
-def _container(state: State) -> Container:
-    container: Container = state.container
-    return container
-
-
-def _bus(state: State) -> CommandBus:
-    return _container(state).bus
-
-
-def _history(state: State) -> History:
-    return _container(state).history
-
-
-def _read_models(state: State) -> ReadModels:
-    return _container(state).read_models
-
-
-def _positions(state: State) -> Positions:
-    return _container(state).positions
-
-
-def _settings(state: State) -> Settings:
-    return _container(state).settings
-
-
-def _detector(state: State) -> Detector:
-    return _container(state).detector
+from app.http.orders import OrderController, OrderEventsController, order_events_body
+from app.http.stats import StatsController
+from app.http.stream import StreamController
 
 
 class MetricsController(PrometheusController):
@@ -93,57 +60,46 @@ def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
     )
 
 
-def create_app(container: Container) -> Litestar:
-    """The HTTP app over a built container (the caller owns the container's lifetime)."""
+def create_app(services: Services) -> Litestar:
+    """The HTTP app over the built pieces (the caller owns their lifetime)."""
 
     @contextlib.asynccontextmanager
-    async def keep_state(app: Litestar) -> AsyncIterator[None]:
-        app.state.container = container
+    async def sweep_keys(_app: Litestar) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        sweeper = asyncio.create_task(idempotency.sweep_forever(container.issues, stop))
+        sweeper = asyncio.create_task(idempotency.sweep_forever(services.issues, stop))
         try:
             yield
         finally:
             stop.set()
             await sweeper
 
-    pages = InboxPages(container.read_models, container.settings.read_cache_seconds)
-
-    def _pages() -> InboxPages:
-        return pages
-
+    settings = services.settings
     prometheus = PrometheusConfig(app_name="inbox", group_path=True, prefix="inbox_http")
     app = Litestar(
         route_handlers=[
             IssueController,
-            InboxController,
+            StatsController,
+            StreamController,
+            OrderController,
             OrderEventsController,
             DetectionController,
             EventLogController,
             HealthController,
             MetricsController,
         ],
-        dependencies={
-            "container": Provide(_container, sync_to_thread=False),
-            "bus": Provide(_bus, sync_to_thread=False),
-            "history": Provide(_history, sync_to_thread=False),
-            "read_models": Provide(_read_models, sync_to_thread=False),
-            "positions": Provide(_positions, sync_to_thread=False),
-            "settings": Provide(_settings, sync_to_thread=False),
-            "filters": Provide(filters, sync_to_thread=False),
-            "pages": Provide(_pages, sync_to_thread=False),
-            "detector": Provide(_detector, sync_to_thread=False),
-        },
+        dependencies=provide(services),
         exception_handlers={Exception: exception_to_response},
         before_request=answer_options,
-        response_cache_config=cache.config(container.settings.read_cache_seconds),
+        # The read cache's keys hold the positions this process knows.
+        state=State({"positions": services.positions}),
+        response_cache_config=cache.config(settings.read_cache_seconds),
         stores={
             cache.STORE_NAME: cache.ReadCache(
-                container.settings.read_cache_mb * 2**20, container.settings.read_cache_seconds
+                settings.read_cache_mb * 2**20, settings.read_cache_seconds
             )
         },
         middleware=[prometheus.middleware],
-        lifespan=[keep_state],
+        lifespan=[sweep_keys],
         openapi_config=OpenAPIConfig(
             title="Support Inbox", version="0.1.0", path="/schema", render_plugins=[]
         ),

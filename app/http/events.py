@@ -6,6 +6,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
 
 from app.history import History
 from app.http import openapi
@@ -27,7 +28,7 @@ class EventLogController(Controller):
     @get("/", summary="The global issue event log, after a position", responses=openapi.read())
     async def log(
         self,
-        history: History,
+        history: NamedDependency[History],
         after: Annotated[int, openapi.bounded(0, INT64_MAX)] = 0,
         limit: Annotated[int, openapi.bounded(1, 1000)] = 100,
     ) -> LogPage:

@@ -23,10 +23,13 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from nats.aio.client import Client as NATS
 
 from adapters.postgres import DatabaseUnavailable
-from app.bootstrap import Container
+from app.queries import Progress, ReadModels
+from app.settings import Settings
 from projections import PROJECTIONS
 
 log = logging.getLogger(__name__)
@@ -108,49 +111,31 @@ class HealthController(Controller):
             )
         },
     )
-    async def ready(self, container: Container) -> Response[Readiness]:
+    async def ready(
+        self,
+        read_models: NamedDependency[ReadModels],
+        nats: NamedDependency[NATS],
+        settings: NamedDependency[Settings],
+    ) -> Response[Readiness]:
         newest: int | None = None
         relay: RelayStatus | None = None
         projections: dict[str, ProjectionStatus] | None = None
-        stream = container.settings.inbox_stream
+        stream = settings.inbox_stream
         problems: list[str] = []
         try:
             async with asyncio.timeout(_CHECK_TIMEOUT):
-                newest = await container.pool.fetchval(
-                    "SELECT coalesce(max(notification_id), 0) FROM inbox_events"
-                )
-                row = await container.pool.fetchrow(
-                    "SELECT position, status, halted_at, error FROM relay_state WHERE stream = $1",
-                    stream,
-                )
-                applied = await container.pool.fetch(
-                    "SELECT name, position, checked_at, last_error, failed_at,"
-                    " extract(epoch FROM now() - checked_at)::float8 AS checked_ago"
-                    " FROM projection_positions"
-                )
-                skipped = await container.pool.fetch(
-                    "SELECT projection, count(*) AS n FROM projection_failures GROUP BY projection"
-                )
-                latest = await container.pool.fetch(
-                    "SELECT projection, position, issue_id, version, error, failed_at FROM"
-                    " (SELECT *, row_number() OVER (PARTITION BY projection"
-                    "  ORDER BY failed_at DESC, position DESC) AS n FROM projection_failures) f"
-                    " WHERE n <= $1 ORDER BY projection, failed_at DESC, position DESC",
-                    _LATEST_SKIPPED,
-                )
+                progress = await read_models.progress(stream, _LATEST_SKIPPED)
             database = True
         except (DatabaseUnavailable, TimeoutError) as exc:
             log.warning("readiness: database check failed: %s", exc)
             database = False
             problems.append(f"database: {exc}")
         else:
-            assert newest is not None
-            relay = _relay(stream, row, newest)
+            newest = progress.newest
+            relay = _relay(stream, progress.relay, newest)
             if relay.status == "halted":
                 problems.append(f"relay halted at position {relay.halted_at}: {relay.error}")
-            projections = _projections(
-                newest, applied, skipped, latest, container.settings.ready_stall_seconds
-            )
+            projections = _projections(progress, settings.ready_stall_seconds)
             for name, status in projections.items():
                 if status.status == "failing":
                     problems.append(f"projection {name} failing: {status.last_error}")
@@ -159,11 +144,11 @@ class HealthController(Controller):
                         f"projection {name} stalled at position {status.position},"
                         f" {status.lag} events behind"
                     )
-        nats = container.nats.is_connected
-        if not nats:
+        connected = nats.is_connected
+        if not connected:
             problems.append("nats: not connected")
         return Response(
-            Readiness(not problems, database, nats, newest, relay, projections, problems),
+            Readiness(not problems, database, connected, newest, relay, projections, problems),
             status_code=200 if not problems else 503,
         )
 
@@ -181,13 +166,12 @@ def _relay(stream: str, row: Any, newest: int) -> RelayStatus:
     )
 
 
-def _projections(
-    newest: int, applied: list[Any], skipped: list[Any], latest: list[Any], stall: float
-) -> dict[str, ProjectionStatus]:
-    rows = {r["name"]: r for r in applied}
-    counts = {r["projection"]: r["n"] for r in skipped}
+def _projections(progress: Progress, stall: float) -> dict[str, ProjectionStatus]:
+    newest = progress.newest
+    rows = {r["name"]: r for r in progress.projections}
+    counts = {r["projection"]: r["n"] for r in progress.skipped}
     events: dict[str, list[SkippedEvent]] = {}
-    for r in latest:
+    for r in progress.latest_skipped:
         events.setdefault(r["projection"], []).append(
             SkippedEvent(r["position"], r["issue_id"], r["version"], r["error"], r["failed_at"])
         )

@@ -19,10 +19,10 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from litestar import Request as HttpRequest
+from litestar.di import NamedDependency
 from litestar.params import HeaderParameter
 
 from adapters.loops import wait_or_stop
-from app.bootstrap import Container
 from app.bus import CommandBus
 from app.commands import Command, Request
 from app.errors import IssueAlreadyExists, VersionMismatch
@@ -94,11 +94,14 @@ class Commands:
 
 
 async def commands(
-    request: HttpRequest[Any, Any, Any], container: Container, idempotency_key: IdempotencyKey
+    request: HttpRequest[Any, Any, Any],
+    command_bus: NamedDependency[CommandBus],
+    issue_service: NamedDependency[IssueService],
+    idempotency_key: IdempotencyKey,
 ) -> Commands:
     """The dependency ``bus`` of the command routes."""
     if idempotency_key is None:
-        return Commands(container.bus, container.issues)
+        return Commands(command_bus, issue_service)
     if not _KEY.match(idempotency_key):
         raise BadRequest(HEADER, f"must be 1 to {MAX_KEY_LENGTH} visible ASCII characters")
     digest = hashlib.sha256()
@@ -106,7 +109,7 @@ async def commands(
         digest.update(part.encode())
         digest.update(b"\0")
     digest.update(await request.body())
-    return Commands(container.bus, container.issues, Request(idempotency_key, digest.hexdigest()))
+    return Commands(command_bus, issue_service, Request(idempotency_key, digest.hexdigest()))
 
 
 SWEEP_SECONDS = 600.0

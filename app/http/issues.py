@@ -1,110 +1,50 @@
-"""``/api/issues``: raise, triage and audit one issue (CONTRACT §5).
+"""``/api/issues``: the inbox (the list), one issue as the inbox shows it, raise, triage and
+audit one issue (CONTRACT §5).
 
-Handlers are thin: parse the body (a msgspec Struct), name the acting agent, hand one
-named command (``app/commands.py``) to the bus, map the result. Every body is a
-``Checked`` Struct (``app/edge.py``: its texts PostgreSQL can store, its times in range);
-the free-form objects (evidence, action details) are walked at the edge
-(``domain.values.check_object``: keys, values, depth) before they reach the bus.
+Command handlers are thin: parse the body (a msgspec Struct of ``app/http/bodies.py``),
+name the acting agent, hand one named command (``app/commands.py``) to the bus, map the
+result. The free-form objects of the bodies (evidence, action details) are walked at the
+edge (``domain.values.check_object``: keys, values, depth) before they reach the bus.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
-from litestar.params import HeaderParameter, Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from prometheus_client import Counter
 
 from app import commands as use_cases
-from app.bootstrap import COMMANDS
-from app.edge import Aware, Checked
 from app.history import History
 from app.http import cache, openapi
-from app.http.errors import BadRequest, NotFound, Unprocessable
-from app.http.idempotency import Commands, commands
-from app.http.inbox import InboxPage, InboxPages, MinPosition, inbox_page
-from app.integration import EventItem, IssueView, issue_view
-from app.queries import Filters, Positions, Sort
-from app.settings import Settings
-from domain.values import (
-    MAX_TEXT_LENGTH,
-    Action,
-    Kind,
-    Resolution,
-    Severity,
-    Vertical,
-    check_object,
+from app.http.bodies import (
+    MAX_COMMAND_BODY,
+    MAX_OBJECT_BYTES,
+    ActorOnly,
+    AddNote,
+    Assign,
+    Escalate,
+    IfMatch,
+    Reopen,
+    ReportIssue,
+    Resolve,
+    Snooze,
+    TakeAction,
+    expected_version,
 )
+from app.http.errors import NotFound, Unprocessable
+from app.http.idempotency import Commands, commands
+from app.http.reads import InboxItem, MinPosition, caught_up, inbox_item
+from app.integration import EventItem, IssueView, issue_view
+from app.queries import Filters, Positions, ReadModels, Sort
+from app.settings import Settings
+from domain.values import check_object
 
-AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
-OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
-Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
-
-# A free-form JSON object (evidence, action details) may encode to at most this many bytes,
-# which with the batch size bounds the bytes of one save() (DESIGN.md, "Known traps").
-MAX_OBJECT_BYTES = 8192
-# The most bytes a command body may take: the longest text (4,000 characters, each up to
-# twelve bytes as a JSON escape) or object, with room for whitespace. A larger one is
-# refused (413) before it is read.
-MAX_COMMAND_BODY = 256 * 1024
-
-
-class ReportIssue(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    kind: Kind
-    severity: Severity
-    vertical: Vertical
-    country: Country
-    city: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class Escalate(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    severity: Severity
-    reason: Text
-
-
-class Assign(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    assignee: AgentId | None = None
-
-
-class ActorOnly(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-
-
-class AddNote(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    text: Text
-
-
-class TakeAction(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    action: Action
-    details: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class Snooze(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    until: Aware
-
-
-class Resolve(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    resolution: Resolution
-    note: OptionalText = ""
-
-
-class Reopen(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
-    reason: Text
+COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
 
 
 class CommandAccepted(msgspec.Struct):
@@ -113,32 +53,13 @@ class CommandAccepted(msgspec.Struct):
     position: int
 
 
+class InboxPage(msgspec.Struct):
+    items: list[InboxItem]
+    next_cursor: str | None
+
+
 class EventPage(msgspec.Struct):
     items: list[EventItem]
-
-
-# ``*`` or a version, quoted or not (a weak ETag's W/ allowed); the header declares it too.
-_IF_MATCH = re.compile(r'^[ \t]*(?:\*|(?:W/)?"?([0-9]{1,18})"?)[ \t]*$')
-
-# "*" (the default, as no header): any version.
-IfMatch = Annotated[
-    str,
-    HeaderParameter(
-        name="If-Match",
-        required=False,
-        description='Expected version, e.g. "3" (``*`` or no header: any version)',
-        # Documented only: expected_version checks it, naming the header when it fails.
-        schema_extra={"pattern": _IF_MATCH.pattern},
-    ),
-]
-
-
-def expected_version(if_match: str) -> int | None:
-    """The version an ``If-Match`` header names; None for ``*``: any version."""
-    found = _IF_MATCH.match(if_match)
-    if found is None:
-        raise BadRequest("If-Match", 'must be a version in quotes, e.g. "3", or *')
-    return None if found.group(1) is None else int(found.group(1))
 
 
 def _check_object(field: str, value: dict[str, Any]) -> None:
@@ -175,18 +96,37 @@ class IssueController(Controller):
     )
     async def list_issues(
         self,
-        filters: Filters,
-        pages: InboxPages,
-        positions: Positions,
-        settings: Settings,
-        sort: Sort = "priority",
+        filters: NamedDependency[Filters],
+        read_models: NamedDependency[ReadModels],
+        positions: NamedDependency[Positions],
+        settings: NamedDependency[Settings],
+        sort: FromQuery[Sort] = "priority",
         limit: Annotated[int, openapi.bounded(1, 200)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=400)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=400)] = None,
         min_position: MinPosition = 0,
-    ) -> Response[InboxPage]:
-        return await inbox_page(
-            filters, pages, positions, settings, sort, limit, cursor, min_position
-        )
+    ) -> InboxPage:
+        await caught_up(positions, settings, "inbox", min_position)
+        rows, next_cursor = await read_models.issues(filters, sort, limit, cursor)
+        return InboxPage([inbox_item(row) for row in rows], next_cursor)
+
+    @get(
+        "/{issue_id:uuid}",
+        summary="One issue's current state",
+        responses=openapi.read(by_id=True),
+    )
+    async def get_issue(
+        self,
+        issue_id: FromPath[UUID],
+        read_models: NamedDependency[ReadModels],
+        positions: NamedDependency[Positions],
+        settings: NamedDependency[Settings],
+        min_position: MinPosition = 0,
+    ) -> Response[InboxItem]:
+        await caught_up(positions, settings, "inbox", min_position)
+        row = await read_models.issue(issue_id)
+        if row is None:
+            raise NotFound(f"issue {issue_id} not found")
+        return Response(inbox_item(row), headers={"ETag": f'"{row["version"]}"'})
 
     @post(
         "/",
@@ -194,7 +134,9 @@ class IssueController(Controller):
         summary="Raise an issue by hand",
         responses=openapi.command(by_id=False, if_match=False),
     )
-    async def report(self, data: ReportIssue, bus: Commands) -> CommandAccepted:
+    async def report(
+        self, data: JSONBody[ReportIssue], bus: NamedDependency[Commands]
+    ) -> CommandAccepted:
         _check_object("evidence", data.evidence)
         return await _send(
             bus,
@@ -212,7 +154,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/escalate", status_code=200, responses=openapi.command())
     async def escalate(
-        self, issue_id: UUID, data: Escalate, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Escalate],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -227,7 +173,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/assign", status_code=200, responses=openapi.command())
     async def assign(
-        self, issue_id: UUID, data: Assign, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Assign],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -241,7 +191,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/unassign", status_code=200, responses=openapi.command())
     async def unassign(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[ActorOnly],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -252,7 +206,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/acknowledge", status_code=200, responses=openapi.command())
     async def acknowledge(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[ActorOnly],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -263,7 +221,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/notes", status_code=200, responses=openapi.command())
     async def add_note(
-        self, issue_id: UUID, data: AddNote, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[AddNote],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -277,7 +239,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/actions", status_code=200, responses=openapi.command())
     async def take_action(
-        self, issue_id: UUID, data: TakeAction, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[TakeAction],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         _check_object("details", data.details)
         return await _send(
@@ -293,7 +259,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/snooze", status_code=200, responses=openapi.command())
     async def snooze(
-        self, issue_id: UUID, data: Snooze, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Snooze],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -307,7 +277,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/wake", status_code=200, responses=openapi.command())
     async def wake(
-        self, issue_id: UUID, data: ActorOnly, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[ActorOnly],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -318,7 +292,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/resolve", status_code=200, responses=openapi.command())
     async def resolve(
-        self, issue_id: UUID, data: Resolve, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Resolve],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -333,7 +311,11 @@ class IssueController(Controller):
 
     @post("/{issue_id:uuid}/reopen", status_code=200, responses=openapi.command())
     async def reopen(
-        self, issue_id: UUID, data: Reopen, bus: Commands, if_match: IfMatch = "*"
+        self,
+        issue_id: FromPath[UUID],
+        data: JSONBody[Reopen],
+        bus: NamedDependency[Commands],
+        if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
@@ -350,7 +332,9 @@ class IssueController(Controller):
         summary="One issue's full history, oldest first",
         responses=openapi.read(by_id=True),
     )
-    async def events(self, issue_id: UUID, history: History) -> EventPage:
+    async def events(
+        self, issue_id: FromPath[UUID], history: NamedDependency[History]
+    ) -> EventPage:
         items = await history.issue_history(issue_id)
         if not items:
             raise NotFound(f"issue {issue_id} not found")
@@ -363,8 +347,8 @@ class IssueController(Controller):
     )
     async def state(
         self,
-        issue_id: UUID,
-        history: History,
+        issue_id: FromPath[UUID],
+        history: NamedDependency[History],
         version: Annotated[int, openapi.bounded(1, 10**12)],
     ) -> Response[IssueView]:
         issue = await history.issue_state(issue_id, version)

@@ -1,33 +1,37 @@
-"""``POST /api/order-events``: order events over HTTP, one object or a list (CONTRACT §2).
+"""Orders: ``GET /api/orders/{order_id}``, what is known of one order and its issues, and
+``POST /api/order-events``, order events over HTTP, one object or a list (CONTRACT §2).
 
-The same validation and detector path as NATS. 202 with the counts; a rejected event is
-named with its index and reason (and parked in ``dead_letters``); a single invalid event
-is 422 naming the field; a body holding no event object at all is 400. A list is judged
-event by event: the valid ones are stored even when others are invalid, or when the
-detector fails on another one's order (that order's events are parked, and named).
+Order events take the same validation and detector path as NATS. 202 with the counts; a
+rejected event is named with its index and reason (and parked in ``dead_letters``); a
+single invalid event is 422 naming the field; a body holding no event object at all is
+400. A list is judged event by event: the valid ones are stored even when others are
+invalid, or when the detector fails on another one's order (that order's events are
+parked, and named).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import PathParameter
 
 from adapters.postgres import DatabaseUnavailable
-from app.bootstrap import Container
 from app.detection import Detector, Ingested
-from app.edge import TIME_PATTERN, Aware
+from app.edge import DOCUMENTED_TEXT_PATTERN, MAX_QUERY_TEXT_LENGTH
 from app.http import openapi
-from app.http.errors import BadRequest, Unprocessable
+from app.http.errors import BadRequest, NotFound, Unprocessable
+from app.http.reads import MinPosition, caught_up
 from app.ingest import InvalidEvent, order_event_types, validate
-from app.queries import ReadModels
-from domain.errors import InvalidValue
-from domain.order import OrderEvent
-from domain.values import check_time
+from app.queries import Positions, ReadModels
+from app.settings import Settings
+from domain.order import OrderEvent, OrderState
+from domain.values import STORABLE_TEXT_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,124 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_ORDER_EVENTS_BODY = 4 * 2**20
 _DETECTOR_FAILED = "the detector failed on this event's order; it is parked for replay"
 _COMPONENTS = "#/components/schemas/orders.{name}"
+
+
+class OrderIssue(msgspec.Struct, kw_only=True):
+    issue_id: UUID
+    kind: str
+    status: str
+    severity: str
+    detected_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class OrderFacts(msgspec.Struct, kw_only=True):
+    """What the detector has folded from the order's events (times are ``occurred_at``)."""
+
+    stage: str  # placed | accepted | rejected | ready | picked_up | delivered | cancelled
+    placed_at: datetime | None
+    promised_delivery_at: datetime | None
+    accepted_at: datetime | None
+    rejected_at: datetime | None
+    ready_at: datetime | None
+    courier_id: str | None
+    courier_assigned_at: datetime | None
+    courier_arrived_at: datetime | None
+    picked_up_at: datetime | None
+    estimated_delivery_at: datetime | None
+    delivered_at: datetime | None
+    cancelled_at: datetime | None
+    payment_failed_at: datetime | None
+    courier_unassignments: int
+    customer_contacts: int
+    last_event_at: datetime | None
+    next_check_at: datetime | None  # the detector's timer for the order
+
+
+class OrderView(msgspec.Struct, kw_only=True):
+    order_id: str
+    vertical: str
+    country: str
+    city: str
+    open_issues: int
+    issues: list[OrderIssue]
+    facts: OrderFacts | None  # None: the detector has not seen the order's events
+
+
+def _facts(state: OrderState, next_check_at: datetime | None) -> OrderFacts:
+    stages = (
+        ("cancelled", state.cancelled_at),
+        ("delivered", state.delivered_at),
+        ("picked_up", state.picked_up_at),
+        ("ready", state.ready_at),
+        ("rejected", state.rejected_at),
+        ("accepted", state.accepted_at),
+    )
+    return OrderFacts(
+        stage=next((name for name, at in stages if at is not None), "placed"),
+        placed_at=state.placed_at,
+        promised_delivery_at=state.promised_delivery_at,
+        accepted_at=state.accepted_at,
+        rejected_at=state.rejected_at,
+        ready_at=state.ready_at,
+        courier_id=state.courier_id,
+        courier_assigned_at=state.courier_assigned_at,
+        courier_arrived_at=state.courier_arrived_at,
+        picked_up_at=state.picked_up_at,
+        estimated_delivery_at=state.estimated_delivery_at,
+        delivered_at=state.delivered_at,
+        cancelled_at=state.cancelled_at,
+        payment_failed_at=state.payment_failed_at,
+        courier_unassignments=state.unassignments,
+        customer_contacts=len(state.contacts),
+        last_event_at=state.last_event_at,
+        next_check_at=next_check_at,
+    )
+
+
+class OrderController(Controller):
+    path = "/api/orders"
+    tags = ["orders"]
+
+    @get(
+        "/{order_id:str}",
+        summary="What is known of an order, and its issues",
+        responses=openapi.read(by_id=True),
+    )
+    async def get_order(
+        self,
+        order_id: Annotated[
+            str,
+            PathParameter(
+                max_length=MAX_QUERY_TEXT_LENGTH,
+                pattern=STORABLE_TEXT_PATTERN,
+                schema_extra={"pattern": DOCUMENTED_TEXT_PATTERN},
+            ),
+        ],
+        read_models: NamedDependency[ReadModels],
+        positions: NamedDependency[Positions],
+        settings: NamedDependency[Settings],
+        min_position: MinPosition = 0,
+    ) -> OrderView:
+        await caught_up(positions, settings, "orders", min_position)
+        rows = await read_models.order(order_id)
+        state, next_check_at = await read_models.watched_order(order_id)
+        if rows:
+            vertical, country, city = rows[0]["vertical"], rows[0]["country"], rows[0]["city"]
+        elif state is not None:
+            vertical, country, city = state.vertical, state.country, state.city
+        else:
+            raise NotFound(f"order {order_id} not found: no events of it, no issues")
+        return OrderView(
+            order_id=order_id,
+            vertical=vertical,
+            country=country,
+            city=city,
+            open_issues=sum(1 for row in rows if row["status"] != "resolved"),
+            issues=[msgspec.convert(row, OrderIssue) for row in rows],
+            facts=None if state is None else _facts(state, next_check_at),
+        )
 
 
 def order_events_body() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -63,26 +185,6 @@ def order_events_body() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     return schema, {f"orders.{name}": component for name, component in components.items()}
 
 
-# A time in a query: taken as text and converted strictly, as RFC 3339 (Litestar converts
-# query values leniently, and took a number for seconds since 1970).
-_QueryTime = Annotated[
-    str | None, Parameter(schema_extra={"format": "date-time", "pattern": TIME_PATTERN})
-]
-
-
-def _time(name: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = msgspec.convert(value, Aware, strict=True)
-        check_time(name, at)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(name, f"must be an RFC 3339 time with an offset ({exc})") from None
-    except InvalidValue as exc:
-        raise BadRequest(exc.field, exc.reason) from None
-    return at
-
-
 class Rejected(msgspec.Struct):
     index: int
     event_id: str | None
@@ -94,73 +196,6 @@ class IngestReport(msgspec.Struct):
     duplicate: int
     rejected: int
     rejections: list[Rejected]
-
-
-class DetectionKpi(msgspec.Struct):
-    since: datetime
-    until: datetime
-    contacts: int  # customers who contacted support about an order in the window
-    detected: int  # ... whose order had a problem and an open issue then
-    # ... whose order had none open then, but has a problem: an issue raised before or
-    # after the contact that agents did not resolve as a false positive
-    missed: int
-    # ... about an order the inbox knows no problem of (a question on a healthy order):
-    # neither detected nor missed
-    no_problem: int
-    detected_share: float | None  # detected / (detected + missed): contacts about problems
-    median_lead_minutes: float | None  # how much earlier the inbox knew, for detected ones
-
-
-class DetectionController(Controller):
-    path = "/api/detection"
-    tags = ["order events"]
-
-    @get(
-        "/kpi",
-        summary="Share of support contacts the inbox had already detected",
-        responses=openapi.read(),
-    )
-    async def kpi(
-        self,
-        read_models: ReadModels,
-        container: Container,
-        since: _QueryTime = None,
-        until: _QueryTime = None,
-    ) -> DetectionKpi:
-        # The system's clock: in a demo, order time, like the contacts it counts.
-        until_at = _time("until", until) or container.clock.now()
-        since_at = _time("since", since) or until_at - timedelta(days=1)
-        if since_at > until_at:
-            raise BadRequest("since", "must not be after until")
-        # An order has a problem when it has an issue agents did not resolve as a false
-        # positive: a contact on it was detected (an issue was open then) or missed; on
-        # any other order it is about nothing the inbox knows of.
-        row = await read_models.pool.fetchrow(
-            "WITH c AS (SELECT c.detected, c.contacted_at - c.first_detected_at AS lead,"
-            "  EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
-            "   AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
-            "  FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2)"
-            " SELECT count(*) AS contacts,"
-            " count(*) FILTER (WHERE problem AND detected) AS detected,"
-            " count(*) FILTER (WHERE problem AND NOT detected) AS missed,"
-            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lead) / 60)"
-            "  FILTER (WHERE problem AND detected) AS lead FROM c",
-            since_at,
-            until_at,
-        )
-        assert row is not None
-        contacts, detected, missed = row["contacts"], row["detected"], row["missed"]
-        about_problems = detected + missed
-        return DetectionKpi(
-            since=since_at,
-            until=until_at,
-            contacts=contacts,
-            detected=detected,
-            missed=missed,
-            no_problem=contacts - about_problems,
-            detected_share=detected / about_problems if about_problems else None,
-            median_lead_minutes=round(row["lead"], 2) if row["lead"] is not None else None,
-        )
 
 
 class OrderEventsController(Controller):
@@ -176,7 +211,7 @@ class OrderEventsController(Controller):
         responses=openapi.ingest(),
     )
     async def ingest(
-        self, request: Request[Any, Any, Any], detector: Detector
+        self, request: Request[Any, Any, Any], detector: NamedDependency[Detector]
     ) -> Response[IngestReport]:
         try:
             body = msgspec.json.decode(await request.body())

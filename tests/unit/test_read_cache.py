@@ -1,8 +1,10 @@
 """The read cache's store: bounded in bytes (key, answer and overhead of each entry; least
-recently used out first), entries expire."""
+recently used out first), entries expire, and a miss is answered once for every request
+that asks for the key meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +20,7 @@ from app.http.cache import ReadCache
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr(cache.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
     return now
 
 
@@ -59,6 +61,63 @@ async def test_the_least_recently_used_entry_leaves_first(clock: list[float]) ->
     assert not await store.exists("a")
 
 
+async def test_requests_missing_a_key_being_answered_wait_for_that_answer() -> None:
+    store = ReadCache(max_bytes=10_000, seconds=60)
+    reads = 0
+
+    async def request() -> bytes:
+        nonlocal reads
+        if (found := await store.get("k")) is not None:
+            return found
+        reads += 1
+        await asyncio.sleep(0.01)  # the query
+        await store.set("k", b"page", expires_in=60)
+        return b"page"
+
+    assert await asyncio.gather(*(request() for _ in range(20))) == [b"page"] * 20
+    assert reads == 1
+
+
+async def test_when_the_first_request_stores_nothing_the_others_read_for_themselves() -> None:
+    store = ReadCache(max_bytes=10_000, seconds=60)
+    first = asyncio.Event()
+
+    async def failing() -> None:
+        assert await store.get("k") is None
+        first.set()
+        await asyncio.sleep(0.01)
+        raise RuntimeError("the database went away")  # its task ends, nothing stored
+
+    failed = asyncio.create_task(failing())
+    await first.wait()
+    waiting = asyncio.create_task(store.get("k"))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # it waits for the first
+    assert await asyncio.wait_for(waiting, 1) is None  # and then reads itself
+    assert isinstance(failed.exception(), RuntimeError)
+    # The next request answers the key anew.
+    assert await store.get("k") is None
+    assert "k" in store._answering
+
+
+async def test_nobody_waits_for_an_uncached_key_or_when_the_cache_is_off() -> None:
+    store = ReadCache(max_bytes=10_000, seconds=60)
+    assert await store.get("k#uncached") is None
+    assert await asyncio.wait_for(store.get("k#uncached"), 0.1) is None
+    off = ReadCache(max_bytes=10_000, seconds=0)
+    assert await off.get("k") is None
+    assert await asyncio.wait_for(off.get("k"), 0.1) is None
+
+
+async def test_a_first_request_that_hangs_holds_the_others_a_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache, "_SHARE_SECONDS", 0.05)
+    store = ReadCache(max_bytes=10_000, seconds=60)
+    assert await store.get("k") is None  # this task answers, and never does
+    assert await asyncio.wait_for(asyncio.create_task(store.get("k")), 1) is None
+
+
 class _Positions:
     def __init__(self, known: int, live: bool = True) -> None:
         self._known, self.live = known, live
@@ -75,9 +134,7 @@ def _key(query: str, known: int = 10, live: bool = True) -> tuple[str, bool]:
         method="GET",
         url=SimpleNamespace(path="/api/issues"),
         query_params=MultiDict(parse_qsl(query, keep_blank_values=True)),
-        app=SimpleNamespace(
-            state=SimpleNamespace(container=SimpleNamespace(positions=_Positions(known, live)))
-        ),
+        app=SimpleNamespace(state=SimpleNamespace(positions=_Positions(known, live))),
     )
     key = cache.keyed_by("inbox", single=("sort", "limit", "cursor"))(request)  # type: ignore[arg-type]
     return key, cache._should_store(scope, 200)  # type: ignore[arg-type]
