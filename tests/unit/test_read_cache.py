@@ -10,11 +10,15 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import pytest
 from litestar.datastructures import MultiDict
 
 from app.http import cache
+from app.http.app import create_app
 from app.http.cache import ReadCache
+from app.queries import Positions, ReadModels
+from app.settings import Settings
 
 
 @pytest.fixture
@@ -169,3 +173,41 @@ def test_these_are_answered_uncached(query: str, live: bool) -> None:
 def test_only_keyed_requests_are_stored() -> None:
     """Litestar wraps the route's POST and OPTIONS in the response cache too."""
     assert not cache._should_store({"state": {}}, 200)  # type: ignore[arg-type]
+
+
+class _SlowPool:
+    """A pool whose every query finds nothing, slowly enough for requests to meet."""
+
+    queries = 0
+
+    async def fetch(self, *_args: Any) -> list[Any]:
+        self.queries += 1
+        await asyncio.sleep(0.05)
+        return []
+
+
+async def test_identical_reads_in_flight_make_one_query() -> None:
+    """Through the app: 20 clients asking for the same page at a new position make one
+    query; a page at another position (or another page) is read again."""
+    pool = _SlowPool()
+    read_models = ReadModels(pool)  # type: ignore[arg-type]
+    positions = Positions("", read_models, _known={"inbox": 10})
+    # Followed (live): as if its LISTEN connection were open.
+    positions._conn = SimpleNamespace(is_closed=lambda: False)  # type: ignore[assignment]
+    services = SimpleNamespace(
+        settings=Settings(),
+        read_models=read_models,
+        positions=positions,
+        **dict.fromkeys(("clock", "nats", "issues", "bus", "history", "detector")),
+    )
+    transport = httpx.ASGITransport(app=create_app(services))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://inbox") as client:
+        pages = await asyncio.gather(*(client.get("/api/issues") for _ in range(20)))
+        assert {(page.status_code, page.text) for page in pages} == {
+            (200, '{"items":[],"next_cursor":null}')
+        }
+        assert pool.queries == 1
+        await asyncio.gather(*(client.get("/api/issues?limit=5") for _ in range(5)))
+        positions._known["inbox"] = 11
+        await client.get("/api/issues")
+        assert pool.queries == 3
