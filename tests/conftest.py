@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -82,7 +82,9 @@ def settings(endpoints: Endpoints) -> Settings:
     )
 
 
-def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
+def wait_until(
+    condition: Callable[[], T | None], *, timeout: float = 10.0, what: str = "condition"
+) -> T:
     """Poll ``condition`` until it returns a truthy value, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -95,10 +97,10 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, what: str =
 
 
 async def async_wait_until(
-    condition: Callable[[], object], *, timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], Awaitable[object]], *, timeout: float = 10.0, what: str = "condition"
 ) -> None:
     deadline = time.monotonic() + timeout
-    while not await condition():  # type: ignore[misc]
+    while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)

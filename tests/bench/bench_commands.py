@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from uuid import UUID
 
 import aiohttp
 import anyio.to_thread
@@ -33,7 +34,7 @@ PAYLOAD = b"x" * 400  # about the size of one stored note event
 
 
 async def _run_clients(
-    clients: int, total: int, one: Callable[[int], Awaitable[None]]
+    clients: int, total: int, one: Callable[[int], Awaitable[object]]
 ) -> tuple[list[float], float]:
     """``clients`` concurrent loops share ``total`` calls; returns latencies and wall time."""
     latencies: list[float] = []
@@ -66,7 +67,7 @@ async def raw_inserts(url: str, clients: int, total: int) -> Figure:
     return figure(f"raw asyncpg INSERT tx ({clients} conns)", latencies, seconds)
 
 
-def _create_issues(service: IssueService, count: int) -> list:  # type: ignore[type-arg]
+def _create_issues(service: IssueService, count: int) -> list[UUID]:
     ids = []
     for start in range(0, count, 100):
         commands = [report_issue(f"bench-{start + n}-{random.random()}") for n in range(100)]
@@ -79,9 +80,9 @@ async def through_application(
     url: str,
     clients: int,
     total: int,
-    issue_ids: list,
+    issue_ids: list[UUID],
     batch_size: int,
-    writers: int,  # type: ignore[type-arg]
+    writers: int,
 ) -> Figure:
     app = IssueApplication(env=eventstore_env(url, pool_size=writers + 1))
     service = IssueService(app=app, clock=SystemClock())
@@ -109,7 +110,7 @@ async def through_http(
     url: str,
     clients: int,
     total: int,
-    issue_ids: list,  # type: ignore[type-arg]
+    issue_ids: list[UUID],
 ) -> list[Figure]:
     log = Path(tempfile.mkstemp(prefix="bench-api-", suffix=".log")[1])
     figures = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -132,7 +133,7 @@ def test_events_over_nats_with_malformed_ones_in_between(
 
     asyncio.run(publish())
     for order_id in good:
-        found = wait_until(lambda o=order_id: issues_of(http, o), timeout=20, what=order_id)
+        found = wait_until(functools.partial(issues_of, http, order_id), timeout=20, what=order_id)
         assert found[0]["kind"] == "venue_acceptance_delayed"
 
 

@@ -84,7 +84,7 @@ def test_a_malformed_key_is_400_naming_the_header(http: httpx.Client, bad: str) 
     response = http.post(
         f"/api/issues/{issue_id}/notes",
         json={"agent_id": AGENT, "text": "x"},
-        headers={"Idempotency-Key": bad.encode("utf-8")},  # type: ignore[dict-item]
+        headers={b"Idempotency-Key": bad.encode("utf-8")},
     )
     assert response.status_code == 400, response.text
     assert response.json()["field"] == "Idempotency-Key"

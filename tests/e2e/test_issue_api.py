@@ -41,7 +41,7 @@ def future(minutes: int = 30) -> str:
 
 
 # name, body, the status the issue shows afterwards
-HAPPY_PATH = [
+HAPPY_PATH: list[tuple[str, dict[str, Any], str]] = [
     ("escalate", {"agent_id": AGENT, "severity": "high", "reason": "customer waiting"}, "open"),
     ("assign", {"agent_id": AGENT}, "open"),
     ("unassign", {"agent_id": AGENT}, "open"),

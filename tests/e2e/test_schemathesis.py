@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hypothesis
 import pytest
 import schemathesis
-from schemathesis import Case
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from app.bootstrap import Endpoints
 from app.http.idempotency import _KEY as VALID_KEY
 from app.settings import Settings
 from tests.e2e.conftest import inbox_up
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 MAX_EXAMPLES = 25
 
@@ -106,11 +108,11 @@ schema = schemathesis.pytest.from_fixture("api_schema").exclude(
     deadline=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.filter_too_much],
 )
-def test_the_api_keeps_its_openapi_document(case: Case) -> None:
+def test_the_api_keeps_its_openapi_document(case: OpenApiCase) -> None:
     # An Idempotency-Key names one request: the same key with another request is refused
     # (422), which the generator, drawing the same few keys for every operation, cannot
     # know. So a key it drew valid is made unique (still valid); an invalid one is kept.
-    key = (case.headers or {}).get("Idempotency-Key")
+    key = case.headers.get("Idempotency-Key")
     if isinstance(key, str) and VALID_KEY.match(key):
         case.headers["Idempotency-Key"] = str(uuid.uuid4())
     case.call_and_validate()

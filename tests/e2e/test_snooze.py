@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -17,12 +18,12 @@ def test_a_snoozed_issue_wakes_by_itself_at_its_time(http: httpx.Client) -> None
     snoozed = command(http, issue_id, "snooze", {"agent_id": AGENT, "until": until.isoformat()})
     assert snoozed.status_code == 200, snoozed.text
 
-    def woken() -> list[dict[str, object]]:
+    def woken() -> list[dict[str, Any]]:
         items = http.get(f"/api/issues/{issue_id}/events").json()["items"]
         return [e for e in items if e["type"] == "woken"]
 
     [event] = wait_until(woken, timeout=15, what="the woken event")
-    assert event["data"]["by"] == "system"  # type: ignore[index]
+    assert event["data"]["by"] == "system"
     assert datetime.fromisoformat(str(event["occurred_at"])) >= until
     issue = http.get(f"/api/issues/{issue_id}", params={"min_position": event["position"]})
     assert (issue.json()["status"], issue.json()["snoozed_until"]) == ("acknowledged", None)

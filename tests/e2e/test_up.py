@@ -49,7 +49,9 @@ def test_up_publishes_issue_events_and_reports_relay_progress(
 
         def relayed() -> bool:
             relay = http.get("/ready").json()["relay"]
-            return relay["status"] == "running" and relay["position"] >= created["position"]
+            status: str = relay["status"]
+            position: int = relay["position"]
+            return status == "running" and position >= created["position"]
 
         wait_until(relayed, timeout=20, what="the relay to publish the new issue")
         metrics = http.get("/metrics").text

@@ -528,6 +528,7 @@ async def test_an_unreadable_stored_event_stops_its_order_loudly_until_repaired(
     await detector.ingest([late])
     assert "a stored event of order u is corrupt" in caplog.text
     row = await pool.fetchrow("SELECT state, next_check_at FROM order_watch WHERE order_id='u'")
+    assert row is not None
     assert row["state"] is None
     assert row["next_check_at"] == clock.at + timedelta(minutes=5)
     await pool.execute("DELETE FROM order_events WHERE body->>'type' = 'mystery'")
@@ -644,6 +645,7 @@ async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
         await handled(task, done)
         assert state(issues, "good-1", "venue_acceptance_delayed") is not None
         letter = await pool.fetchrow("SELECT source, event_id, reason FROM dead_letters")
+        assert letter is not None
         assert letter["source"] == "detector"
         assert letter["event_id"] == placed("poison").event_id
         assert "a bug in the rules" in letter["reason"]

@@ -75,6 +75,7 @@ async def test_parking_keeps_an_id_and_reason_postgresql_cannot_store_escaped(
 ) -> None:
     await detector.park("http", [("id\x00one", "reason \x00 \ud800", {"event_id": "id\x00one"})])
     letter = await pool.fetchrow("SELECT event_id, reason, payload FROM dead_letters")
+    assert letter is not None
     assert (letter["event_id"], letter["reason"]) == ("id\\u0000one", "reason \\u0000 \\ud800")
     assert msgspec.json.decode(letter["payload"]) == {"event_id": "id\x00one"}
 
@@ -105,7 +106,9 @@ async def test_a_list_over_http_is_judged_event_by_event_when_the_detector_fails
         events = [msgspec.to_builtins(dataclasses.asdict(placed(order_id))) for order_id in ids]
         app = create_app(built)
         app.state.container = built  # what its lifespan does (httpx runs no lifespan)
-        transport = httpx.ASGITransport(app=app)
+        # Litestar types an ASGI scope as its TypedDicts, httpx as a plain MutableMapping:
+        # the same protocol, two spellings mypy cannot unify.
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://inbox") as client:
             response = await client.post("/api/order-events", json=events)
             assert response.status_code == 202, response.text
@@ -116,5 +119,6 @@ async def test_a_list_over_http_is_judged_event_by_event_when_the_detector_fails
         letter = await built.pool.fetchrow(
             "SELECT source, reason FROM dead_letters WHERE event_id = $1", events[1]["event_id"]
         )
+        assert letter is not None
         assert letter["source"] == "detector"
         assert "a bug in the rules" in letter["reason"]

@@ -6,7 +6,7 @@ import asyncio
 import multiprocessing
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from adapters import postgres
 from app.bootstrap import Endpoints
@@ -38,10 +39,10 @@ class _NoteAfter(AddNote):
 
 
 @pytest.fixture(scope="module")
-def replicas(endpoints: Endpoints) -> list[IssueService]:
+def replicas(endpoints: Endpoints) -> Iterator[list[IssueService]]:
     """Two services with their own pools: two replicas of the API."""
     built = [service(endpoints.database_url), service(endpoints.database_url)]
-    yield built  # type: ignore[misc]
+    yield built
     for one in built:
         one.app.close()
 
@@ -116,7 +117,7 @@ def test_two_writers_on_one_issue_exactly_one_wins(replicas: list[IssueService])
     assert len(winners) == 1, outcomes
     assert len(losers) == 1, outcomes
     assert winners[0].version == 2
-    stored = replicas[0].app.repository.get(issue_id)
+    stored: OrderIssue = replicas[0].app.repository.get(issue_id)
     assert stored.version == 2
     assert len(stored.notes) == 1
 
@@ -154,10 +155,11 @@ def test_preloaded_issues_are_used_kept_current_and_dropped_when_stale(
     forget it."""
     fresh = replicas[0].execute(report(order())).issue_id
     stale = replicas[0].execute(report(order())).issue_id
-    preloaded = dict(replicas[0].current({fresh, stale}))
+    preloaded: dict[uuid.UUID, OrderIssue | None] = dict(replicas[0].current({fresh, stale}))
     replicas[1].execute(note(stale, "moved on"))  # the preloaded copy is now behind
     outcomes = replicas[0].execute_batch([note(fresh, "one"), note(stale, "two")], preloaded)
     assert [type(o) for o in outcomes] == [CommandResult, ConcurrentWrite]
+    assert isinstance(outcomes[0], CommandResult)
     assert outcomes[0].version == 2
     assert stale not in preloaded  # its state could not be vouched for
     assert fresh not in preloaded  # nor could the one saved in the batch that conflicted
@@ -177,7 +179,9 @@ def test_twenty_concurrent_writers_lose_nothing(endpoints: Endpoints) -> None:
                 pool.map(lambda w: [w.execute(report(order())) for _ in range(per_writer)], writers)
             )
         ids = {r.issue_id for batch in results for r in batch}
-        with writers[0].app.recorder.datastore.get_connection() as conn:
+        recorder = writers[0].app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        with recorder.datastore.get_connection() as conn:
             row = conn.execute(
                 "SELECT count(*) AS n FROM inbox_events WHERE originator_id = ANY(%s)",
                 [list(ids)],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -19,7 +19,8 @@ from adapters.eventstore import eventstore_env
 from app.bootstrap import Endpoints
 from app.commands import Command, Request, Resolve
 from app.errors import AnsweredBefore, KeyReused
-from app.service import CommandResult, IssueApplication, IssueService
+from app.service import CommandResult, IssueApplication, IssueService, _Applied
+from domain.issue import OrderIssue
 from tests.conftest import wait_until
 from tests.integration.helpers import note, report, service
 
@@ -207,17 +208,19 @@ def test_a_refusal_that_rested_on_an_unsaved_change_is_judged_again(
         save = batch._save
         raced: list[bool] = []
 
-        def save_after_another_writer(*args: Any) -> Any:
+        def save_after_another_writer(
+            aggregates: list[OrderIssue], applied: Sequence[_Applied]
+        ) -> dict[tuple[uuid.UUID, int], int]:
             if not raced:
                 raced.append(True)
                 other.execute(note(issue_id, "meanwhile"))
-            return save(*args)
+            return save(aggregates, applied)
 
         batch._save = save_after_another_writer  # type: ignore[method-assign]
         k = key()
         outcomes = batch.execute_batch([resolve(), resolve(request=Request(k, "resolve"))])
         assert isinstance(outcomes[1], CommandResult), outcomes
-        state = batch.app.repository.get(issue_id)
+        state: OrderIssue = batch.app.repository.get(issue_id)
         assert state.status == "resolved"
         assert batch.execute(resolve(request=Request(k, "resolve"))) == outcomes[1]
     finally:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -95,7 +96,13 @@ filters = st.builds(
 )
 
 
-def matches(row: dict[str, Any], f: Filters) -> bool:
+class Row(Protocol):
+    """A row by column name: a generated dict or an asyncpg.Record read back."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def matches(row: Row, f: Filters) -> bool:
     if not f.status and row["status"] == "resolved":
         return False
     return all(
@@ -104,7 +111,7 @@ def matches(row: dict[str, Any], f: Filters) -> bool:
     )
 
 
-SORT_KEYS = {
+SORT_KEYS: dict[str, Callable[[Row], tuple[Any, ...]]] = {
     "priority": lambda r: (-r["priority"], r["detected_at"], r["issue_id"]),
     "detected_at": lambda r: (-r["detected_at"].timestamp(), -r["issue_id"].int),
     "updated_at": lambda r: (-r["updated_at"].timestamp(), -r["issue_id"].int),
@@ -131,7 +138,7 @@ async def _paginate(
         async with pool.acquire() as conn:
             await _insert(conn, rows)
         read = ReadModels(pool)
-        seen: list[dict[str, Any]] = []
+        seen: list[asyncpg.Record] = []
         cursor = None
         while True:
             page, cursor = await read.issues(f, sort, limit, cursor)

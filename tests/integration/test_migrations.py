@@ -76,4 +76,5 @@ async def test_watch_rows_of_before_0006_keep_their_events(
     finally:
         await conn.close()
     assert [tuple(r) for r in rows] == [("o1", "e1"), ("o1", "e2")]
+    assert watch is not None
     assert tuple(watch) == (None, 0)

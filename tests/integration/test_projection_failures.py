@@ -147,6 +147,7 @@ async def test_events_a_model_cannot_store_are_listed_and_skipped_and_the_rest_a
         )
     finally:
         await conn.close()
+    assert row is not None
     # The later events of an issue apply where they can: the note is counted on the row
     # the skipped assignment left (stale until a rebuild after a fix).
     assert (row["assignee"], row["note_count"], row["version"]) == (None, 1, 3)

@@ -55,6 +55,7 @@ async def _events(url: str) -> tuple[int, int]:
         row = await conn.fetchrow(
             "SELECT count(*) AS n, coalesce(max(notification_id), 0) AS newest FROM inbox_events"
         )
+        assert row is not None
         return row["n"], row["newest"]
     finally:
         await conn.close()

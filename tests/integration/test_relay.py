@@ -278,6 +278,7 @@ async def test_an_event_that_cannot_be_mapped_halts_the_relay_in_order(
             state = await conn.fetchrow("SELECT * FROM relay_state WHERE stream=$1", config.stream)
         finally:
             await conn.close()
+        assert state is not None
         assert state["status"] == "halted"
         assert state["halted_at"] == bad
         assert state["position"] == before

@@ -104,11 +104,12 @@ async def test_a_snooze_ends_by_itself_back_to_the_previous_status(
     assert event.by == "system"
     assert event.at >= until, "woken before its time"
     assert event.at - until < timedelta(seconds=5)
-    issue = writer.app.repository.get(issue_id)
+    issue: OrderIssue = writer.app.repository.get(issue_id)
     assert (issue.status, issue.snoozed_until) == ("acknowledged", None)
     row = await conn.fetchrow(
         "SELECT status, snoozed_until FROM inbox_issues WHERE issue_id=$1", issue_id
     )
+    assert row is not None
     assert tuple(row) == ("acknowledged", None)
 
 

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from litestar import Request
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
+from litestar.testing import RequestFactory
 
 from adapters.postgres import DatabaseUnavailable
 from app.errors import (
@@ -31,7 +32,7 @@ class StrictErrorBody(ErrorBody, forbid_unknown_fields=True):
 
 
 def _request() -> Request[Any, Any, Any]:
-    return Request({"type": "http", "method": "POST", "path": "/x", "headers": [], "state": {}})
+    return RequestFactory().post("/x")
 
 
 CASES = [

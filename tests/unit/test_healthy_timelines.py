@@ -82,7 +82,8 @@ def pings(start: float, end: float, *, paused: Iterable[float] = ()) -> list[Ste
 
 # A healthy order of each vertical: (promise, accepted, estimated ready, courier
 # assigned, arrived, ready, picked up, delivered), in order-minutes after placement.
-PLANS = {
+Plan = tuple[float, float, float | None, float, float, float, float, float]
+PLANS: dict[str, Plan] = {
     "restaurant": (40, 0.6, 15.6, 11.6, 14.5, 15.6, 16.5, 38),
     "grocery": (50, 1.0, 23.0, 18.0, 21.5, 23.5, 24.5, 47),
     "retail": (60, 2.0, 27.0, 22.0, 25.0, 27.0, 28.0, 55),
@@ -182,8 +183,8 @@ def raised(done: list[tuple[float, str, str]], kind: str) -> list[tuple[float, s
     return [(minute, op) for minute, k, op in done if k == kind]
 
 
-PLACED = (0, "order_placed", {"promised_delivery_at": at(40)})
-ACCEPTED = (0.6, "venue_accepted", {"estimated_ready_at": at(15.6)})
+PLACED: Step = (0, "order_placed", {"promised_delivery_at": at(40)})
+ACCEPTED: Step = (0.6, "venue_accepted", {"estimated_ready_at": at(15.6)})
 
 
 def test_no_courier_by_the_estimated_ready_time_is_raised() -> None:

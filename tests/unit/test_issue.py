@@ -125,7 +125,7 @@ def test_replaying_the_events_gives_the_same_state() -> None:
     events = issue.collect_events()
     replayed: OrderIssue | None = None
     for event in events:
-        replayed = event.mutate(replayed)  # type: ignore[attr-defined]
+        replayed = event.mutate(replayed)
     assert replayed is not None
     assert vars(replayed) == vars(issue)
     assert {type(e) for e in events} <= set(EVENT_NAMES)

@@ -179,7 +179,7 @@ def test_a_late_unassignment_of_an_earlier_courier_keeps_the_current_one() -> No
 
 
 def test_out_of_order_and_repeated_events_give_the_same_state() -> None:
-    steps = [
+    steps: list[tuple[float, str, dict[str, Any]]] = [
         PLACED,
         (1, "venue_accepted", {}),
         (3, "courier_assigned", {"courier_id": "c"}),

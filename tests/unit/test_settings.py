@@ -63,6 +63,7 @@ def test_a_detector_on_compressed_time_needs_the_shared_anchor(
     assert "INBOX_DEMO_ANCHOR" in err[0]
     monkeypatch.setenv("INBOX_DEMO_ANCHOR", "2026-11-26T10:00:00+00:00")
     settings = load_settings()
+    assert settings.demo_anchor is not None
     assert (settings.demo_speed, settings.demo_anchor.isoformat()) == (
         30.0,
         "2026-11-26T10:00:00+00:00",
