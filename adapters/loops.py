@@ -13,8 +13,9 @@ import contextlib
 
 def backoff(attempt: int, *, base: float = 0.2, cap: float = 5.0) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2, ...): ``base * 2**attempt``,
-    at most ``cap``."""
-    return min(cap, base * 2.0**attempt)
+    at most ``cap``. The exponent is bounded: a float overflows at ``2.0**1024``, which a
+    loop retrying every 5 s reaches in a long outage."""
+    return min(cap, base * 2.0 ** min(attempt, 64))
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
