@@ -210,6 +210,9 @@ def _unavailable(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[
 def _unavailable_block(
     factory: Callable[_P, AbstractAsyncContextManager[_R]],
 ) -> Callable[_P, AbstractAsyncContextManager[_R]]:
+    # The block's body is covered too: a connection error raised there (OSError and
+    # TimeoutError included) means the transaction is lost. So keep other I/O (NATS, an
+    # asyncio timeout of your own) out of such a block, or it reads as "database down".
     @asynccontextmanager
     async def translated(*args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_R]:
         try:
