@@ -78,13 +78,26 @@ class StoredRequest:
     version: int
 
 
+@dataclass(frozen=True)
+class IssueScope:
+    """Where a new issue belongs, stored with its first event (``issue_scope``): the
+    vertical and country that bound who may see it, which never change."""
+
+    issue_id: UUID
+    vertical: str
+    country: str
+
+
 class RequestRecorder(PostgresApplicationRecorder):
     """The library's recorder, which also stores the idempotency keys of the commands a
     ``save()`` carries (``save(..., requests=[StoredRequest], request_window=timedelta)``)
     in the transaction that stores their events: a key is there exactly when its
     command's effect is. A key still held by another command's row makes the insert fail
     with the library's ``IntegrityError``, like a version conflict, so the caller's
-    conflict path finds the first outcome."""
+    conflict path finds the first outcome.
+
+    It stores the scope of each issue a save raises (``scopes=[IssueScope]``) in the same
+    transaction: whoever reads an issue's events finds its scope row beside them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,6 +109,18 @@ class RequestRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        scopes: Sequence[IssueScope] = kwargs.get("scopes") or ()
+        if scopes:
+            # Sorted, as the keys are. A row there already belongs to an issue whose first
+            # event is stored too: this save's insert of that event fails as a conflict.
+            curs.executemany(
+                "INSERT INTO issue_scope (issue_id, vertical, country) VALUES (%s, %s, %s)"
+                " ON CONFLICT (issue_id) DO NOTHING",
+                [
+                    (s.issue_id, s.vertical, s.country)
+                    for s in sorted(scopes, key=lambda s: s.issue_id)
+                ],
+            )
         requests: Sequence[StoredRequest] = kwargs.get("requests") or ()
         if requests:
             window: timedelta = kwargs["request_window"]
@@ -190,13 +215,14 @@ class EventStore:
         aggregates: Sequence[Aggregate],
         requests: Sequence[StoredRequest],
         request_window: timedelta,
+        scopes: Sequence[IssueScope] = (),
     ) -> dict[tuple[UUID, int], int]:
-        """Store the aggregates' new events and the requests' keys in one transaction;
-        the global position of each (issue, version) stored. :class:`Conflict` when
-        another writer was first."""
+        """Store the aggregates' new events, the requests' keys and the scopes of the
+        issues raised in one transaction; the global position of each (issue, version)
+        stored. :class:`Conflict` when another writer was first."""
         try:
             recordings = self._app.save(
-                *aggregates, requests=requests, request_window=request_window
+                *aggregates, requests=requests, request_window=request_window, scopes=scopes
             )
         except IntegrityError as exc:
             raise Conflict(str(exc)) from exc

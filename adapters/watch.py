@@ -72,6 +72,9 @@ class SupportContact(msgspec.Struct, frozen=True):
     contacted_at: datetime
     detected: bool
     first_detected_at: datetime | None
+    # The order's: who may count it (the KPI in a caller's scope).
+    vertical: str | None = None
+    country: str | None = None
 
 
 class SweptWatch(msgspec.Struct, frozen=True):
@@ -172,9 +175,18 @@ class PostgresWatchBatch:
         if contacts:
             await self._conn.executemany(
                 "INSERT INTO support_contacts (event_id, order_id, contacted_at, detected,"
-                " first_detected_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                " first_detected_at, vertical, country) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT DO NOTHING",
                 [
-                    (c.event_id, c.order_id, c.contacted_at, c.detected, c.first_detected_at)
+                    (
+                        c.event_id,
+                        c.order_id,
+                        c.contacted_at,
+                        c.detected,
+                        c.first_detected_at,
+                        c.vertical,
+                        c.country,
+                    )
                     for c in contacts
                 ],
             )

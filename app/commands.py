@@ -3,7 +3,9 @@ an issue (CONTRACT §5), executed by :class:`app.service.IssueService`.
 
 A command is a frozen value: the issue it names, the acting agent (``actor``: an agent id,
 or ``"system"`` for the detector and the snooze waker), what it asks, and optionally an
-expected version (``If-Match``) and an idempotency :class:`Request`. Being data, commands
+expected version (``If-Match``), an idempotency :class:`Request` and the caller's
+:class:`~app.scope.Scope` (the system's: everywhere). Out of its scope an issue is unknown
+to the command (``IssueNotFound``), and a new one cannot be raised there. Being data, commands
 from many callers queue up and share one ``save()`` (``app/bus.py``). :data:`Command` is
 the closed union of them.
 
@@ -20,6 +22,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
+from app.scope import EVERYWHERE, Scope
 from domain.issue import OrderIssue, issue_id_for
 
 
@@ -46,6 +49,7 @@ class _Raise:
     city: str
     evidence: dict[str, Any]
     request: Request | None = None
+    scope: Scope = EVERYWHERE
 
     @property
     def issue_id(self) -> UUID:
@@ -89,6 +93,7 @@ class _Change:
     actor: str
     expected_version: int | None = None
     request: Request | None = None
+    scope: Scope = EVERYWHERE
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
         raise NotImplementedError

@@ -359,6 +359,8 @@ class Detector:
                         contact.occurred_at,
                         bool(open_issues),
                         min((i.detected_at for i in open_issues), default=None),
+                        state.vertical,
+                        state.country,
                     )
                 )
                 if not open_issues:

@@ -20,6 +20,7 @@ import msgspec
 
 from adapters import postgres
 from app.edge import QueryText
+from app.scope import EVERYWHERE, Scope
 from domain.order import OrderState
 from domain.values import Kind, Severity, Status, Vertical
 from projections.follower import POSITIONS_CHANNEL
@@ -46,7 +47,9 @@ class InvalidQuery(Exception):
 class Filters:
     """The inbox's filters (CONTRACT §5), the one declaration of them: each field is a
     column of ``inbox_issues`` matched against any of its values, and a repeatable query
-    parameter of the same name taking values of its type (``app/http/reads.filters``)."""
+    parameter of the same name taking values of its type (``app/http/reads.filters``).
+    ``scope`` is the caller's (CONTRACT §6), from its token, not a query parameter: it
+    bounds what the other filters can match (a filter outside it matches nothing)."""
 
     status: tuple[Status, ...] = ()
     severity: tuple[Severity, ...] = ()
@@ -56,6 +59,7 @@ class Filters:
     city: tuple[QueryText, ...] = ()
     assignee: tuple[QueryText, ...] = ()
     order_id: tuple[QueryText, ...] = ()
+    scope: Scope = field(default=EVERYWHERE, metadata={"query": False})
 
     def where(self, params: list[Any]) -> str:
         """A SQL condition (appending its parameters). Without a status filter, resolved
@@ -68,6 +72,8 @@ class Filters:
             if values:
                 params.append(list(values))
                 clauses.append(f"{name} = ANY(${len(params)}::text[])")
+        if not self.scope.everywhere:
+            clauses.append(in_scope(self.scope, params))
         return " AND ".join(clauses) or "TRUE"
 
     def fixed_only(self) -> Filters:
@@ -88,7 +94,23 @@ class Filters:
         return not self.assignee and not self.order_id
 
 
-FILTER_NAMES = tuple(f.name for f in fields(Filters))
+# The filters a client gives (query parameters), in declaration order.
+FILTER_NAMES = tuple(f.name for f in fields(Filters) if f.metadata.get("query", True))
+
+
+def in_scope(
+    scope: Scope, params: list[Any], *, vertical: str = "vertical", country: str = "country"
+) -> str:
+    """A SQL condition (appending its parameters) true for rows whose ``vertical`` and
+    ``country`` (column names, or expressions) are in ``scope``. A NULL one is outside
+    any bounded scope."""
+    clauses = []
+    for column, allowed in ((vertical, scope.verticals), (country, scope.countries)):
+        if allowed is not None:
+            params.append(sorted(allowed))
+            clauses.append(f"{column} = ANY(${len(params)}::text[])")
+    return " AND ".join(clauses) or "TRUE"
+
 
 _SORTS: dict[str, tuple[str, str]] = {
     # sort: (ORDER BY, keyset condition on $a, $b, $c)
@@ -159,9 +181,12 @@ class ReadModels:
         next_cursor = encode_cursor(sort, rows[-1]) if len(records) > limit else None
         return rows, next_cursor
 
-    async def issue(self, issue_id: UUID) -> asyncpg.Record | None:
+    async def issue(self, issue_id: UUID, scope: Scope) -> asyncpg.Record | None:
+        """The issue's row; None when there is none, or it is outside ``scope``."""
+        params: list[Any] = [issue_id]
+        where = in_scope(scope, params)
         return await self.pool.fetchrow(
-            f"SELECT {_SELECT} FROM inbox_issues WHERE issue_id = $1", issue_id
+            f"SELECT {_SELECT} FROM inbox_issues WHERE issue_id = $1 AND {where}", *params
         )
 
     async def changed_since(self, filters: Filters, after: int, limit: int) -> list[asyncpg.Record]:
@@ -178,20 +203,28 @@ class ReadModels:
         )
         return list(records)
 
-    async def order(self, order_id: str) -> list[dict[str, Any]]:
+    async def order(self, order_id: str, scope: Scope) -> list[dict[str, Any]]:
+        """The order's issues in ``scope``."""
+        params: list[Any] = [order_id]
+        where = in_scope(scope, params)
         records = await self.pool.fetch(
             "SELECT issue_id, order_id, kind, status, severity, vertical, country, city,"
-            " detected_at, updated_at, version FROM order_issues WHERE order_id = $1"
+            f" detected_at, updated_at, version FROM order_issues WHERE order_id = $1 AND {where}"
             " ORDER BY detected_at",
-            order_id,
+            *params,
         )
         return [dict(r) for r in records]
 
-    async def watched_order(self, order_id: str) -> tuple[OrderState | None, datetime | None]:
+    async def watched_order(
+        self, order_id: str, scope: Scope
+    ) -> tuple[OrderState | None, datetime | None]:
         """The detector's folded state of the order and its next timer (None, None when
-        it has not seen the order, or has yet to fold it)."""
+        it has not seen the order, has yet to fold it, or the order is outside ``scope``)."""
+        params: list[Any] = [order_id]
+        where = in_scope(scope, params, vertical="state->>'vertical'", country="state->>'country'")
         row = await self.pool.fetchrow(
-            "SELECT state, next_check_at FROM order_watch WHERE order_id = $1", order_id
+            f"SELECT state, next_check_at FROM order_watch WHERE order_id = $1 AND {where}",
+            *params,
         )
         if row is None or row["state"] is None:
             return None, None
@@ -221,24 +254,27 @@ class ReadModels:
         )
         return int(position or 0)
 
-    async def contacts(self, since: datetime, until: datetime) -> Contacts:
-        """The support contacts of ``[since, until)``, told apart as the detection KPI
-        counts them (``GET /api/detection/kpi``)."""
+    async def contacts(self, since: datetime, until: datetime, scope: Scope) -> Contacts:
+        """The support contacts of ``[since, until)`` about orders in ``scope``, told
+        apart as the detection KPI counts them (``GET /api/detection/kpi``)."""
         # An order has a problem when it has an issue agents did not resolve as a false
         # positive: a contact on it was detected (an issue was open then) or missed; on
-        # any other order it is about nothing the inbox knows of.
+        # any other order it is about nothing the inbox knows of. The order's issues share
+        # its vertical and country: the contact's own bound them.
+        params: list[Any] = [since, until]
+        where = in_scope(scope, params, vertical="c.vertical", country="c.country")
         row = await self.pool.fetchrow(
             "WITH c AS (SELECT c.detected, c.contacted_at - c.first_detected_at AS lead,"
             "  EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
             "   AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
-            "  FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2)"
+            "  FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2"
+            f"  AND {where})"
             " SELECT count(*) AS contacts,"
             " count(*) FILTER (WHERE problem AND detected) AS detected,"
             " count(*) FILTER (WHERE problem AND NOT detected) AS missed,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lead) / 60)"
             "  FILTER (WHERE problem AND detected) AS lead FROM c",
-            since,
-            until,
+            *params,
         )
         assert row is not None
         return Contacts(row["contacts"], row["detected"], row["missed"], row["lead"])

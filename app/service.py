@@ -27,7 +27,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 
 from adapters.clock import Clock
-from adapters.eventstore import Conflict, EventStore, StoredRequest
+from adapters.eventstore import Conflict, EventStore, IssueScope, StoredRequest
 from adapters.postgres import DatabaseUnavailable
 from app.commands import Command, Detect, Report, Request
 from app.errors import (
@@ -40,7 +40,7 @@ from app.errors import (
     Unavailable,
     VersionMismatch,
 )
-from domain.errors import DomainError
+from domain.errors import DomainError, InvalidValue
 from domain.issue import OrderIssue
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,21 @@ class IssueService:
         """
         aggregate = known.get(command.issue_id)
         if isinstance(command, Report | Detect):
+            outside = command.scope.outside(command.vertical, command.country)
+            if outside is not None:
+                # Refused before looking at the issue: whether it exists is not revealed.
+                raise InvalidValue(outside, "outside your scope")
             if aggregate is not None:
+                if not command.scope.sees(aggregate.vertical, aggregate.country):
+                    # The order's issue is another market's: say only that the order is
+                    # not the caller's, nothing of the issue (not 409 "already exists").
+                    raise InvalidValue("order_id", "outside your scope")
                 if retry_of is not None:
                     raise ConcurrentWrite(command.issue_id)
                 raise IssueAlreadyExists(command.issue_id)
             return None, command.create(now)
-        if aggregate is None:
+        if aggregate is None or not command.scope.sees(aggregate.vertical, aggregate.country):
+            # Out of the caller's scope reads exactly as unknown (CONTRACT §6).
             raise IssueNotFound(command.issue_id)
         base = aggregate.version
         if retry_of is not None and retry_of.base_version != base:
@@ -282,7 +291,9 @@ class IssueService:
             for item in applied
             if item.command.request is not None
         ]
-        return self.store.save(aggregates, requests, self.request_window)
+        raised = {item.command.issue_id for item in applied if item.base_version is None}
+        scopes = [IssueScope(a.id, a.vertical, a.country) for a in aggregates if a.id in raised]
+        return self.store.save(aggregates, requests, self.request_window, scopes)
 
     def _answers(self, requests: Sequence[Request]) -> dict[str, dict[str, Any]]:
         """What was answered before to each key among ``requests`` still in the window: a

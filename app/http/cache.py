@@ -13,6 +13,8 @@ read models it reads, as this process knows them when the request arrives:
 - a request with ``min_position`` past what this process knows is not cached (it waits
   for the model, then reads);
 - without a live LISTEN connection positions are not followed, and nothing is cached;
+- the key holds the caller's scope (CONTRACT §6): callers of one scope share entries,
+  callers of another never see them;
 - the key holds what the handler reads: a parameter that takes one value given twice, or
   an over-long query string, is answered uncached (so is a request with any of several
   ``min_position`` values past what this process knows);
@@ -42,7 +44,9 @@ from cachetools import TTLCache
 from litestar.config.response_cache import ResponseCacheConfig, default_do_cache_predicate
 from litestar.stores.base import Store
 
+from app.http.dependencies import caller
 from app.queries import FILTER_NAMES
+from app.scope import Scope
 
 if TYPE_CHECKING:
     from litestar.connection import Request
@@ -171,7 +175,8 @@ def keyed_by(*models: str, single: tuple[str, ...] = ()) -> CacheKeyBuilder:
         query = sorted(
             (name, value) for name in (*FILTER_NAMES, *single) for value in params.getall(name, [])
         )
-        key = f"{request.method}{request.url.path}?{urlencode(query)}@{known}"
+        scope = Scope.of(caller(request)).key()
+        key = f"{request.method}{request.url.path}?{urlencode(query)}@{known}~{scope}"
         cacheable = (
             positions.live
             and len(request.scope["query_string"]) <= _MAX_QUERY

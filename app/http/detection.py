@@ -14,7 +14,9 @@ from adapters.clock import Clock
 from app.edge import TIME_PATTERN, Aware
 from app.http import openapi
 from app.http.errors import BadRequest
+from app.principal import Principal
 from app.queries import ReadModels
+from app.scope import Scope
 from domain.errors import InvalidValue
 from domain.values import check_time
 
@@ -64,17 +66,19 @@ class DetectionController(Controller):
     )
     async def kpi(
         self,
+        caller: NamedDependency[Principal],
         read_models: NamedDependency[ReadModels],
         clock: NamedDependency[SkipValidation[Clock]],  # a Protocol: no isinstance()
         since: _QueryTime = None,
         until: _QueryTime = None,
     ) -> DetectionKpi:
+        """Counts only the contacts about orders in the caller's scope."""
         # The system's clock: in a demo, order time, like the contacts it counts.
         until_at = _time("until", until) or clock.now()
         since_at = _time("since", since) or until_at - timedelta(days=1)
         if since_at > until_at:
             raise BadRequest("since", "must not be after until")
-        counted = await read_models.contacts(since_at, until_at)
+        counted = await read_models.contacts(since_at, until_at, Scope.of(caller))
         about_problems = counted.detected + counted.missed
         lead = counted.median_lead_minutes
         return DetectionKpi(

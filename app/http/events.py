@@ -11,6 +11,8 @@ from litestar.di import NamedDependency
 from app.history import History
 from app.http import openapi
 from app.integration import EventItem
+from app.principal import Principal
+from app.scope import Scope
 from domain.values import INT64_MAX
 
 
@@ -28,10 +30,13 @@ class EventLogController(Controller):
     @get("/", summary="The global issue event log, after a position", responses=openapi.read())
     async def log(
         self,
+        caller: NamedDependency[Principal],
         history: NamedDependency[History],
         after: Annotated[int, openapi.bounded(0, INT64_MAX)] = 0,
         limit: Annotated[int, openapi.bounded(1, 1000)] = 100,
     ) -> LogPage:
-        items = await history.log(after=after, limit=limit)
+        """Only the events of issues in the caller's scope; ``next_after`` pages through
+        them exactly (none skipped or repeated, events written meanwhile included)."""
+        items = await history.log(Scope.of(caller), after=after, limit=limit)
         next_after = items[-1].position if len(items) == limit else None
         return LogPage(items, next_after)

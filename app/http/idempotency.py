@@ -1,10 +1,15 @@
-"""``Idempotency-Key`` on commands: a client that retries (after a 503, a timeout, a lost
+"""The command bus as a request sees it: each command carries the caller's scope
+(CONTRACT §6; the issue service treats an issue outside it as unknown), and the
+request's ``Idempotency-Key``.
+
+``Idempotency-Key`` on commands: a client that retries (after a 503, a timeout, a lost
 connection) sends the same key, and gets the first outcome instead of a second effect.
 
 The key travels with the command to the event store (``app/service.py``), which stores it
 in the transaction of the command's event; a refusal (4xx) is kept beside it, so a repeat
 gets the same answer. A key is remembered for ``INBOX_IDEMPOTENCY_WINDOW_HOURS``; the same
-key with a different request (method, path, ``If-Match``, body) is 422.
+key with a different request (method, path, ``If-Match``, body, caller and its scope) is
+422: another caller's key never answers with that caller's outcome.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from app.bus import CommandBus
 from app.commands import Command, Request
 from app.errors import IssueAlreadyExists, VersionMismatch
 from app.http.errors import BadRequest, refusal
+from app.principal import Principal
+from app.scope import EVERYWHERE, Scope
 from app.service import CommandResult, IssueService, Outcome
 from domain.errors import InvalidValue, TransitionNotAllowed
 
@@ -57,14 +64,17 @@ IdempotencyKey = Annotated[
 
 @dataclass(frozen=True)
 class Commands:
-    """The command bus as one HTTP request sees it: its command carries the request's
-    idempotency key, and a refusal is remembered for the key's repeats."""
+    """The command bus as one HTTP request sees it: its command carries the caller's
+    scope and the request's idempotency key, and a refusal is remembered for the key's
+    repeats."""
 
     bus: CommandBus
     issues: IssueService
     request: Request | None = None
+    scope: Scope = EVERYWHERE
 
     async def submit(self, command: Command) -> CommandResult:
+        command = dataclasses.replace(command, scope=self.scope)
         if self.request is None:
             return await self.bus.submit(command)
         try:
@@ -95,21 +105,26 @@ class Commands:
 
 async def commands(
     request: HttpRequest[Any, Any, Any],
+    caller: NamedDependency[Principal],
     command_bus: NamedDependency[CommandBus],
     issue_service: NamedDependency[IssueService],
     idempotency_key: IdempotencyKey,
 ) -> Commands:
     """The dependency ``bus`` of the command routes."""
+    scope = Scope.of(caller)
     if idempotency_key is None:
-        return Commands(command_bus, issue_service)
+        return Commands(command_bus, issue_service, scope=scope)
     if not _KEY.match(idempotency_key):
         raise BadRequest(HEADER, f"must be 1 to {MAX_KEY_LENGTH} visible ASCII characters")
     digest = hashlib.sha256()
-    for part in (request.method, request.url.path, request.headers.get("if-match") or ""):
+    # The caller is part of what was asked: the body may leave the actor out (it is the
+    # token's sub), and a key must not replay one caller's outcome to another.
+    asked = (request.method, request.url.path, request.headers.get("if-match") or "")
+    for part in (*asked, caller.sub, scope.key()):
         digest.update(part.encode())
         digest.update(b"\0")
     digest.update(await request.body())
-    return Commands(command_bus, issue_service, Request(idempotency_key, digest.hexdigest()))
+    return Commands(command_bus, issue_service, Request(idempotency_key, digest.hexdigest()), scope)
 
 
 SWEEP_SECONDS = 600.0

@@ -40,7 +40,9 @@ from app.http.errors import NotFound, Unprocessable
 from app.http.idempotency import Commands, commands
 from app.http.reads import InboxItem, MinPosition, caught_up, inbox_item
 from app.integration import EventItem, IssueView, issue_view
+from app.principal import Principal
 from app.queries import Filters, Positions, ReadModels, Sort
+from app.scope import Scope
 from app.settings import Settings
 from domain.values import check_object
 
@@ -117,13 +119,14 @@ class IssueController(Controller):
     async def get_issue(
         self,
         issue_id: FromPath[UUID],
+        caller: NamedDependency[Principal],
         read_models: NamedDependency[ReadModels],
         positions: NamedDependency[Positions],
         settings: NamedDependency[Settings],
         min_position: MinPosition = 0,
     ) -> Response[InboxItem]:
         await caught_up(positions, settings, "inbox", min_position)
-        row = await read_models.issue(issue_id)
+        row = await read_models.issue(issue_id, Scope.of(caller))
         if row is None:
             raise NotFound(f"issue {issue_id} not found")
         return Response(inbox_item(row), headers={"ETag": f'"{row["version"]}"'})
@@ -333,9 +336,12 @@ class IssueController(Controller):
         responses=openapi.read(by_id=True),
     )
     async def events(
-        self, issue_id: FromPath[UUID], history: NamedDependency[History]
+        self,
+        issue_id: FromPath[UUID],
+        caller: NamedDependency[Principal],
+        history: NamedDependency[History],
     ) -> EventPage:
-        items = await history.issue_history(issue_id)
+        items = await history.issue_history(issue_id, Scope.of(caller))
         if not items:
             raise NotFound(f"issue {issue_id} not found")
         return EventPage(items)
@@ -348,10 +354,11 @@ class IssueController(Controller):
     async def state(
         self,
         issue_id: FromPath[UUID],
+        caller: NamedDependency[Principal],
         history: NamedDependency[History],
         version: Annotated[int, openapi.bounded(1, 10**12)],
     ) -> Response[IssueView]:
-        issue = await history.issue_state(issue_id, version)
+        issue = await history.issue_state(issue_id, Scope.of(caller), version)
         if issue is None:
             raise NotFound(f"issue {issue_id} not found")
         if issue.version < version:

@@ -28,7 +28,9 @@ from app.http import openapi
 from app.http.errors import BadRequest, NotFound, Unprocessable
 from app.http.reads import MinPosition, caught_up
 from app.ingest import InvalidEvent, order_event_types, validate
+from app.principal import Principal
 from app.queries import Positions, ReadModels
+from app.scope import Scope
 from app.settings import Settings
 from domain.order import OrderEvent, OrderState
 from domain.values import STORABLE_TEXT_PATTERN
@@ -136,14 +138,17 @@ class OrderController(Controller):
                 schema_extra={"pattern": DOCUMENTED_TEXT_PATTERN},
             ),
         ],
+        caller: NamedDependency[Principal],
         read_models: NamedDependency[ReadModels],
         positions: NamedDependency[Positions],
         settings: NamedDependency[Settings],
         min_position: MinPosition = 0,
     ) -> OrderView:
+        """An order outside the caller's scope reads as unknown (404)."""
         await caught_up(positions, settings, "orders", min_position)
-        rows = await read_models.order(order_id)
-        state, next_check_at = await read_models.watched_order(order_id)
+        scope = Scope.of(caller)
+        rows = await read_models.order(order_id, scope)
+        state, next_check_at = await read_models.watched_order(order_id, scope)
         if rows:
             vertical, country, city = rows[0]["vertical"], rows[0]["country"], rows[0]["city"]
         elif state is not None:

@@ -12,13 +12,16 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import asyncpg
 import msgspec
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from app.edge import DOCUMENTED_TEXT_PATTERN, MAX_QUERY_TEXT_LENGTH
 from app.errors import Unavailable
 from app.http import openapi
 from app.integration import IssueFields
-from app.queries import Filters, Positions
+from app.principal import Principal
+from app.queries import FILTER_NAMES, Filters, Positions
+from app.scope import Scope
 from app.settings import Settings
 from domain.values import INT64_MAX
 
@@ -65,10 +68,17 @@ def _from_query(cls: type[Filters]) -> Callable[..., Filters]:
     """A provider of ``cls`` whose parameters are its fields, each a repeatable query
     parameter of the field's name and type: the names and value types are declared once,
     by the fields. Litestar checks each value against its type (one of an enum, or a text
-    PostgreSQL can store) and answers 400 naming the parameter."""
+    PostgreSQL can store) and answers 400 naming the parameter. The scope is the caller's
+    (the dependency ``caller``)."""
     hints = get_type_hints(cls, include_extras=True)
-    parameters = []
+    parameters = [
+        inspect.Parameter(
+            "caller", inspect.Parameter.KEYWORD_ONLY, annotation=NamedDependency[Principal]
+        )
+    ]
     for field in dataclasses.fields(cls):
+        if field.name not in FILTER_NAMES:
+            continue
         enum = get_origin(get_args(hints[field.name])[0]) is Literal
         marker = (
             QueryParameter()
@@ -84,8 +94,8 @@ def _from_query(cls: type[Filters]) -> Callable[..., Filters]:
             )
         )
 
-    def provide(**values: Any) -> Filters:
-        return cls(**values)
+    def provide(caller: Principal, **values: Any) -> Filters:
+        return cls(**values, scope=Scope.of(caller))
 
     provide.__signature__ = inspect.Signature(parameters, return_annotation=cls)  # type: ignore[attr-defined]
     provide.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": cls}
