@@ -15,12 +15,15 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from prometheus_client import Counter
 
 from app import commands as use_cases
 from app.history import History
 from app.http import cache, openapi
+from app.http.access import may_assign_others
+from app.http.auth import actor
 from app.http.bodies import (
     MAX_COMMAND_BODY,
     MAX_OBJECT_BYTES,
@@ -40,6 +43,7 @@ from app.http.errors import NotFound, Unprocessable
 from app.http.idempotency import Commands, commands
 from app.http.reads import InboxItem, MinPosition, caught_up, inbox_item
 from app.integration import EventItem, IssueView, issue_view
+from app.principal import Principal
 from app.queries import Filters, Positions, ReadModels, Sort
 from app.settings import Settings
 from domain.values import check_object
@@ -78,6 +82,16 @@ async def _send(
         raise
     counter.labels(command.name, "ok").inc()
     return CommandAccepted(result.issue_id, result.version, result.position)
+
+
+def assignee(caller: Principal, named: str | None) -> str:
+    """Whom an ``assign`` gives the issue to: the caller when the body names no one; an
+    agent may take an issue, only a lead (or admin) may give it to someone else (403)."""
+    if named is None or named == caller.sub:
+        return caller.sub
+    if not may_assign_others(caller):
+        raise PermissionDeniedException("an agent may assign an issue only to itself")
+    return named
 
 
 class IssueController(Controller):
@@ -135,13 +149,16 @@ class IssueController(Controller):
         responses=openapi.command(by_id=False, if_match=False),
     )
     async def report(
-        self, data: JSONBody[ReportIssue], bus: NamedDependency[Commands]
+        self,
+        data: JSONBody[ReportIssue],
+        bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
     ) -> CommandAccepted:
         _check_object("evidence", data.evidence)
         return await _send(
             bus,
             use_cases.Report(
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 order_id=data.order_id,
                 kind=data.kind,
                 severity=data.severity,
@@ -158,13 +175,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Escalate],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Escalate(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 severity=data.severity,
                 evidence={"escalation_reason": data.reason},
                 expected_version=expected_version(if_match),
@@ -177,14 +195,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Assign],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Assign(
                 issue_id=issue_id,
-                actor=data.agent_id,
-                assignee=data.assignee or data.agent_id,
+                actor=actor(caller, data.agent_id),
+                assignee=assignee(caller, data.assignee),
                 expected_version=expected_version(if_match),
             ),
         )
@@ -195,12 +214,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[ActorOnly],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Unassign(
-                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+                issue_id=issue_id,
+                actor=actor(caller, data.agent_id),
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -210,12 +232,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[ActorOnly],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Acknowledge(
-                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+                issue_id=issue_id,
+                actor=actor(caller, data.agent_id),
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -225,13 +250,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[AddNote],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.AddNote(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 text=data.text,
                 expected_version=expected_version(if_match),
             ),
@@ -243,6 +269,7 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[TakeAction],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         _check_object("details", data.details)
@@ -250,7 +277,7 @@ class IssueController(Controller):
             bus,
             use_cases.TakeAction(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 action=data.action,
                 details=data.details,
                 expected_version=expected_version(if_match),
@@ -263,13 +290,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Snooze],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Snooze(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 until=data.until,
                 expected_version=expected_version(if_match),
             ),
@@ -281,12 +309,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[ActorOnly],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Wake(
-                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+                issue_id=issue_id,
+                actor=actor(caller, data.agent_id),
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -296,13 +327,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Resolve],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Resolve(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 resolution=data.resolution,
                 note=data.note,
                 expected_version=expected_version(if_match),
@@ -315,13 +347,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Reopen],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Reopen(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 reason=data.reason,
                 expected_version=expected_version(if_match),
             ),
