@@ -19,7 +19,7 @@ from litestar.routes import HTTPRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.http import cache, idempotency, openapi
-from app.http.access import authorize
+from app.http.access import OPEN_PATHS, authorize
 from app.http.auth import Authenticate, authentication, caller
 from app.http.dependencies import Services, provide
 from app.http.detection import DetectionController
@@ -64,6 +64,17 @@ def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
         headers={"Allow": ", ".join(sorted(methods))},
         media_type=MediaType.TEXT,
     )
+
+
+def _document_open_paths(app: Litestar) -> None:
+    """The routes that need no token say so (``security: []``) over the document's default
+    (a bearer token or the session cookie)."""
+    for path, item in (app.openapi_schema.paths or {}).items():
+        if OPEN_PATHS.match(path):
+            for method in ("get", "post", "delete"):
+                operation = getattr(item, method)
+                if operation is not None:
+                    operation.security = []
 
 
 def create_app(services: Services) -> Litestar:
@@ -134,6 +145,7 @@ def create_app(services: Services) -> Litestar:
         debug=False,
     )
     openapi.document_headers(app.openapi_schema)
+    _document_open_paths(app)
     openapi.document_components(app.openapi_schema)
     openapi.document_body(
         app.openapi_schema,
