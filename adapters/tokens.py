@@ -48,6 +48,8 @@ class TokenConfig:
     jwks: str | None = None  # a file path or an https URL
     issuer: str | None = None
     audience: str | None = None
+    # An unknown kid fetches the JWKS again at most this often (rotation; not per request).
+    jwks_refetch_seconds: float = 30.0
 
 
 class _FileKeys:
@@ -65,9 +67,13 @@ class _FileKeys:
 
 
 class _RemoteKeys:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, refetch_seconds: float) -> None:
         self.client = jwt.PyJWKClient(
-            url, cache_jwk_set=True, lifespan=JWKS_LIFESPAN_SECONDS, timeout=JWKS_TIMEOUT_SECONDS
+            url,
+            cache_jwk_set=True,
+            lifespan=JWKS_LIFESPAN_SECONDS,
+            timeout=JWKS_TIMEOUT_SECONDS,
+            cooldown_duration=refetch_seconds,
         )
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
@@ -91,7 +97,7 @@ class Verifier:
         self.keys: _FileKeys | _RemoteKeys | None = None
         if config.jwks is not None:
             if config.jwks.startswith(("https://", *_LOOPBACK_URLS)):
-                self.keys = _RemoteKeys(config.jwks)
+                self.keys = _RemoteKeys(config.jwks, config.jwks_refetch_seconds)
             elif config.jwks.startswith("http://"):
                 raise ValueError("a JWKS URL must be https:// (plain http only on loopback)")
             else:
