@@ -48,12 +48,13 @@ class Checked:
     expires_at: datetime
 
 
-@dataclass(frozen=True)
 class Authentication:
-    """What the middleware and the session routes check tokens with."""
+    """What the middleware and the session routes check tokens with. (A plain class: a
+    dataclass handed to a route as a dependency is converted field by field by Litestar.)"""
 
-    verifier: Verifier
-    csrf: CSRFConfig
+    def __init__(self, verifier: Verifier, csrf: CSRFConfig) -> None:
+        self.verifier = verifier
+        self.csrf = csrf
 
 
 def authentication(settings: Settings) -> Authentication:
