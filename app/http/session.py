@@ -18,11 +18,13 @@ from litestar import Controller, Request, Response, delete, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.middleware.csrf import generate_csrf_token
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 
 from adapters.clock import SystemClock
 from app.http import openapi
 from app.http.auth import CSRF_COOKIE, SESSION_COOKIE, Authentication, check
+from app.http.errors import BadRequest
 from app.principal import Role
 
 # A JWT from a company's identity provider with many claims stays well under this.
@@ -84,6 +86,9 @@ class SessionController(Controller):
         token expires) and the ``csrftoken`` cookie. Later requests of this browser are
         authenticated by the cookie; a state-changing one must send the CSRF token in the
         ``x-csrftoken`` header."""
+        # A cross-site form cannot send JSON without a CORS preflight: no login CSRF.
+        if request.content_type[0] != "application/json":
+            raise BadRequest("Content-Type", "must be application/json")
         checked = await check(authentication.verifier, data.token)
         csrf = generate_csrf_token(authentication.csrf.secret)
         principal = checked.principal
@@ -96,7 +101,13 @@ class SessionController(Controller):
             headers={"Cache-Control": "no-store"},
         )
 
-    @delete("/", status_code=204, summary="Log a browser out: clear the session cookie")
+    @delete(
+        "/",
+        status_code=204,
+        summary="Log a browser out: clear the session cookie",
+        # No body (Litestar documents one for Response[None]).
+        responses={204: ResponseSpec(None, description="The cookies are cleared")},
+    )
     async def end(self, request: Request[Any, Any, Any]) -> Response[None]:
         """Clears the ``inbox_session`` and ``csrftoken`` cookies (idempotent)."""
         return Response(None, status_code=204, cookies=_cookies(request, "", "", 0))

@@ -5,9 +5,6 @@ token, ``inbox token``, and a company's identity provider (RS256/ES256 from a JW
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -28,7 +25,15 @@ from app.bootstrap import Endpoints
 from tests.api_process import running_api
 from tests.conftest import REPO
 from tests.e2e.test_issue_api import command, report
-from tests.tokens import AGENT, TEST_SECRET, headers_for, token_for
+from tests.tokens import (
+    AGENT,
+    TEST_SECRET,
+    headers_for,
+    hs256_with,
+    token_for,
+    unsigned,
+    with_claims,
+)
 
 CHALLENGE = 'Bearer realm="inbox", error="invalid_token"'
 
@@ -38,32 +43,12 @@ def _claims(**overrides: Any) -> dict[str, Any]:
     return {"sub": AGENT, "role": "admin", "iat": now, "exp": now + 600} | overrides
 
 
-def _b64(value: bytes) -> str:
-    return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
-
-
-def _part(value: dict[str, Any]) -> str:
-    return _b64(json.dumps(value).encode())
-
-
-def _hs256_with(key: bytes, claims: dict[str, Any], **header: str) -> str:
-    """An HS256 token under any HMAC key (PyJWT refuses to sign with a PEM)."""
-    signing_input = f"{_part({'alg': 'HS256', 'typ': 'JWT', **header})}.{_part(claims)}"
-    mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(mac)}"
-
-
-def _tampered() -> str:
-    header, _, signature = jwt.encode(_claims(role="agent"), TEST_SECRET).split(".")
-    return f"{header}.{_part(_claims(role='admin'))}.{signature}"
-
-
 BAD_TOKENS = {
     "expired": jwt.encode(_claims(exp=int(time.time()) - 3600), TEST_SECRET),
     "not yet valid": jwt.encode(_claims(nbf=int(time.time()) + 3600), TEST_SECRET),
     "wrongly signed": jwt.encode(_claims(), "not-the-secret-but-as-long-0123456789"),
-    "alg none": f"{_part({'alg': 'none', 'typ': 'JWT'})}.{_part(_claims())}.",
-    "tampered": _tampered(),
+    "alg none": unsigned(_claims()),
+    "tampered": with_claims(jwt.encode(_claims(role="agent"), TEST_SECRET), _claims()),
     "malformed": "not-a-jwt",
     "unknown role": jwt.encode(_claims(role="root"), TEST_SECRET),
     "no exp": jwt.encode({"sub": AGENT, "role": "admin"}, TEST_SECRET),
@@ -217,6 +202,17 @@ def test_ending_a_session_clears_its_cookie(api: str) -> None:
         _assert_401(browser.get("/api/stats"), "authentication required", 'Bearer realm="inbox"')
 
 
+def test_a_session_is_started_by_json_only(api: str) -> None:
+    """A form another site posts (no CORS preflight) cannot log a browser in as someone."""
+    body = json.dumps({"token": token_for()})
+    response = httpx.post(
+        f"{api}/api/session", content=body, headers={"Content-Type": "text/plain"}, timeout=10
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "Content-Type"
+    assert "set-cookie" not in response.headers
+
+
 def test_a_session_is_refused_for_a_bad_token_and_secure_off_loopback(api: str) -> None:
     _assert_401(
         httpx.post(f"{api}/api/session", json={"token": BAD_TOKENS["expired"]}, timeout=10),
@@ -334,7 +330,7 @@ def _public_pem() -> bytes:
     [
         (
             "HS256 signed with the RS256 public key",
-            _hs256_with(_public_pem(), _idp_claims(), kid="r1"),
+            hs256_with(_public_pem(), _idp_claims(), kid="r1"),
         ),
         (
             "unknown kid",

@@ -4,10 +4,7 @@ file, and a URL served over loopback HTTP)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import http.server
 import json
 import threading
@@ -25,7 +22,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from adapters.tokens import InvalidToken, TokenConfig, Verifier
 from app.http.auth import check
 from app.http.errors import Unauthenticated
-from tests.tokens import TEST_SECRET
+from tests.tokens import TEST_SECRET, hs256_with, unsigned, with_claims
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -51,13 +48,6 @@ def jwks_file(tmp_path: Path) -> str:
     return str(path)
 
 
-def _unsigned(claims: dict[str, Any]) -> str:
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
-
-
 async def test_an_hs256_token_signed_with_the_secret_checks() -> None:
     verifier = Verifier(TokenConfig(secret=TEST_SECRET))
     token = jwt.encode(_claims(name="Ann", verticals=["restaurant"]), TEST_SECRET)
@@ -76,7 +66,7 @@ async def test_an_hs256_token_signed_with_the_secret_checks() -> None:
         ("not yet valid", jwt.encode(_claims(nbf=int(time.time()) + 3600), TEST_SECRET)),
         ("issued in the future", jwt.encode(_claims(iat=int(time.time()) + 3600), TEST_SECRET)),
         ("another secret", jwt.encode(_claims(), "another-secret-of-enough-length-0123456")),
-        ("alg none", _unsigned(_claims())),
+        ("alg none", unsigned(_claims())),
         ("no exp", jwt.encode({"sub": "ann", "role": "agent"}, TEST_SECRET)),
         ("no sub", jwt.encode(_claims(sub=None), TEST_SECRET)),
         ("unknown role", jwt.encode(_claims(role="root"), TEST_SECRET)),
@@ -97,10 +87,9 @@ async def test_a_bad_token_is_unauthenticated_with_a_short_reason(case: str, tok
 
 async def test_a_tampered_token_is_refused() -> None:
     verifier = Verifier(TokenConfig(secret=TEST_SECRET))
-    header, _, signature = jwt.encode(_claims(), TEST_SECRET).split(".")
-    admin = base64.urlsafe_b64encode(json.dumps(_claims(role="admin")).encode()).rstrip(b"=")
+    tampered = with_claims(jwt.encode(_claims(), TEST_SECRET), _claims(role="admin"))
     with pytest.raises(InvalidToken):
-        await verifier.claims(f"{header}.{admin.decode()}.{signature}")
+        await verifier.claims(tampered)
 
 
 @pytest.mark.parametrize(
@@ -120,23 +109,12 @@ def _public_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _hmac_with(secret: bytes, claims: dict[str, Any], kid: str) -> str:
-    """An HS256 token whose HMAC key is ``secret`` (PyJWT refuses to sign with a PEM)."""
-
-    def part(value: dict[str, Any]) -> bytes:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=")
-
-    signing_input = part({"alg": "HS256", "typ": "JWT", "kid": kid}) + b"." + part(claims)
-    mac = hmac.new(secret, signing_input, hashlib.sha256).digest()
-    return (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
-
-
 @pytest.mark.parametrize("secret", [None, TEST_SECRET])
 async def test_an_hs256_token_signed_with_the_rsa_public_key_is_refused(
     jwks_file: str, secret: str | None
 ) -> None:
     verifier = Verifier(TokenConfig(secret=secret, jwks=jwks_file))
-    token = _hmac_with(_public_pem(RSA_KEY), _claims(role="admin"), "rsa-1")
+    token = hs256_with(_public_pem(RSA_KEY), _claims(role="admin"), kid="rsa-1")
     with pytest.raises(InvalidToken):
         await verifier.claims(token)
 
