@@ -150,7 +150,7 @@ def test_up_without_the_simulator_runs_every_part_on_the_demo_order_time(
         running_api(
             endpoints, tmp_path / "demo.log", command="up", args=("--no-simulate",), env=env
         ) as base,
-        httpx.Client(base_url=base, timeout=10, headers=headers_for("ann", "lead")) as http,
+        httpx.Client(base_url=base, timeout=10, headers=headers_for()) as http,
     ):
         order_id = f"ord-{uuid.uuid4().hex[:10]}"
         placed_at = order_now() - timedelta(minutes=20)
