@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import anyio.to_thread
@@ -28,11 +31,13 @@ from adapters.embedded import embedded_nats, embedded_postgres
 from adapters.eventlog import EventLog
 from adapters.eventstore import eventstore_env
 from adapters.follow import LogFollower
+from adapters.tokens import mint
 from adapters.watch import PostgresWatchStore
 from app import rules_config
 from app.bus import CommandBus
 from app.detection import Detector, Retention
 from app.history import History
+from app.principal import Role
 from app.queries import Positions, ReadModels
 from app.service import IssueApplication, IssueService
 from app.settings import Settings
@@ -61,6 +66,66 @@ PROJECTION_COMMAND_TIMEOUT_SECONDS = 60.0
 class Endpoints:
     database_url: str
     nats_url: str
+
+
+# ---- tokens: the demo's own secret, development tokens -----------------------------------
+
+_DEMO_KEY_FILE = "jwt-secret"
+
+
+def _demo_secret_path(settings: Settings) -> Path:
+    return settings.data_dir / _DEMO_KEY_FILE
+
+
+def with_demo_secret(settings: Settings) -> Settings:
+    """``inbox up`` with no way to check tokens configured: the settings with a secret of
+    its data directory's own (made once, readable by its owner only), so that the demo
+    works and ``inbox token`` mints tokens it accepts."""
+    if settings.jwt_secret is not None or settings.jwt_jwks is not None:
+        return settings
+    path = _demo_secret_path(settings)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+    return settings.model_copy(update={"jwt_secret": path.read_text().strip()})
+
+
+def development_secret(settings: Settings) -> str | None:
+    """The secret development tokens are signed with: INBOX_JWT_SECRET, else the one
+    ``inbox up`` made under the data directory; None when there is neither."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret
+    path = _demo_secret_path(settings)
+    return path.read_text().strip() if path.exists() else None
+
+
+def development_token(
+    secret: str,
+    *,
+    role: Role,
+    sub: str,
+    name: str | None = None,
+    verticals: list[str] | None = None,
+    countries: list[str] | None = None,
+    ttl: timedelta = timedelta(hours=8),
+    settings: Settings | None = None,
+) -> str:
+    """A development token (HS256) for ``sub`` in ``role``; scopes left out mean all; the
+    configured issuer and audience, if any, so the API accepts it."""
+    claims: dict[str, object] = {"sub": sub, "role": role}
+    if name:
+        claims["name"] = name
+    if verticals:
+        claims["verticals"] = verticals
+    if countries:
+        claims["countries"] = countries
+    if settings is not None and settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings is not None and settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return mint(secret, claims, now=datetime.now(UTC), ttl=ttl)
 
 
 @contextlib.contextmanager

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +23,7 @@ from app import bootstrap
 from app.bootstrap import Container, Endpoints, Worker, container, servers
 from app.http.app import create_app
 from app.integration import write_schemas
+from app.principal import ROLES
 from app.rules_config import RulesError
 from app.settings import Settings, SettingsError, load_settings
 from app.workers.relay import RelayError
@@ -61,6 +64,7 @@ async def _serve(
     *,
     workers: list[Worker],
     clock: ScaledClock | None = None,
+    demo_token: str | None = None,
 ) -> None:
     async with container(settings, endpoints, clock=clock) as built:
         stop = asyncio.Event()
@@ -76,10 +80,14 @@ async def _serve(
             lifespan="on",
         )
         server = uvicorn.Server(config)
-        print(
-            f"Support Inbox serving on http://{settings.http_host}:{settings.http_port}/",
-            flush=True,
-        )
+        url = f"http://{settings.http_host}:{settings.http_port}/"
+        print(f"Support Inbox serving on {url}", flush=True)
+        if demo_token:
+            print(f"token: {demo_token}", flush=True)
+            print(
+                f'try: curl -H "Authorization: Bearer {demo_token}" {url}api/issues',
+                flush=True,
+            )
         try:
             await server.serve()
         finally:
@@ -124,6 +132,17 @@ async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap:
             f"left out {len(result.failures)} events it cannot apply (see projection_failures)",
             flush=True,
         )
+
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(text: str) -> timedelta:
+    found = _DURATION.match(text.strip())
+    if found is None or float(found.group(1)) <= 0:
+        raise argparse.ArgumentTypeError("must be a duration such as 30m, 8h or 7d")
+    return timedelta(**{_UNITS[found.group(2)]: float(found.group(1))})
 
 
 def _positive(text: str) -> float:
@@ -191,6 +210,19 @@ def _parser() -> argparse.ArgumentParser:
     rebuild_cmd.add_argument(
         "--no-swap", action="store_true", help=f"leave the result in <table>{SUFFIX}"
     )
+    token = commands.add_parser(
+        "token", help="print a development token (HS256, INBOX_JWT_SECRET) alone on stdout"
+    )
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--sub", default=None, help="the agent or service id (default: the role)")
+    token.add_argument("--name", default=None, help="the name the page and the history show")
+    token.add_argument(
+        "--vertical", action="append", default=[], help="in scope (repeatable; none: all)"
+    )
+    token.add_argument(
+        "--country", action="append", default=[], help="in scope (repeatable; none: all)"
+    )
+    token.add_argument("--ttl", type=_duration, default=timedelta(hours=8), help="e.g. 8h")
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas of the published and the incoming events"
     )
@@ -218,6 +250,11 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
         asyncio.run(_serve(settings, endpoints, workers=[], clock=_demo_clock(settings)))
     elif args.command == "up":
         asyncio.run(_migrate(settings, endpoints))
+        demo_token = None
+        if settings.jwt_secret is not None:
+            demo_token = bootstrap.development_token(
+                settings.jwt_secret, role="admin", sub="demo", name="Demo", settings=settings
+            )
         workers: list[Worker] = [
             bootstrap.run_relay,
             bootstrap.run_projections,
@@ -231,7 +268,9 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
                 f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
                 flush=True,
             )
-        asyncio.run(_serve(settings, endpoints, workers=workers, clock=clock))
+        asyncio.run(
+            _serve(settings, endpoints, workers=workers, clock=clock, demo_token=demo_token)
+        )
     elif args.command == "relay":
         asyncio.run(_work(settings, endpoints, bootstrap.run_relay))
     elif args.command == "simulate":
@@ -256,6 +295,31 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
         asyncio.run(_rebuild(settings, endpoints, args.name, swap=not args.no_swap))
 
 
+def _print_token(args: argparse.Namespace, settings: Settings) -> int:
+    secret = bootstrap.development_secret(settings)
+    if secret is None:
+        print(
+            "inbox: bad configuration: INBOX_JWT_SECRET: needed to sign a development token"
+            " (or run `inbox up` once, which makes one under INBOX_DATA_DIR)",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        bootstrap.development_token(
+            secret,
+            role=args.role,
+            sub=args.sub or args.role,
+            name=args.name,
+            verticals=args.vertical,
+            countries=args.country,
+            ttl=args.ttl,
+            settings=settings,
+        ),
+        flush=True,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per command)
     args = _parser().parse_args(argv)
     if args.command == "schemas":
@@ -271,6 +335,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
         settings = load_settings()
     except SettingsError as exc:
         print(f"inbox: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "token":
+        return _print_token(args, settings)
+    if args.command == "up":
+        settings = bootstrap.with_demo_secret(settings)
+    if args.command == "api" and settings.jwt_secret is None and settings.jwt_jwks is None:
+        print(
+            "inbox: bad configuration: INBOX_JWT_SECRET or INBOX_JWT_JWKS: the API needs one"
+            " to check tokens with (a secret of 32+ characters for development tokens, or"
+            " the identity provider's JWKS file or https URL)",
+            file=sys.stderr,
+        )
         return 2
     shares_order_time = args.command in ("detect", "api") or (
         args.command == "up" and not args.simulate

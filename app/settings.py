@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     # this long (its follower stopped, or hangs); an idle one reads it every poll.
     ready_stall_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
+    # Bearer tokens (CONTRACT §6): HS256 development tokens are signed with jwt_secret
+    # (`inbox token`); a company's identity provider signs RS256/ES256 ones whose public
+    # keys jwt_jwks names (a JWKS file, or an https URL fetched and cached). The API needs
+    # one of the two; `inbox up` makes a secret of its own under data_dir when both are unset.
+    jwt_secret: Annotated[str, Field(min_length=32)] | None = None
+    jwt_jwks: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # Signs the CSRF tokens of cookie sessions; unset: derived from jwt_secret, else random
+    # per process (set it when several API replicas serve one browser).
+    csrf_secret: Annotated[str, Field(min_length=32)] | None = None
+
     # Worker processes without the API (inbox relay, ...) serve /metrics on this port.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 

@@ -15,6 +15,7 @@ import httpx
 
 from app.bootstrap import Endpoints
 from tests.conftest import wait_until
+from tests.tokens import TEST_SECRET
 
 
 def free_port() -> int:
@@ -53,6 +54,7 @@ def running_api(
             "INBOX_NATS_URL": endpoints.nats_url,
             "INBOX_HTTP_PORT": str(port),
             "INBOX_LOG_LEVEL": log_level,
+            "INBOX_JWT_SECRET": TEST_SECRET,
         }
         | (env or {})
     )

@@ -20,6 +20,7 @@ from adapters import postgres
 from app import bootstrap
 from app.bootstrap import Endpoints
 from app.settings import Settings
+from tests.tokens import TEST_SECRET
 
 T = TypeVar("T")
 
@@ -79,6 +80,7 @@ def settings(endpoints: Endpoints) -> Settings:
         orders_subject_prefix=f"orders_{RUN_ID}",
         inbox_stream=f"INBOX_{RUN_ID}",
         inbox_subject_prefix=f"inbox_{RUN_ID}.issue",
+        jwt_secret=TEST_SECRET,
     )
 
 

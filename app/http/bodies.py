@@ -19,6 +19,8 @@ from app.http.errors import BadRequest
 from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
 
 AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# The acting agent is the token's sub (CONTRACT §6): a body may repeat it or leave it out.
+ActingAgent = AgentId | None
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
 OptionalText = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
@@ -33,7 +35,6 @@ MAX_COMMAND_BODY = 256 * 1024
 
 
 class ReportIssue(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     kind: Kind
     severity: Severity
@@ -41,48 +42,49 @@ class ReportIssue(Checked, forbid_unknown_fields=True):
     country: Country
     city: Annotated[str, msgspec.Meta(max_length=200)] = ""
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)
+    agent_id: ActingAgent = None
 
 
 class Escalate(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     severity: Severity
     reason: Text
+    agent_id: ActingAgent = None
 
 
 class Assign(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     assignee: AgentId | None = None
+    agent_id: ActingAgent = None
 
 
 class ActorOnly(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
+    agent_id: ActingAgent = None
 
 
 class AddNote(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     text: Text
+    agent_id: ActingAgent = None
 
 
 class TakeAction(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     action: Action
     details: dict[str, Any] = msgspec.field(default_factory=dict)
+    agent_id: ActingAgent = None
 
 
 class Snooze(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     until: Aware
+    agent_id: ActingAgent = None
 
 
 class Resolve(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     resolution: Resolution
     note: OptionalText = ""
+    agent_id: ActingAgent = None
 
 
 class Reopen(Checked, forbid_unknown_fields=True):
-    agent_id: AgentId
     reason: Text
+    agent_id: ActingAgent = None
 
 
 # ``*`` or a version, quoted or not (a weak ETag's W/ allowed); the header declares it too.

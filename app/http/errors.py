@@ -57,6 +57,16 @@ class NotFound(Exception):
     pass
 
 
+class Unauthenticated(Exception):
+    """No token, or one that does not check (401). The message is all a client learns."""
+
+    def __init__(self, detail: str, *, missing: bool = False) -> None:
+        self.detail = detail
+        # RFC 6750 §3.1: a request without credentials gets the challenge but no error code.
+        self.challenge = 'Bearer realm="inbox"' + ("" if missing else ', error="invalid_token"')
+        super().__init__(detail)
+
+
 def _body(
     status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response[dict[str, Any]]:
@@ -137,6 +147,8 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             return _body(status, **body)
         case NotFound():
             return _body(404, str(exc))
+        case Unauthenticated():
+            return _body(401, exc.detail, headers={"WWW-Authenticate": exc.challenge})
         case ConcurrentWrite():
             return _body(409, str(exc))
         case AnsweredBefore():

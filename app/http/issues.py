@@ -15,12 +15,15 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from prometheus_client import Counter
 
 from app import commands as use_cases
 from app.history import History
 from app.http import cache, openapi
+from app.http.access import may_assign_others
+from app.http.auth import actor
 from app.http.bodies import (
     MAX_COMMAND_BODY,
     MAX_OBJECT_BYTES,
@@ -82,6 +85,16 @@ async def _send(
     return CommandAccepted(result.issue_id, result.version, result.position)
 
 
+def assignee(caller: Principal, named: str | None) -> str:
+    """Whom an ``assign`` gives the issue to: the caller when the body names no one; an
+    agent may take an issue, only a lead (or admin) may give it to someone else (403)."""
+    if named is None or named == caller.sub:
+        return caller.sub
+    if not may_assign_others(caller):
+        raise PermissionDeniedException("an agent may assign an issue only to itself")
+    return named
+
+
 class IssueController(Controller):
     path = "/api/issues"
     tags = ["issues"]
@@ -138,13 +151,16 @@ class IssueController(Controller):
         responses=openapi.command(by_id=False, if_match=False),
     )
     async def report(
-        self, data: JSONBody[ReportIssue], bus: NamedDependency[Commands]
+        self,
+        data: JSONBody[ReportIssue],
+        bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
     ) -> CommandAccepted:
         _check_object("evidence", data.evidence)
         return await _send(
             bus,
             use_cases.Report(
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 order_id=data.order_id,
                 kind=data.kind,
                 severity=data.severity,
@@ -161,13 +177,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Escalate],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Escalate(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 severity=data.severity,
                 evidence={"escalation_reason": data.reason},
                 expected_version=expected_version(if_match),
@@ -180,14 +197,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Assign],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Assign(
                 issue_id=issue_id,
-                actor=data.agent_id,
-                assignee=data.assignee or data.agent_id,
+                actor=actor(caller, data.agent_id),
+                assignee=assignee(caller, data.assignee),
                 expected_version=expected_version(if_match),
             ),
         )
@@ -198,12 +216,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[ActorOnly],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Unassign(
-                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+                issue_id=issue_id,
+                actor=actor(caller, data.agent_id),
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -213,12 +234,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[ActorOnly],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Acknowledge(
-                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+                issue_id=issue_id,
+                actor=actor(caller, data.agent_id),
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -228,13 +252,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[AddNote],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.AddNote(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 text=data.text,
                 expected_version=expected_version(if_match),
             ),
@@ -246,6 +271,7 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[TakeAction],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         _check_object("details", data.details)
@@ -253,7 +279,7 @@ class IssueController(Controller):
             bus,
             use_cases.TakeAction(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 action=data.action,
                 details=data.details,
                 expected_version=expected_version(if_match),
@@ -266,13 +292,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Snooze],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Snooze(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 until=data.until,
                 expected_version=expected_version(if_match),
             ),
@@ -284,12 +311,15 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[ActorOnly],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Wake(
-                issue_id=issue_id, actor=data.agent_id, expected_version=expected_version(if_match)
+                issue_id=issue_id,
+                actor=actor(caller, data.agent_id),
+                expected_version=expected_version(if_match),
             ),
         )
 
@@ -299,13 +329,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Resolve],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Resolve(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 resolution=data.resolution,
                 note=data.note,
                 expected_version=expected_version(if_match),
@@ -318,13 +349,14 @@ class IssueController(Controller):
         issue_id: FromPath[UUID],
         data: JSONBody[Reopen],
         bus: NamedDependency[Commands],
+        caller: NamedDependency[Principal],
         if_match: IfMatch = "*",
     ) -> CommandAccepted:
         return await _send(
             bus,
             use_cases.Reopen(
                 issue_id=issue_id,
-                actor=data.agent_id,
+                actor=actor(caller, data.agent_id),
                 reason=data.reason,
                 expected_version=expected_version(if_match),
             ),

@@ -47,6 +47,7 @@ __all__ = [
     "document_headers",
     "ingest",
     "read",
+    "session",
     "texts",
 ]
 
@@ -77,6 +78,8 @@ class ErrorBody(msgspec.Struct):
 
 _DESCRIPTIONS = {
     400: "Malformed request: a parameter, header or body that cannot be read (`field` names it)",
+    401: "No token, or one that does not check (`WWW-Authenticate` says so, RFC 6750)",
+    403: "The token's role may not call this route (or, with the session cookie, no CSRF token)",
     404: "Unknown: no issue (or order, or version) by this id",
     409: "Not allowed from the issue's current state (`status`), or a concurrent writer won",
     412: "`If-Match` names another version than the issue's (`current_version`)",
@@ -107,20 +110,28 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
 def read(*, by_id: bool = False) -> dict[int, ResponseSpec]:
     """A read: bad parameters (400), unknown id (404, on a route with an id), database down
     or ``min_position`` not reached (503)."""
-    return _errors(400, 503, *([404] if by_id else []))
+    return _errors(400, 401, 403, 503, *([404] if by_id else []))
 
 
 def command(*, by_id: bool = True, if_match: bool = True) -> dict[int, ResponseSpec]:
     """A command with a JSON body: the read's answers, and a refused state or concurrent
     writer (409), a stale ``If-Match`` (412, on routes that take it), a body over the size
     limit (413), invalid values (422)."""
-    return _errors(400, 409, 413, 422, 503, *([404] if by_id else []), *([412] if if_match else []))
+    return _errors(
+        400, 401, 403, 409, 413, 422, 503, *([404] if by_id else []), *([412] if if_match else [])
+    )
 
 
 def ingest() -> dict[int, ResponseSpec]:
     """Ingesting order events: malformed JSON (400), too large (413), an invalid single event
     or too many events (422), database down (503)."""
-    return _errors(400, 413, 422, 503)
+    return _errors(400, 401, 403, 413, 422, 503)
+
+
+def session() -> dict[int, ResponseSpec]:
+    """Starting a session: malformed body (400), a token that does not check (401), too
+    large (413), invalid values (422)."""
+    return _errors(400, 401, 413, 422)
 
 
 def document_headers(document: OpenAPI) -> None:

@@ -29,6 +29,7 @@ from tests.api_process import running_api
 from tests.bench.common import Figure, figure, report, scratch_database, servers
 from tests.integration.helpers import note
 from tests.integration.helpers import report as report_issue
+from tests.tokens import headers_for
 
 PAYLOAD = b"x" * 400  # about the size of one stored note event
 
@@ -121,7 +122,9 @@ async def through_http(
         # aiohttp, not httpx: with 50 connections httpx's pool itself tops out near
         # 400 requests/s here, far below the server.
         connector = aiohttp.TCPConnector(limit=clients)
-        async with aiohttp.ClientSession(base, connector=connector) as http:
+        async with aiohttp.ClientSession(
+            base, connector=connector, headers=headers_for("bench")
+        ) as http:
 
             async def health(_: int) -> None:
                 async with http.get("/health") as response:

@@ -53,6 +53,7 @@ from tests.api_process import running_api
 from tests.bench.bench_commands import _run_clients
 from tests.bench.common import Figure, figure, report, scratch_database, servers
 from tests.integration.helpers import report as report_issue
+from tests.tokens import headers_for
 
 CITIES = {
     "FI": ("Helsinki", "Espoo", "Tampere", "Turku", "Oulu"),
@@ -214,7 +215,9 @@ async def _queries(
 @contextlib.asynccontextmanager
 async def _client(base: str, clients: int) -> AsyncIterator[Callable[[str], Awaitable[bytes]]]:
     connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(base, connector=connector) as http:
+    async with aiohttp.ClientSession(
+        base, connector=connector, headers=headers_for("bench")
+    ) as http:
 
         async def get(path: str) -> bytes:
             async with http.get(path) as response:

@@ -16,6 +16,7 @@ from app.bootstrap import Endpoints
 from app.rules_config import SHIPPED
 from app.settings import Settings
 from tests.api_process import running_api
+from tests.tokens import headers_for
 
 
 @contextlib.contextmanager
@@ -73,5 +74,6 @@ async def _delete_stream(url: str, stream: str) -> None:
 
 @pytest.fixture
 def http(api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api, timeout=10) as client:
+    """A client of the API as an admin whose sub is ``tests.tokens.AGENT``."""
+    with httpx.Client(base_url=api, timeout=10, headers=headers_for()) as client:
         yield client

@@ -172,7 +172,7 @@ def test_the_detection_kpi_counts_detected_missed_and_healthy_contacts(
     # An agent finds the detected issue was nothing: its contact is about no problem.
     resolved = http.post(
         f"/api/issues/{escalated['issue_id']}/resolve",
-        json={"agent_id": "ann", "resolution": "false_positive", "note": ""},
+        json={"resolution": "false_positive", "note": ""},
     ).json()
     http.get(f"/api/issues/{escalated['issue_id']}", params={"min_position": resolved["position"]})
     judged = http.get("/api/detection/kpi").json()

@@ -18,7 +18,8 @@ from app.bootstrap import Endpoints
 from tests.api_process import running_api
 from tests.conftest import wait_until
 from tests.e2e.test_detection import event, placed
-from tests.e2e.test_issue_api import AGENT, command, report
+from tests.e2e.test_issue_api import command, report
+from tests.tokens import AGENT, headers_for
 
 NUL = "x\u0000y"
 HUGE = "17770496452529637944197120"  # past int64: PostgreSQL's bigint cannot take it
@@ -39,7 +40,7 @@ def assert_refused(response: httpx.Response, status: int, field: str) -> None:
 @pytest.mark.parametrize(
     ("name", "body", "field"),
     [
-        ("assign", {"agent_id": "a", "assignee": NUL}, "assignee"),
+        ("assign", {"agent_id": AGENT, "assignee": NUL}, "assignee"),
         ("assign", {"agent_id": NUL}, "agent_id"),
         ("notes", {"agent_id": AGENT, "text": NUL}, "text"),
         ("escalate", {"agent_id": AGENT, "severity": "high", "reason": NUL}, "reason"),
@@ -204,7 +205,7 @@ def test_bodies_too_deep_or_too_large_are_refused_before_they_are_used(
     assert_refused(response, 413, "body")
     # msgspec refuses a lone surrogate while decoding: malformed JSON, like invalid UTF-8.
     for text in (b'"\\ud800"', b'"\\udc00x"', b'"\xed\xa0\x80"'):
-        body = b'{"agent_id": "a", "text": ' + text + b"}"
+        body = b'{"text": ' + text + b"}"
         response = http.post(
             f"/api/issues/{issue['issue_id']}/notes", content=body, headers=headers
         )
@@ -250,6 +251,7 @@ def test_a_client_gone_mid_upload_is_one_log_line_without_a_trace(
     with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80)) as sock:
         sock.sendall(
             f"POST /api/issues/{issue_id}/notes HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {headers_for()['Authorization']}\r\n"
             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
             '{"agent_id": "a", "te'.encode()
         )

@@ -15,7 +15,8 @@ from app.bootstrap import Endpoints
 from domain.issue import issue_id_for
 from tests.api_process import running_api
 from tests.conftest import wait_until
-from tests.e2e.test_issue_api import AGENT, command, report
+from tests.e2e.test_issue_api import command, report
+from tests.tokens import AGENT, headers_for
 
 
 def notes_of(http: httpx.Client, issue_id: str) -> list[str]:
@@ -102,7 +103,7 @@ def impatient_api(endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory
 def test_a_command_answered_503_is_applied_once_when_retried(
     endpoints: Endpoints, impatient_api: str
 ) -> None:
-    with httpx.Client(base_url=impatient_api, timeout=10) as http:
+    with httpx.Client(base_url=impatient_api, timeout=10, headers=headers_for()) as http:
         issue_id = report(http)["issue_id"]
         key = {"Idempotency-Key": str(uuid.uuid4())}
         body = {"agent_id": AGENT, "text": "refund promised"}

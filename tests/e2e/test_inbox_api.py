@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.test_issue_api import AGENT, HAPPY_PATH, command, report
+from tests.e2e.test_issue_api import HAPPY_PATH, command, report
+from tests.tokens import AGENT, headers_for
 
 
 def test_read_your_writes_after_every_command(http: httpx.Client) -> None:
@@ -22,7 +23,8 @@ def test_read_your_writes_after_every_command(http: httpx.Client) -> None:
     created = report(http, order_id=order_id)
     issue_id, position = created["issue_id"], created["position"]
     for name, body, status in HAPPY_PATH:
-        result = command(http, issue_id, name, body).json()
+        caller = headers_for(body["agent_id"], role="lead")
+        result = command(http, issue_id, name, body, **caller).json()
         position = result["position"]
         at = {"min_position": position}
         one = http.get(f"/api/issues/{issue_id}", params=at)
@@ -139,7 +141,7 @@ def _listen(api: str, params: dict[str, Any], count: int) -> Callable[[], list[A
 
     def listen() -> None:
         with (
-            httpx.Client(base_url=api, timeout=15) as client,
+            httpx.Client(base_url=api, timeout=15, headers=headers_for()) as client,
             client.stream("GET", "/api/stream", params=params) as response,
         ):
             assert response.status_code == 200

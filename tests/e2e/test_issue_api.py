@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-AGENT = "agent-ann"
+from tests.tokens import AGENT, headers_for
 
 
 def report(http: httpx.Client, **overrides: Any) -> dict[str, Any]:
@@ -66,7 +66,10 @@ def test_the_whole_lifecycle_over_http(http: httpx.Client) -> None:
     assert created["version"] == 1
     last_position = created["position"]
     for version, (name, body, status) in enumerate(HAPPY_PATH, start=2):
-        response = command(http, issue_id, name, body, **{"If-Match": f'"{version - 1}"'})
+        # Each step by the agent its body names, who is the token's sub (a lead: one step
+        # gives the issue to another agent).
+        caller = headers_for(body["agent_id"], role="lead")
+        response = command(http, issue_id, name, body, **caller, **{"If-Match": f'"{version - 1}"'})
         assert response.status_code == 200, (name, response.text)
         result = response.json()
         assert result["issue_id"] == issue_id
@@ -278,7 +281,8 @@ def test_reading_an_unknown_issue_is_404(http: httpx.Client, path: str) -> None:
 @pytest.mark.parametrize(
     ("name", "body", "field"),
     [
-        ("assign", {}, "agent_id"),
+        # The acting agent is the token's sub: a body naming another is refused.
+        ("assign", {"agent_id": "agent-bob"}, "agent_id"),
         ("assign", {"agent_id": ""}, "agent_id"),
         ("assign", {"agent_id": 5}, "agent_id"),
         ("assign", {"agent_id": AGENT, "extra": 1}, "extra"),
@@ -394,7 +398,8 @@ def test_concurrent_commands_on_one_issue_with_if_match_one_wins(http: httpx.Cli
     issue_id = report(http)["issue_id"]
 
     def note(n: int) -> int:
-        with httpx.Client(base_url=str(http.base_url), timeout=10) as client:
+        caller = headers_for(f"a{n}", role="agent")
+        with httpx.Client(base_url=str(http.base_url), timeout=10, headers=caller) as client:
             return command(
                 client,
                 issue_id,

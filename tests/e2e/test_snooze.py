@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.test_issue_api import AGENT, command, report
+from tests.e2e.test_issue_api import command, report
+from tests.tokens import AGENT
 
 
 def test_a_snoozed_issue_wakes_by_itself_at_its_time(http: httpx.Client) -> None:

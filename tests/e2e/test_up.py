@@ -16,6 +16,7 @@ import nats.js.errors
 from app.bootstrap import Endpoints
 from tests.api_process import running_api
 from tests.conftest import RUN_ID, wait_until
+from tests.tokens import headers_for
 
 
 def test_up_publishes_issue_events_and_reports_relay_progress(
@@ -31,7 +32,7 @@ def test_up_publishes_issue_events_and_reports_relay_progress(
     }
     with (
         running_api(endpoints, tmp_path / "up.log", command="up", env=env) as base,
-        httpx.Client(base_url=base, timeout=10) as http,
+        httpx.Client(base_url=base, timeout=10, headers=headers_for("ann", "lead")) as http,
     ):
         order_id = f"ord-{uuid.uuid4().hex[:10]}"
         created = http.post(
@@ -97,7 +98,7 @@ def test_up_with_the_simulator_fills_the_inbox_within_a_minute(
     started = time.monotonic()
     with (
         running_api(endpoints, tmp_path / "demo.log", command="up", env=env) as base,
-        httpx.Client(base_url=base, timeout=10) as http,
+        httpx.Client(base_url=base, timeout=10, headers=headers_for()) as http,
     ):
         kinds: set[str] = set()
         resolved_by_system = 0
@@ -149,7 +150,7 @@ def test_up_without_the_simulator_runs_every_part_on_the_demo_order_time(
         running_api(
             endpoints, tmp_path / "demo.log", command="up", args=("--no-simulate",), env=env
         ) as base,
-        httpx.Client(base_url=base, timeout=10) as http,
+        httpx.Client(base_url=base, timeout=10, headers=headers_for()) as http,
     ):
         order_id = f"ord-{uuid.uuid4().hex[:10]}"
         placed_at = order_now() - timedelta(minutes=20)

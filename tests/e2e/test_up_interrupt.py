@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +24,17 @@ def _ready(base_url: str) -> bool:
         return False
 
 
-def _issues(base_url: str) -> int:
+def _demo_token(log_path: Path) -> str | None:
+    """The ready token ``inbox up`` prints beside its URL (its data directory's secret)."""
+    found = re.search(r"^token: (\S+)$", log_path.read_text(), re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def _issues(base_url: str, token: str) -> int:
     try:
-        answer = httpx.get(f"{base_url}/api/stats", timeout=2)
+        answer = httpx.get(
+            f"{base_url}/api/stats", timeout=2, headers={"Authorization": f"Bearer {token}"}
+        )
     except httpx.TransportError:
         return 0
     return int(answer.json()["total"]) if answer.status_code == 200 else 0
@@ -54,7 +63,8 @@ def test_ctrl_c_on_up_with_embedded_servers_stops_in_order_and_exits_0(tmp_path:
         )
         assert process.poll() is None, log_path.read_text()
         # Busy: the simulator publishing, the detector raising issues, the relay relaying.
-        wait_until(lambda: _issues(base_url) > 0, timeout=60, what="issues detected")
+        token = wait_until(lambda: _demo_token(log_path), what="the demo token printed")
+        wait_until(lambda: _issues(base_url, token) > 0, timeout=60, what="issues detected")
         os.killpg(process.pid, signal.SIGINT)
         code = process.wait(60)
     finally:

@@ -24,6 +24,7 @@ from app.settings import Settings
 from tests.integration import helpers
 from tests.integration.helpers import consuming, handled
 from tests.integration.test_detection import T0, Clock, placed, state
+from tests.tokens import headers_for
 
 
 @pytest.fixture
@@ -109,7 +110,9 @@ async def test_a_list_over_http_is_judged_event_by_event_when_the_detector_fails
         # Litestar types an ASGI scope as its TypedDicts, httpx as a plain MutableMapping:
         # the same protocol, two spellings mypy cannot unify.
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://inbox") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://inbox", headers=headers_for(role="service")
+        ) as client:
             response = await client.post("/api/order-events", json=events)
             assert response.status_code == 202, response.text
             report = response.json()

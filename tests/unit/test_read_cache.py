@@ -19,6 +19,7 @@ from app.http.app import create_app
 from app.http.cache import ReadCache
 from app.queries import Positions, ReadModels
 from app.settings import Settings
+from tests.tokens import TEST_SECRET, headers_for
 
 
 @pytest.fixture
@@ -195,13 +196,15 @@ async def test_identical_reads_in_flight_make_one_query() -> None:
     # Followed (live): as if its LISTEN connection were open.
     positions._conn = SimpleNamespace(is_closed=lambda: False)  # type: ignore[assignment]
     services = SimpleNamespace(
-        settings=Settings(),
+        settings=Settings(jwt_secret=TEST_SECRET),
         read_models=read_models,
         positions=positions,
         **dict.fromkeys(("clock", "nats", "issues", "bus", "history", "detector")),
     )
     transport = httpx.ASGITransport(app=create_app(services))  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://inbox") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://inbox", headers=headers_for(role="agent")
+    ) as client:
         pages = await asyncio.gather(*(client.get("/api/issues") for _ in range(20)))
         assert {(page.status_code, page.text) for page in pages} == {
             (200, '{"items":[],"next_cursor":null}')
