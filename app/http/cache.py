@@ -44,7 +44,7 @@ from cachetools import TTLCache
 from litestar.config.response_cache import ResponseCacheConfig, default_do_cache_predicate
 from litestar.stores.base import Store
 
-from app.http.dependencies import caller
+from app.http.auth import caller
 from app.queries import FILTER_NAMES
 from app.scope import Scope
 

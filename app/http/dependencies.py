@@ -8,9 +8,8 @@ from the dependencies :func:`provide` declares.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-from litestar import Request
 from litestar.di import Provide
 from nats.aio.client import Client as NATS
 
@@ -19,7 +18,6 @@ from app.bus import CommandBus
 from app.detection import Detector
 from app.history import History
 from app.http.reads import filters
-from app.principal import Principal
 from app.queries import Positions, ReadModels
 from app.service import IssueService
 from app.settings import Settings
@@ -48,16 +46,6 @@ class Services(Protocol):
     def detector(self) -> Detector: ...
 
 
-def caller(request: Request[Any, Any, Any]) -> Principal:
-    """The dependency ``caller``: who sent the request, as the auth middleware checked it
-    (``request.user``)."""
-    user = request.scope.get("user")
-    if isinstance(user, Principal):
-        return user
-    # TEMPORARY until auth: every /api request will carry a checked Principal.
-    return Principal("anonymous", "admin")
-
-
 def _value(value: object) -> Provide:
     def provide() -> object:
         return value
@@ -77,6 +65,5 @@ def provide(services: Services) -> dict[str, Provide]:
         "read_models": _value(services.read_models),
         "positions": _value(services.positions),
         "detector": _value(services.detector),
-        "caller": Provide(caller, sync_to_thread=False),
         "filters": Provide(filters, sync_to_thread=False),
     }

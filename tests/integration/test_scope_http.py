@@ -1,6 +1,6 @@
-"""Scopes through the HTTP app: a caller (put where the auth middleware puts it, by a
-test-only wrapper) gets 404 for an issue out of its scope, exactly as for an unknown one,
-on reads and commands alike, and cannot raise one there."""
+"""Scopes through the HTTP app: a caller (a token with a ``countries`` claim) gets 404 for
+an issue out of its scope, exactly as for an unknown one, on reads and commands alike, and
+cannot raise one there."""
 
 from __future__ import annotations
 
@@ -16,17 +16,21 @@ from app.bootstrap import Endpoints
 from app.http.app import create_app
 from app.principal import Principal
 from app.settings import Settings
+from tests.tokens import headers_for
 
-FI = Principal("ann", "agent", countries=frozenset({"FI"}))
-DE = Principal("bob", "agent", countries=frozenset({"DE"}))
+# Admins (every route), each held to one country: the scope alone decides here.
+FI = Principal("ann", "admin", countries=frozenset({"FI"}))
+DE = Principal("bob", "admin", countries=frozenset({"DE"}))
 
 
 def client_as(app: Any, principal: Principal) -> httpx.AsyncClient:
-    async def as_caller(scope: Any, receive: Any, send: Any) -> None:
-        scope["user"] = principal
-        await app(scope, receive, send)
-
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=as_caller), base_url="http://inbox")
+    assert principal.countries is not None
+    headers = headers_for(principal.sub, principal.role, countries=sorted(principal.countries))
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://inbox",
+        headers=headers,
+    )
 
 
 @pytest.fixture
@@ -39,7 +43,6 @@ async def inbox(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Any]:
 
 def report(order_id: str, country: str) -> dict[str, Any]:
     return {
-        "agent_id": "lea",
         "order_id": order_id,
         "kind": "payment_failed",
         "severity": "high",
@@ -61,7 +64,7 @@ async def test_an_issue_out_of_scope_answers_as_an_unknown_one(inbox: Any) -> No
             hidden = await fi.get(f"/api/issues/{issue_id}{path}")
             missing = await fi.get(f"/api/issues/{unknown}{path}")
             assert (hidden.status_code, missing.status_code) == (404, 404)
-        body = {"agent_id": "ann"}
+        body: dict[str, Any] = {}
         hidden = await fi.post(f"/api/issues/{issue_id}/acknowledge", json=body)
         missing = await fi.post(f"/api/issues/{unknown}/acknowledge", json=body)
         assert (hidden.status_code, missing.status_code) == (404, 404)

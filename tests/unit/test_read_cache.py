@@ -17,6 +17,7 @@ from litestar.datastructures import MultiDict
 from app.http import cache
 from app.http.app import create_app
 from app.http.cache import ReadCache
+from app.principal import Principal
 from app.queries import Positions, ReadModels
 from app.settings import Settings
 from tests.tokens import TEST_SECRET, headers_for
@@ -133,7 +134,11 @@ class _Positions:
 
 def _key(query: str, known: int = 10, live: bool = True) -> tuple[str, bool]:
     """The key the inbox list's builder gives a request, and whether it may be cached."""
-    scope: dict[str, Any] = {"state": {}, "query_string": query.encode()}
+    scope: dict[str, Any] = {
+        "state": {},
+        "query_string": query.encode(),
+        "user": Principal("ann", "agent"),
+    }
     request = SimpleNamespace(
         scope=scope,
         method="GET",
