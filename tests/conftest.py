@@ -20,6 +20,7 @@ from adapters import postgres
 from app import bootstrap
 from app.bootstrap import Endpoints
 from app.settings import Settings
+from tests.databases import create_database, drop_database
 from tests.tokens import TEST_SECRET
 
 T = TypeVar("T")
@@ -35,40 +36,23 @@ def servers() -> Iterator[Endpoints]:
         yield endpoints
 
 
-async def _create_database(admin_url: str, name: str) -> str:
-    conn = await postgres.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return postgres.with_database(admin_url, name)
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    conn = await postgres.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 async def endpoints(servers: Endpoints) -> AsyncIterator[Endpoints]:
     """This run's own migrated database on the servers."""
     name = f"inbox_test_{RUN_ID}"
-    url = await _create_database(servers.database_url, name)
+    url = await create_database(servers.database_url, name)
     await postgres.apply_migrations(url, REPO / "migrations")
     yield Endpoints(url, servers.nats_url)
-    await _drop_database(servers.database_url, name)
+    await drop_database(servers.database_url, name)
 
 
 @pytest.fixture
 async def fresh_database(servers: Endpoints) -> AsyncIterator[str]:
     """An empty database (not migrated) of this test's own."""
     name = f"inbox_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-    url = await _create_database(servers.database_url, name)
+    url = await create_database(servers.database_url, name)
     yield url
-    await _drop_database(servers.database_url, name)
+    await drop_database(servers.database_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from adapters import postgres
 from app import bootstrap
 from app.bootstrap import Endpoints
 from app.settings import Settings
+from tests.databases import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench-results"
@@ -29,21 +30,12 @@ def servers() -> contextlib.AbstractContextManager[Endpoints]:
 async def scratch_database(admin_url: str) -> AsyncIterator[str]:
     """A migrated database of this run's own, dropped afterwards."""
     name = f"inbox_bench_{uuid.uuid4().hex[:10]}"
-    conn = await postgres.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = postgres.with_database(admin_url, name)
+    url = await create_database(admin_url, name)
     try:
         await postgres.apply_migrations(url, REPO / "migrations")
         yield url
     finally:
-        conn = await postgres.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(admin_url, name)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from app.queries import Filters, ReadModels
 from app.scope import EVERYWHERE, Scope
 from app.service import IssueService
 from domain.errors import InvalidValue
+from tests.databases import create_database, drop_database
 from tests.integration.helpers import T0, service
 from tests.integration.projecting import running_projections, wait_projected
 
@@ -290,12 +291,7 @@ async def test_the_migration_fills_the_scope_of_issues_raised_before_it(
     # Issues stored as the event store did before 0010 (no scope rows): written in a
     # database that has the table, then copied over.
     source = f"inbox_test_src_{uuid.uuid4().hex[:8]}"
-    admin = await postgres.connect(fresh_database)
-    try:
-        await admin.execute(f'CREATE DATABASE "{source}"')
-    finally:
-        await admin.close()
-    source_url = postgres.with_database(fresh_database, source)
+    source_url = await create_database(fresh_database, source)
     try:
         await postgres.apply_migrations(source_url, REPO / "migrations")
         writer = service(source_url)
@@ -313,11 +309,7 @@ async def test_the_migration_fills_the_scope_of_issues_raised_before_it(
         finally:
             await src.close()
     finally:
-        admin = await postgres.connect(fresh_database)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(fresh_database, source)
     conn = await postgres.connect(fresh_database)
     try:
         await conn.executemany(
