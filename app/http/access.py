@@ -19,9 +19,13 @@ from litestar.handlers import BaseRouteHandler
 
 from app.principal import ROLES, Principal, Role
 
-# Paths that need no token at all: operations and the API's own description, and the
-# session route that turns a token into a cookie (it checks the token in its body).
-OPEN_PATHS = re.compile(r"^/(?:health|ready|metrics)$|^/schema(?:/.*)?$|^/api/session$")
+# Paths that need no token at all: operations and the API's own description, the session
+# route that turns a token into a cookie (it checks the token in its body), and the web
+# page's shell and files, which hold no data (the page reads through /api with its session).
+OPEN_PATHS = re.compile(
+    r"^/(?:health|ready|metrics)$|^/schema(?:/.*)?$|^/api/session$"
+    r"|^/(?:|dashboard|login|issues/\{issue_id\})$|^/static/"
+)
 
 READERS: frozenset[Role] = frozenset({"agent", "lead", "auditor", "admin"})
 AUDITORS: frozenset[Role] = frozenset({"auditor", "admin"})

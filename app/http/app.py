@@ -18,7 +18,7 @@ from litestar.response import Response
 from litestar.routes import HTTPRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.http import cache, idempotency, openapi
+from app.http import cache, headers, idempotency, openapi
 from app.http.access import OPEN_PATHS, authorize
 from app.http.auth import Authenticate, authentication, caller
 from app.http.dependencies import Services, provide
@@ -31,6 +31,7 @@ from app.http.orders import OrderController, OrderEventsController, order_events
 from app.http.session import SessionController
 from app.http.stats import StatsController
 from app.http.stream import StreamController
+from app.web import pages
 
 
 class MetricsController(PrometheusController):
@@ -106,6 +107,7 @@ def create_app(services: Services) -> Litestar:
             SessionController,
             HealthController,
             MetricsController,
+            pages.router(),
         ],
         dependencies={
             **provide(services),
@@ -116,6 +118,7 @@ def create_app(services: Services) -> Litestar:
         guards=[authorize],
         exception_handlers={Exception: exception_to_response},
         before_request=answer_options,
+        response_headers=headers.RESPONSE_HEADERS,
         # The read cache's keys hold the positions this process knows.
         state=State({"positions": services.positions}),
         response_cache_config=cache.config(settings.read_cache_seconds),

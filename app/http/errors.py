@@ -25,6 +25,7 @@ from app.errors import (
     Unavailable,
     VersionMismatch,
 )
+from app.http.headers import SECURITY
 from app.queries import InvalidQuery
 from domain.errors import InvalidValue, TransitionNotAllowed
 
@@ -70,8 +71,9 @@ class Unauthenticated(Exception):
 def _body(
     status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response[dict[str, Any]]:
+    headers = {**SECURITY, **(headers or {})}
     if status_code == 503:
-        headers = {**(headers or {}), "Retry-After": "1"}
+        headers["Retry-After"] = "1"
     return Response(
         {"status_code": status_code, "detail": detail, **extra},
         status_code=status_code,

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
+import pytest_asyncio
 from nats.js.errors import NotFoundError
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from app.bootstrap import Endpoints
 from app.rules_config import SHIPPED
 from app.settings import Settings
 from tests.api_process import running_api
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, WIDE
 from tests.tokens import headers_for
 
 
@@ -77,3 +80,39 @@ def http(api: str) -> Iterator[httpx.Client]:
     """A client of the API as an admin whose sub is ``tests.tokens.AGENT``."""
     with httpx.Client(base_url=api, timeout=10, headers=headers_for()) as client:
         yield client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's headless chromium (tests/e2e/browser.py), shared by the page's tests. The
+    async API: the sync one runs a loop of its own, which the tests' loop cannot share."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest_asyncio.fixture
+async def context(browser: Browser, api: str) -> AsyncIterator[BrowserContext]:
+    """A fresh browser profile (no cookies) on the running inbox, 1280 px wide; a page
+    that logs a CSP violation or a script error fails its test."""
+    opened = await browser.new_context(base_url=api, viewport=WIDE)  # type: ignore[arg-type]
+    problems: list[str] = []
+
+    def on_page(page: Page) -> None:
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(f"console: {message.text}")
+                if message.type == "error" and "Content Security Policy" in message.text
+                else None
+            ),
+        )
+
+    opened.on("page", on_page)
+    yield opened
+    await opened.close()
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,86 @@
+// The page's entry: who is logged in (GET /api/session), then the page the URL names.
+import { endSession, currentSession, startSession } from "./api.js";
+import { Dashboard } from "./dashboard.js";
+import { html, render, useEffect, useState } from "./html.js";
+import { Inbox } from "./inbox.js";
+import { Issue } from "./issue.js";
+import { Login } from "./login.js";
+import { Link, navigate, route, useLocation } from "./router.js";
+
+// Who sees the detection dashboard (the API decides what each may read; this only hides a
+// link that would answer 403).
+const DASHBOARD_ROLES = new Set(["lead", "auditor", "admin"]);
+
+// A login link (`inbox up` prints one) carries a one-time ticket in the fragment, which no
+// server sees or logs; it is taken out of the address at once.
+function takeTicket() {
+  const ticket = new URLSearchParams(location.hash.slice(1)).get("ticket");
+  if (ticket) history.replaceState(null, "", location.pathname === "/login" ? "/" : location.pathname + location.search);
+  return ticket;
+}
+
+function Shell({ session, onLogout, children }) {
+  const where = useLocation();
+  const current = (page) => (route(where.path).page === page ? "page" : undefined);
+  return html`
+    <a class="skip" href="#main">Skip to content</a>
+    <header class="top">
+      <span class="brand">Support Inbox</span>
+      <nav aria-label="Pages">
+        <${Link} href="/" aria-current=${current("inbox")}>Inbox<//>
+        ${DASHBOARD_ROLES.has(session.role) && html`<${Link} href="/dashboard" aria-current=${current("dashboard")}>Detection<//>`}
+      </nav>
+      <span class="who" data-testid="who">${session.name || session.sub} · ${session.role}</span>
+      <button type="button" class="quiet" onClick=${onLogout}>Log out</button>
+    </header>
+    <main id="main" tabindex="-1">${children}</main>`;
+}
+
+function App() {
+  const [session, setSession] = useState(undefined); // undefined: asking; null: none
+  const [problem, setProblem] = useState(null);
+  const where = useLocation();
+
+  useEffect(() => {
+    const gone = () => setSession(null);
+    window.addEventListener("inbox:unauthorized", gone);
+    (async () => {
+      const ticket = takeTicket();
+      if (ticket) {
+        try {
+          setSession(await startSession({ ticket }));
+          return;
+        } catch {
+          setProblem("That login link has expired or was used already: log in with a token.");
+        }
+      }
+      try {
+        setSession(await currentSession());
+      } catch (failure) {
+        setProblem(`The inbox cannot be reached (${failure.message}).`);
+        setSession(null);
+      }
+    })();
+    return () => window.removeEventListener("inbox:unauthorized", gone);
+  }, []);
+
+  async function logout() {
+    await endSession();
+    setSession(null);
+    navigate("/", { replace: true });
+  }
+
+  if (session === undefined) return html`<p class="loading" role="status">Loading…</p>`;
+  if (session === null) {
+    return html`<${Login} problem=${problem} onLogin=${(started) => { setProblem(null); setSession(started); }} />`;
+  }
+  const page = route(where.path);
+  let view;
+  if (page.page === "inbox") view = html`<${Inbox} session=${session} search=${where.search} />`;
+  else if (page.page === "issue") view = html`<${Issue} session=${session} id=${page.id} key=${page.id} />`;
+  else if (page.page === "dashboard") view = html`<${Dashboard} session=${session} />`;
+  else view = html`<h1>Not found</h1><p>No page here. <${Link} href="/">Back to the inbox<//></p>`;
+  return html`<${Shell} session=${session} onLogout=${logout}>${view}<//>`;
+}
+
+render(html`<${App} />`, document.getElementById("app"));

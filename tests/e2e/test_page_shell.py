@@ -1,0 +1,83 @@
+"""The web page's shell: the login form, logging in and out, the headers that keep the page
+safe, the files it ships (tests/e2e/browser.py drives Debian's chromium)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from playwright.async_api import BrowserContext, expect
+
+from tests.e2e.browser import NARROW, describe, serious_violations
+from tests.tokens import token_for
+
+
+async def test_page_without_a_session_shows_the_login_form_not_an_error(
+    context: BrowserContext,
+) -> None:
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page.get_by_label("Access token")).to_be_visible()
+    await expect(page.get_by_role("button", name="Log in")).to_be_disabled()
+    violations = await serious_violations(page)
+    assert not violations, describe(violations)
+
+
+async def test_logging_in_with_a_token_then_out(context: BrowserContext) -> None:
+    page = await context.new_page()
+    await page.goto("/")
+    await page.get_by_label("Access token").fill(token_for("agent-ann", "agent", name="Ann Agent"))
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_test_id("who")).to_have_text("Ann Agent · agent")
+    session = next(c for c in await context.cookies() if c.get("name") == "inbox_session")
+    assert session.get("httpOnly")
+    assert session.get("sameSite") == "Strict"
+    # An agent has no dashboard link (it would answer 403).
+    await expect(page.get_by_role("link", name="Detection")).to_have_count(0)
+
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_label("Access token")).to_be_visible()
+    assert (await context.request.get("/api/issues")).status == 401
+
+
+async def test_a_bad_token_is_refused_with_a_message(context: BrowserContext) -> None:
+    page = await context.new_page()
+    await page.goto("/")
+    await page.get_by_label("Access token").fill("not.a.token")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("not valid")
+    assert not any(c.get("name") == "inbox_session" for c in await context.cookies())
+
+
+async def test_a_lead_moves_between_pages_without_a_reload(context: BrowserContext) -> None:
+    page = await context.new_page()
+    await page.goto("/")
+    await page.get_by_label("Access token").fill(token_for("lead-lea", "lead", name="Lea Lead"))
+    await page.get_by_role("button", name="Log in").click()
+    await page.get_by_role("link", name="Detection").click()
+    await expect(page).to_have_url(re.compile(r"/dashboard$"))
+    await expect(page.get_by_role("heading", name="Detection", exact=True)).to_be_visible()
+    await page.go_back()
+    await expect(page.get_by_role("heading", name="Inbox", exact=True)).to_be_visible()
+    await page.set_viewport_size(NARROW)  # type: ignore[arg-type]
+    await expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    violations = await serious_violations(page)
+    assert not violations, describe(violations)
+
+
+def test_the_page_is_sent_with_security_headers(api: str) -> None:
+    for path in ("/", "/dashboard", "/static/js/main.js", "/api/issues"):
+        response = httpx.get(api + path)
+        assert "Content-Security-Policy" in response.headers, path
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    shell = httpx.get(api + "/")
+    assert shell.headers["content-type"].startswith("text/html")
+    assert "<script>" not in shell.text  # nothing inline: every script is a file
+    script = httpx.get(api + "/static/vendor/preact.module.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert httpx.get(api + "/static/../app/settings.py").status_code == 404
