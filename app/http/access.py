@@ -44,6 +44,12 @@ RULES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/stream"): READERS,
     ("GET", "/api/orders/{order_id}"): READERS,
     ("GET", "/api/detection/kpi"): READERS,
+    # The detection dashboard: how each rule does, and how the agents judged its issues
+    # (false positives), over time; for who tunes rules and answers for the team (leads) and
+    # who reviews them (auditors), not the queue's daily work.
+    ("GET", "/api/detection/rules"): LEADS | AUDITORS,
+    ("GET", "/api/detection/timeline"): LEADS | AUDITORS,
+    ("GET", "/api/detection/overdue"): LEADS | AUDITORS,
     # Audit: an issue as it was, the global log.
     ("GET", f"{_ISSUE}/state"): AUDITORS,
     ("GET", "/api/events"): AUDITORS,

@@ -8,7 +8,16 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import asyncpg
 import msgspec
@@ -23,6 +32,9 @@ from app.principal import Principal
 from app.queries import FILTER_NAMES, Filters, Positions
 from app.scope import Scope
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 from domain.values import INT64_MAX
 
 # 0 (the default): answer from the read model as it is.
@@ -64,7 +76,11 @@ async def caught_up(positions: Positions, settings: Settings, name: str, min_pos
         )
 
 
-def _from_query(cls: type[Filters]) -> Callable[..., Filters]:
+# A dataclass of filters: fields named as the inbox's (FILTER_NAMES), and a ``scope``.
+F = TypeVar("F", bound="DataclassInstance")
+
+
+def from_query(cls: type[F]) -> Callable[..., F]:
     """A provider of ``cls`` whose parameters are its fields, each a repeatable query
     parameter of the field's name and type: the names and value types are declared once,
     by the fields. Litestar checks each value against its type (one of an enum, or a text
@@ -94,8 +110,10 @@ def _from_query(cls: type[Filters]) -> Callable[..., Filters]:
             )
         )
 
-    def provide(caller: Principal, **values: Any) -> Filters:
-        return cls(**values, scope=Scope.of(caller))
+    make: Callable[..., F] = cls
+
+    def provide(caller: Principal, **values: Any) -> F:
+        return make(**values, scope=Scope.of(caller))
 
     provide.__signature__ = inspect.Signature(parameters, return_annotation=cls)  # type: ignore[attr-defined]
     provide.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": cls}
@@ -103,4 +121,4 @@ def _from_query(cls: type[Filters]) -> Callable[..., Filters]:
 
 
 # The dependency ``filters`` of the inbox, counts and feed routes.
-filters = _from_query(Filters)
+filters = from_query(Filters)

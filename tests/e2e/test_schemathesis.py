@@ -61,6 +61,16 @@ CONFIG: dict[str, Any] = {
             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "400"]}},
         },
         {
+            # The dashboard's windows: `since` not after `until`, and at most 31 days before
+            # it: rules across two parameters (tests/integration/test_detection_dashboard.py).
+            "include-name": "GET /api/detection/rules",
+            "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "400"]}},
+        },
+        {
+            "include-name": "GET /api/detection/timeline",
+            "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "400"]}},
+        },
+        {
             # `until` must be in the future: a rule of time, not of the schema.
             "include-name": "POST /api/issues/{issue_id}/snooze",
             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "422"]}},
