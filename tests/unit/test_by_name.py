@@ -16,6 +16,7 @@ from app.commands import (
     AddNote,
     Assign,
     Command,
+    Detect,
     Escalate,
     Reopen,
     Report,
@@ -66,7 +67,7 @@ def _lifecycle() -> OrderIssue:
         Reopen(issue_id=issue.id, actor="ann", actor_name=NAME, reason="again"),
     ]
     for n, step in enumerate(steps, start=1):
-        assert not isinstance(step, Report)
+        assert not isinstance(step, Report | Detect)
         step.apply(issue, AT + timedelta(minutes=n))
     return issue
 
@@ -136,7 +137,7 @@ def test_an_event_stored_before_names_decodes_replays_and_shows_none() -> None:
     decoded = [mapper.to_domain_event(stored) for stored in old]
     replayed: OrderIssue | None = None
     for event in decoded:
-        replayed = event.mutate(replayed)
+        replayed = event.mutate(replayed)  # type: ignore[attr-defined]
     assert replayed is not None
     assert (replayed.version, replayed.status, replayed.reopen_count) == (11, "open", 1)
     assert replayed.notes[0]["by"] == "ann"
