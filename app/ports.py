@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from adapters.dead_letters import DeadLetter, Rejected
@@ -123,6 +123,7 @@ class IssueCommands(Protocol):
         ...
 
 
+@runtime_checkable  # a route's dependency: Litestar checks its type
 class LoginTickets(Protocol):
     """The one-time login tickets used so far (``POST /api/session`` with a ticket)."""
 
