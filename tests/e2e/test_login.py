@@ -16,6 +16,7 @@ import pytest
 from app import bootstrap
 from app.principal import ROLES, Role
 from tests.conftest import wait_until
+from tests.e2e.test_auth import _inbox
 from tests.e2e.test_issue_api import command, report
 from tests.tokens import TEST_SECRET, token_for
 
@@ -220,3 +221,22 @@ def test_the_history_and_the_log_show_the_name_of_each_actor(api: str) -> None:
     log = named.get("/api/events", params={"after": first - 1, "limit": 200}).json()["items"]
     mine = [e for e in log if e["issue_id"] == issue_id]
     assert [e["data"]["by_name"] for e in mine] == ["Ann Agent", "Ann Agent", None]
+
+
+def test_inbox_token_ticket_prints_a_ticket_that_logs_in(api: str, tmp_path: Path) -> None:
+    made = _inbox(
+        "token",
+        "--ticket",
+        "--role",
+        "lead",
+        "--sub",
+        "lead-lou",
+        env={"INBOX_JWT_SECRET": TEST_SECRET, "INBOX_DATA_DIR": str(tmp_path)},
+    )
+    assert made.returncode == 0, made.stderr
+    ticket = made.stdout.strip()
+    assert made.stdout == ticket + "\n"
+    assert jwt.decode(ticket, TEST_SECRET, algorithms=["HS256"])["purpose"] == "login"
+    started = httpx.post(f"{api}/api/session", json={"ticket": ticket}, timeout=10)
+    assert started.status_code == 201, started.text
+    assert (started.json()["sub"], started.json()["role"]) == ("lead-lou", "lead")
