@@ -310,6 +310,10 @@ class OrderIssue(Aggregate):
         raise TransitionNotAllowed(self.id, command, self.status, reason)
 
     # ---- events (these alone run on replay) -----------------------------------------
+    #
+    # ``by_name=None``: the default is what an event stored before names were recorded
+    # replays with. Triggering an event still needs every keyword-only argument (the
+    # library's rule): the commands above always pass ``by_name``.
 
     @event("Escalated")
     def _escalated(
