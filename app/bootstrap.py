@@ -31,12 +31,14 @@ from adapters.embedded import embedded_nats, embedded_postgres
 from adapters.eventlog import EventLog
 from adapters.eventstore import eventstore_env
 from adapters.follow import LogFollower
-from adapters.tokens import mint
+from adapters.login_tickets import PostgresLoginTickets
+from adapters.tokens import mint, mint_ticket
 from adapters.watch import PostgresWatchStore
 from app import rules_config
 from app.bus import CommandBus
 from app.detection import Detector, Retention
 from app.history import History
+from app.ports import LoginTickets
 from app.principal import Role
 from app.queries import Positions, ReadModels
 from app.service import IssueApplication, IssueService
@@ -114,6 +116,34 @@ def development_token(
 ) -> str:
     """A development token (HS256) for ``sub`` in ``role``; scopes left out mean all; the
     configured issuer and audience, if any, so the API accepts it."""
+    claims = _development_claims(role, sub, name, verticals, countries, settings)
+    return mint(secret, claims, now=datetime.now(UTC), ttl=ttl)
+
+
+def development_ticket(
+    secret: str,
+    *,
+    role: Role,
+    sub: str,
+    name: str | None = None,
+    verticals: list[str] | None = None,
+    countries: list[str] | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """A one-time login ticket (10 minutes) with the claims of :func:`development_token`:
+    ``POST /api/session {"ticket"}`` exchanges it once for a browser session."""
+    claims = _development_claims(role, sub, name, verticals, countries, settings)
+    return mint_ticket(secret, claims, now=datetime.now(UTC))
+
+
+def _development_claims(
+    role: Role,
+    sub: str,
+    name: str | None,
+    verticals: list[str] | None,
+    countries: list[str] | None,
+    settings: Settings | None,
+) -> dict[str, object]:
     claims: dict[str, object] = {"sub": sub, "role": role}
     if name:
         claims["name"] = name
@@ -125,7 +155,7 @@ def development_token(
         claims["iss"] = settings.jwt_issuer
     if settings is not None and settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
-    return mint(secret, claims, now=datetime.now(UTC), ttl=ttl)
+    return claims
 
 
 @contextlib.contextmanager
@@ -160,6 +190,7 @@ class Container:
     read_models: ReadModels
     positions: Positions
     detector: Detector
+    login_tickets: LoginTickets
 
 
 def _record_batch(size: int, seconds: float) -> None:
@@ -242,6 +273,7 @@ async def container(
             read_models=read_models,
             positions=positions,
             detector=_detector(settings, pool, issues, clock),
+            login_tickets=PostgresLoginTickets(pool),
         )
 
 

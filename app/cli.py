@@ -65,6 +65,7 @@ async def _serve(
     workers: list[Worker],
     clock: ScaledClock | None = None,
     demo_token: str | None = None,
+    login_ticket: str | None = None,
 ) -> None:
     async with container(settings, endpoints, clock=clock) as built:
         stop = asyncio.Event()
@@ -82,6 +83,9 @@ async def _serve(
         server = uvicorn.Server(config)
         url = f"http://{settings.http_host}:{settings.http_port}/"
         print(f"Support Inbox serving on {url}", flush=True)
+        if login_ticket:
+            # In the fragment: a browser never sends it to a server, nor logs it there.
+            print(f"login: {url}login#ticket={login_ticket}", flush=True)
         if demo_token:
             print(f"token: {demo_token}", flush=True)
             print(
@@ -223,6 +227,11 @@ def _parser() -> argparse.ArgumentParser:
         "--country", action="append", default=[], help="in scope (repeatable; none: all)"
     )
     token.add_argument("--ttl", type=_duration, default=timedelta(hours=8), help="e.g. 8h")
+    token.add_argument(
+        "--ticket",
+        action="store_true",
+        help="a one-time login ticket (10 minutes; --ttl ignored) for POST /api/session",
+    )
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas of the published and the incoming events"
     )
@@ -250,9 +259,12 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
         asyncio.run(_serve(settings, endpoints, workers=[], clock=_demo_clock(settings)))
     elif args.command == "up":
         asyncio.run(_migrate(settings, endpoints))
-        demo_token = None
+        demo_token = login_ticket = None
         if settings.jwt_secret is not None:
             demo_token = bootstrap.development_token(
+                settings.jwt_secret, role="admin", sub="demo", name="Demo", settings=settings
+            )
+            login_ticket = bootstrap.development_ticket(
                 settings.jwt_secret, role="admin", sub="demo", name="Demo", settings=settings
             )
         workers: list[Worker] = [
@@ -269,7 +281,14 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
                 flush=True,
             )
         asyncio.run(
-            _serve(settings, endpoints, workers=workers, clock=clock, demo_token=demo_token)
+            _serve(
+                settings,
+                endpoints,
+                workers=workers,
+                clock=clock,
+                demo_token=demo_token,
+                login_ticket=login_ticket,
+            )
         )
     elif args.command == "relay":
         asyncio.run(_work(settings, endpoints, bootstrap.run_relay))
@@ -304,19 +323,13 @@ def _print_token(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    print(
-        bootstrap.development_token(
-            secret,
-            role=args.role,
-            sub=args.sub or args.role,
-            name=args.name,
-            verticals=args.vertical,
-            countries=args.country,
-            ttl=args.ttl,
-            settings=settings,
-        ),
-        flush=True,
-    )
+    who = {"role": args.role, "sub": args.sub or args.role, "name": args.name}
+    scopes = {"verticals": args.vertical, "countries": args.country}
+    if args.ticket:
+        text = bootstrap.development_ticket(secret, **who, **scopes, settings=settings)
+    else:
+        text = bootstrap.development_token(secret, **who, **scopes, ttl=args.ttl, settings=settings)
+    print(text, flush=True)
     return 0
 
 

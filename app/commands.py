@@ -2,7 +2,8 @@
 an issue (CONTRACT §5), executed by :class:`app.service.IssueService`.
 
 A command is a frozen value: the issue it names, the acting agent (``actor``: an agent id,
-or ``"system"`` for the detector and the snooze waker), what it asks, and optionally an
+or ``"system"`` for the detector and the snooze waker; ``actor_name``: its display name,
+None for the system), what it asks, and optionally an
 expected version (``If-Match``), an idempotency :class:`Request` and the caller's
 :class:`~app.scope.Scope` (the system's: everywhere). Out of its scope an issue is unknown
 to the command (``IssueNotFound``), and a new one cannot be raised there. Being data, commands
@@ -41,6 +42,8 @@ class _Raise:
     name: ClassVar[str]
 
     actor: str
+    # The acting agent's display name (the token's name claim); None for the system.
+    actor_name: str | None = None
     order_id: str
     kind: str
     severity: str
@@ -66,6 +69,7 @@ class _Raise:
             evidence=self.evidence,
             at=at,
             by=self.actor,
+            by_name=self.actor_name,
         )
 
 
@@ -91,6 +95,7 @@ class _Change:
 
     issue_id: UUID
     actor: str
+    actor_name: str | None = None
     expected_version: int | None = None
     request: Request | None = None
     scope: Scope = EVERYWHERE
@@ -106,7 +111,13 @@ class Escalate(_Change):
     evidence: dict[str, Any]
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.escalate(severity=self.severity, evidence=self.evidence, at=at, by=self.actor)
+        issue.escalate(
+            severity=self.severity,
+            evidence=self.evidence,
+            at=at,
+            by=self.actor,
+            by_name=self.actor_name,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -115,7 +126,7 @@ class Assign(_Change):
     assignee: str
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.assign(assignee=self.assignee, at=at, by=self.actor)
+        issue.assign(assignee=self.assignee, at=at, by=self.actor, by_name=self.actor_name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,7 +134,7 @@ class Unassign(_Change):
     name: ClassVar[str] = "unassign"
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.unassign(at=at, by=self.actor)
+        issue.unassign(at=at, by=self.actor, by_name=self.actor_name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,7 +142,7 @@ class Acknowledge(_Change):
     name: ClassVar[str] = "acknowledge"
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.acknowledge(at=at, by=self.actor)
+        issue.acknowledge(at=at, by=self.actor, by_name=self.actor_name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -140,7 +151,7 @@ class AddNote(_Change):
     text: str
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.add_note(text=self.text, at=at, by=self.actor)
+        issue.add_note(text=self.text, at=at, by=self.actor, by_name=self.actor_name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -150,7 +161,9 @@ class TakeAction(_Change):
     details: dict[str, Any]
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.take_action(action=self.action, details=self.details, at=at, by=self.actor)
+        issue.take_action(
+            action=self.action, details=self.details, at=at, by=self.actor, by_name=self.actor_name
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -159,7 +172,7 @@ class Snooze(_Change):
     until: datetime
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.snooze(until=self.until, at=at, by=self.actor)
+        issue.snooze(until=self.until, at=at, by=self.actor, by_name=self.actor_name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -169,7 +182,7 @@ class Wake(_Change):
     name: ClassVar[str] = "wake"
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.wake(at=at, by=self.actor)
+        issue.wake(at=at, by=self.actor, by_name=self.actor_name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,6 +200,7 @@ class Resolve(_Change):
             note=self.note,
             at=at,
             by=self.actor,
+            by_name=self.actor_name,
             resolved_by=self.resolved_by,
         )
 
@@ -197,7 +211,7 @@ class Reopen(_Change):
     reason: str
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.reopen(reason=self.reason, at=at, by=self.actor)
+        issue.reopen(reason=self.reason, at=at, by=self.actor, by_name=self.actor_name)
 
 
 RaiseIssue = Report | Detect

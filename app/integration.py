@@ -109,7 +109,9 @@ def event_item(position: int, event: Any) -> EventItem:
         name = EVENT_NAMES[type(event)]
     except KeyError:
         raise UnmappedEvent(f"no public name for {type(event).__qualname__}") from None
-    attributes = vars(event)
+    data = {key: value for key, value in vars(event).items() if key not in _ENVELOPE}
+    # Events stored before names were recorded have none: they show null, like the system.
+    data.setdefault("by_name", None)
     return EventItem(
         position=position,
         issue_id=event.originator_id,
@@ -117,7 +119,7 @@ def event_item(position: int, event: Any) -> EventItem:
         type=name,
         occurred_at=event.at,
         recorded_at=event.timestamp,
-        data={key: value for key, value in attributes.items() if key not in _ENVELOPE},
+        data=data,
     )
 
 
@@ -139,6 +141,9 @@ class IssueEventV1(msgspec.Struct, kw_only=True):
     version: Annotated[int, msgspec.Meta(ge=1)]
     occurred_at: Timestamp
     actor: str  # the agent id, or "system"
+    # The agent's display name (its token's name claim): null for the system, for a token
+    # without a name, and for events stored before names were recorded.
+    actor_name: str | None = None
 
 
 class IssueDetectedV1(IssueEventV1, kw_only=True):
@@ -265,6 +270,7 @@ def integration_event(event: Any, facts: IssueFacts) -> tuple[IntegrationEvent, 
         version=event.originator_version,
         occurred_at=event.at,
         actor=event.by,
+        actor_name=vars(event).get("by_name"),
         **{name: getattr(event, name) for name in entry.own_fields},
     )
     return entry, payload

@@ -1,6 +1,8 @@
-"""The detector's ports: what it needs of its storage, as small Protocols.
+"""The ports: what the detector (and the login of a browser) need of storage, as small
+Protocols.
 
-The real adapters are ``adapters/watch.py`` and ``adapters/dead_letters.py`` (PostgreSQL);
+The real adapters are ``adapters/watch.py``, ``adapters/dead_letters.py`` and
+``adapters/login_tickets.py`` (PostgreSQL);
 the in-memory fakes are in ``tests/unit/fakes.py``; ``tests/watch_contract.py`` holds the
 contract both must keep. The values in and out are the adapters' plain Structs.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from adapters.dead_letters import DeadLetter, Rejected
@@ -32,6 +34,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterStore",
     "IssueCommands",
+    "LoginTickets",
     "Rejected",
     "StoredEvent",
     "SupportContact",
@@ -117,4 +120,13 @@ class IssueCommands(Protocol):
         preloaded: MutableMapping[UUID, OrderIssue | None] | None = None,
     ) -> list[Outcome]:
         """Each command's outcome, in order; ``preloaded`` as IssueService says."""
+        ...
+
+
+@runtime_checkable  # a route's dependency: Litestar checks its type
+class LoginTickets(Protocol):
+    """The one-time login tickets used so far (``POST /api/session`` with a ticket)."""
+
+    async def use(self, jti: str) -> bool:
+        """Mark the ticket ``jti`` used: True the first time, False ever after."""
         ...

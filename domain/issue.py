@@ -3,7 +3,9 @@
 Each public command checks the state machine, then calls a private method decorated with
 ``@event``; only the private method runs again when the aggregate is replayed, so checks
 never re-run against history. Every event carries ``at`` (when it happened, given by the
-caller) and ``by`` (who did it: an agent id or ``"system"``).
+caller), ``by`` (who did it: an agent id or ``"system"``) and ``by_name`` (that agent's
+display name, the token's ``name`` claim; None for the system, for a token without one,
+and in every event stored before it was recorded).
 
 Statuses (CONTRACT §3)::
 
@@ -37,6 +39,9 @@ from domain.values import (
     check_text,
     check_time,
 )
+
+# The longest agent id or agent name an event records (a token's sub and name claims).
+MAX_ACTOR_LENGTH = 200
 
 ISSUE_NAMESPACE = uuid5(NAMESPACE_URL, "https://support-inbox.invalid/order-issue")
 
@@ -74,10 +79,14 @@ def _check_text(field: str, value: str, *, required: bool = True) -> None:
     check_text(field, value)
 
 
-def _check_actor(by: str) -> None:
+def _check_actor(by: str, by_name: str | None) -> None:
     _check_text("agent_id", by)
-    if len(by) > 200:
-        raise InvalidValue("agent_id", "must be at most 200 characters")
+    if len(by) > MAX_ACTOR_LENGTH:
+        raise InvalidValue("agent_id", f"must be at most {MAX_ACTOR_LENGTH} characters")
+    if by_name is not None:
+        _check_text("by_name", by_name)
+        if len(by_name) > MAX_ACTOR_LENGTH:
+            raise InvalidValue("by_name", f"must be at most {MAX_ACTOR_LENGTH} characters")
 
 
 def _check_severity(severity: str) -> None:
@@ -107,6 +116,7 @@ class OrderIssue(Aggregate):
         evidence: dict[str, Any],
         at: datetime,
         by: str = SYSTEM_ACTOR,
+        by_name: str | None = None,
     ) -> OrderIssue:
         """Raise a new issue (the detector, or an agent reporting one by hand)."""
         _check_text("order_id", order_id)
@@ -118,7 +128,7 @@ class OrderIssue(Aggregate):
         check_country("country", country)
         _check_text("city", city, required=False)
         check_object("evidence", evidence)
-        _check_actor(by)
+        _check_actor(by, by_name)
         return cls(
             order_id=order_id,
             kind=kind,
@@ -129,6 +139,7 @@ class OrderIssue(Aggregate):
             evidence=evidence,
             at=at,
             by=by,
+            by_name=by_name,
         )
 
     @event("Detected")
@@ -144,6 +155,7 @@ class OrderIssue(Aggregate):
         evidence: dict[str, Any],
         at: datetime,
         by: str,
+        by_name: str | None = None,
     ) -> None:
         self.order_id = order_id
         self.kind = kind
@@ -182,67 +194,83 @@ class OrderIssue(Aggregate):
 
     # ---- commands -------------------------------------------------------------------
 
-    def escalate(self, *, severity: str, evidence: dict[str, Any], at: datetime, by: str) -> None:
+    def escalate(
+        self,
+        *,
+        severity: str,
+        evidence: dict[str, Any],
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
+    ) -> None:
         """Raise the severity as the condition worsens; new evidence adds to the old."""
         _check_severity(severity)
         check_object("evidence", evidence)
-        _check_actor(by)
+        _check_actor(by, by_name)
         self._check_not_resolved("escalate")
         if SEVERITY_RANK[severity] <= SEVERITY_RANK[self.severity]:
             self._refuse("escalate", f"severity {severity} is not above {self.severity}")
-        self._escalated(severity=severity, evidence=evidence, at=at, by=by)
+        self._escalated(severity=severity, evidence=evidence, at=at, by=by, by_name=by_name)
 
-    def assign(self, *, assignee: str, at: datetime, by: str) -> None:
-        _check_actor(by)
+    def assign(self, *, assignee: str, at: datetime, by: str, by_name: str | None = None) -> None:
+        _check_actor(by, by_name)
         _check_text("assignee", assignee)
         self._check_not_resolved("assign")
         if self.assignee == assignee:
             self._refuse("assign", f"already assigned to {assignee}")
-        self._assigned(assignee=assignee, at=at, by=by)
+        self._assigned(assignee=assignee, at=at, by=by, by_name=by_name)
 
-    def unassign(self, *, at: datetime, by: str) -> None:
-        _check_actor(by)
+    def unassign(self, *, at: datetime, by: str, by_name: str | None = None) -> None:
+        _check_actor(by, by_name)
         self._check_not_resolved("unassign")
         if self.assignee is None:
             self._refuse("unassign", "nobody is assigned")
-        self._unassigned(previous_assignee=self.assignee, at=at, by=by)
+        self._unassigned(previous_assignee=self.assignee, at=at, by=by, by_name=by_name)
 
-    def acknowledge(self, *, at: datetime, by: str) -> None:
-        _check_actor(by)
+    def acknowledge(self, *, at: datetime, by: str, by_name: str | None = None) -> None:
+        _check_actor(by, by_name)
         if self.status != "open":
             self._refuse("acknowledge", "only an open issue can be acknowledged")
-        self._acknowledged(at=at, by=by)
+        self._acknowledged(at=at, by=by, by_name=by_name)
 
-    def add_note(self, *, text: str, at: datetime, by: str) -> None:
+    def add_note(self, *, text: str, at: datetime, by: str, by_name: str | None = None) -> None:
         """Notes are allowed in every status, resolved included: auditors annotate too."""
-        _check_actor(by)
+        _check_actor(by, by_name)
         _check_text("text", text)
-        self._note_added(text=text, at=at, by=by)
+        self._note_added(text=text, at=at, by=by, by_name=by_name)
 
-    def take_action(self, *, action: str, details: dict[str, Any], at: datetime, by: str) -> None:
-        _check_actor(by)
+    def take_action(
+        self,
+        *,
+        action: str,
+        details: dict[str, Any],
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
+    ) -> None:
+        _check_actor(by, by_name)
         if action not in ACTIONS:
             raise InvalidValue("action", f"must be one of {', '.join(sorted(ACTIONS))}")
         check_object("details", details)
         self._check_not_resolved("take action on")
-        self._action_taken(action=action, details=details, at=at, by=by)
+        self._action_taken(action=action, details=details, at=at, by=by, by_name=by_name)
 
-    def snooze(self, *, until: datetime, at: datetime, by: str) -> None:
+    def snooze(self, *, until: datetime, at: datetime, by: str, by_name: str | None = None) -> None:
         """Hide the issue until a time; snoozing a snoozed issue moves the time."""
-        _check_actor(by)
+        _check_actor(by, by_name)
         check_time("until", until)
         if until <= at:
             raise InvalidValue("until", "must be in the future")
         self._check_not_resolved("snooze")
         previous = self.status_before_snooze if self.status == "snoozed" else self.status
-        self._snoozed(until=until, previous_status=previous, at=at, by=by)
+        self._snoozed(until=until, previous_status=previous, at=at, by=by, by_name=by_name)
 
-    def wake(self, *, at: datetime, by: str = SYSTEM_ACTOR) -> None:
+    def wake(self, *, at: datetime, by: str = SYSTEM_ACTOR, by_name: str | None = None) -> None:
         """End a snooze (its time came, or an agent woke it early)."""
-        _check_actor(by)
+        _check_actor(by, by_name)
         if self.status != "snoozed":
             self._refuse("wake", "only a snoozed issue can be woken")
-        self._woken(at=at, by=by)
+        self._woken(at=at, by=by, by_name=by_name)
 
     def resolve(
         self,
@@ -251,23 +279,26 @@ class OrderIssue(Aggregate):
         note: str,
         at: datetime,
         by: str,
+        by_name: str | None = None,
         resolved_by: str = "agent",
     ) -> None:
-        _check_actor(by)
+        _check_actor(by, by_name)
         if resolution not in RESOLUTIONS:
             raise InvalidValue("resolution", f"must be one of {', '.join(sorted(RESOLUTIONS))}")
         if resolved_by not in ("agent", "system"):
             raise InvalidValue("resolved_by", "must be agent or system")
         _check_text("note", note, required=False)
         self._check_not_resolved("resolve")
-        self._resolved(resolution=resolution, note=note, resolved_by=resolved_by, at=at, by=by)
+        self._resolved(
+            resolution=resolution, note=note, resolved_by=resolved_by, at=at, by=by, by_name=by_name
+        )
 
-    def reopen(self, *, reason: str, at: datetime, by: str) -> None:
-        _check_actor(by)
+    def reopen(self, *, reason: str, at: datetime, by: str, by_name: str | None = None) -> None:
+        _check_actor(by, by_name)
         _check_text("reason", reason)
         if self.status != "resolved":
             self._refuse("reopen", "only a resolved issue can be reopened")
-        self._reopened(reason=reason, at=at, by=by)
+        self._reopened(reason=reason, at=at, by=by, by_name=by_name)
 
     # ---- checks ---------------------------------------------------------------------
 
@@ -279,42 +310,74 @@ class OrderIssue(Aggregate):
         raise TransitionNotAllowed(self.id, command, self.status, reason)
 
     # ---- events (these alone run on replay) -----------------------------------------
+    #
+    # ``by_name=None``: the default is what an event stored before names were recorded
+    # replays with. Triggering an event still needs every keyword-only argument (the
+    # library's rule): the commands above always pass ``by_name``.
 
     @event("Escalated")
-    def _escalated(self, *, severity: str, evidence: dict[str, Any], at: datetime, by: str) -> None:
+    def _escalated(
+        self,
+        *,
+        severity: str,
+        evidence: dict[str, Any],
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
+    ) -> None:
         self.severity = severity
         self.evidence = {**self.evidence, **evidence}
         self.updated_at = at
 
     @event("Assigned")
-    def _assigned(self, *, assignee: str, at: datetime, by: str) -> None:
+    def _assigned(
+        self, *, assignee: str, at: datetime, by: str, by_name: str | None = None
+    ) -> None:
         self.assignee = assignee
         self.updated_at = at
 
     @event("Unassigned")
-    def _unassigned(self, *, previous_assignee: str | None, at: datetime, by: str) -> None:
+    def _unassigned(
+        self, *, previous_assignee: str | None, at: datetime, by: str, by_name: str | None = None
+    ) -> None:
         self.assignee = None
         self.updated_at = at
 
     @event("Acknowledged")
-    def _acknowledged(self, *, at: datetime, by: str) -> None:
+    def _acknowledged(self, *, at: datetime, by: str, by_name: str | None = None) -> None:
         self.status = "acknowledged"
         self.acknowledged_by = by
         self.updated_at = at
 
     @event("NoteAdded")
-    def _note_added(self, *, text: str, at: datetime, by: str) -> None:
-        self.notes.append({"text": text, "at": at, "by": by})
+    def _note_added(self, *, text: str, at: datetime, by: str, by_name: str | None = None) -> None:
+        self.notes.append({"text": text, "at": at, "by": by, "by_name": by_name})
         self.updated_at = at
 
     @event("ActionTaken")
-    def _action_taken(self, *, action: str, details: dict[str, Any], at: datetime, by: str) -> None:
-        self.actions.append({"action": action, "details": details, "at": at, "by": by})
+    def _action_taken(
+        self,
+        *,
+        action: str,
+        details: dict[str, Any],
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
+    ) -> None:
+        self.actions.append(
+            {"action": action, "details": details, "at": at, "by": by, "by_name": by_name}
+        )
         self.updated_at = at
 
     @event("Snoozed")
     def _snoozed(
-        self, *, until: datetime, previous_status: str | None, at: datetime, by: str
+        self,
+        *,
+        until: datetime,
+        previous_status: str | None,
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
     ) -> None:
         self.status_before_snooze = previous_status
         self.status = "snoozed"
@@ -322,7 +385,7 @@ class OrderIssue(Aggregate):
         self.updated_at = at
 
     @event("Woken")
-    def _woken(self, *, at: datetime, by: str) -> None:
+    def _woken(self, *, at: datetime, by: str, by_name: str | None = None) -> None:
         self.status = self.status_before_snooze or "open"
         self.status_before_snooze = None
         self.snoozed_until = None
@@ -330,7 +393,14 @@ class OrderIssue(Aggregate):
 
     @event("Resolved")
     def _resolved(
-        self, *, resolution: str, note: str, resolved_by: str, at: datetime, by: str
+        self,
+        *,
+        resolution: str,
+        note: str,
+        resolved_by: str,
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
     ) -> None:
         self.status = "resolved"
         self.resolution = resolution
@@ -341,7 +411,7 @@ class OrderIssue(Aggregate):
         self.updated_at = at
 
     @event("Reopened")
-    def _reopened(self, *, reason: str, at: datetime, by: str) -> None:
+    def _reopened(self, *, reason: str, at: datetime, by: str, by_name: str | None = None) -> None:
         self.status = "open"
         self.reopen_count += 1
         self.acknowledged_by = None

@@ -8,29 +8,37 @@ cookie alone authenticates must also pass Litestar's CSRF check when it changes 
 (cookie ``csrftoken``, header ``x-csrftoken``); a bearer token needs none, as no browser
 sends it by itself. Anything wrong with the token is :class:`~app.http.errors.Unauthenticated`
 (401); which role may call which route is ``app/http/access.py``'s business.
+
+A login ticket (``adapters.tokens.mint_ticket``) is exchanged once, by :func:`exchange`,
+for a session token; it is never a credential itself (``Verifier.claims`` refuses it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import Request
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
-from litestar.middleware.csrf import CSRFMiddleware
+from litestar.middleware.csrf import CSRF_SECRET_LENGTH, CSRFMiddleware, generate_csrf_hash
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from adapters.tokens import InvalidToken, TokenConfig, Verifier
+from adapters.tokens import InvalidToken, TokenConfig, Verifier, mint, session_claims
 from app.http.access import OPEN_PATHS
 from app.http.errors import Unauthenticated, Unprocessable
+from app.ports import LoginTickets
 from app.principal import ROLES, Principal
 from app.settings import Settings
+from domain.values import is_storable
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "inbox_session"
 CSRF_COOKIE = "csrftoken"
@@ -38,6 +46,8 @@ CSRF_HEADER = "x-csrftoken"
 MAX_CLAIM_LENGTH = 200
 # Scope lists longer than any company's markets are a malformed token, not a scope.
 MAX_SCOPE_ENTRIES = 1000
+# The session a login ticket is exchanged for lasts as long as a development token.
+TICKET_SESSION_TTL = timedelta(hours=8)
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,9 @@ def _principal(claims: dict[str, Any]) -> Principal:
         raise InvalidToken("bad sub")
     if role not in ROLES:
         raise InvalidToken("bad role")
-    if name is not None and (not isinstance(name, str) or len(name) > MAX_CLAIM_LENGTH):
+    if name is not None and (
+        not isinstance(name, str) or len(name) > MAX_CLAIM_LENGTH or not is_storable(name)
+    ):
         raise InvalidToken("bad name")
     return Principal(
         sub=sub,
@@ -119,12 +131,54 @@ async def check(verifier: Verifier, token: str) -> Checked:
     return Checked(principal, datetime.fromtimestamp(claims["exp"], UTC))
 
 
+async def exchange(verifier: Verifier, tickets: LoginTickets, ticket: str) -> tuple[Checked, str]:
+    """A login ticket's session: its caller, and a session token for the same claims
+    (:data:`TICKET_SESSION_TTL`, signed with the secret). Unauthenticated when the ticket
+    does not check, or was used before (each ticket logs in once)."""
+    try:
+        claims = verifier.ticket(ticket)
+        _principal(claims)
+    except InvalidToken:
+        raise Unauthenticated("invalid token") from None
+    if not await tickets.use(claims["jti"]):
+        log.info("login ticket refused: used before")
+        raise Unauthenticated("invalid token")
+    secret = verifier.config.secret
+    assert secret is not None  # verifier.ticket checked with it
+    # The token's own clock is the wall clock (not the demo's compressed order time).
+    token = mint(secret, session_claims(claims), now=datetime.now(UTC), ttl=TICKET_SESSION_TTL)
+    return await check(verifier, token), token
+
+
 def bearer(authorization: str) -> str:
     """The token of an ``Authorization: Bearer <token>`` header."""
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("invalid token")
     return token.strip()
+
+
+async def authenticate(
+    verifier: Verifier, connection: ASGIConnection[Any, Any, Any, Any]
+) -> tuple[Checked, bool]:
+    """The caller of a request: its ``Authorization: Bearer`` token, else its session
+    cookie; and whether the cookie alone vouched for it (then a change needs the CSRF
+    token). Unauthenticated when it sends neither, or one that does not check."""
+    authorization = connection.headers.get("authorization")
+    if authorization is not None:
+        return await check(verifier, bearer(authorization)), False
+    cookie = connection.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("authentication required", missing=True)
+    return await check(verifier, cookie), True
+
+
+def valid_csrf_token(token: str | None, secret: str) -> bool:
+    """Whether ``token`` is one the CSRF middleware accepts (made with ``secret``)."""
+    if token is None or len(token) <= CSRF_SECRET_LENGTH or len(token) > 4 * CSRF_SECRET_LENGTH:
+        return False
+    expected = generate_csrf_hash(token[:CSRF_SECRET_LENGTH], secret)
+    return hmac.compare_digest(token[CSRF_SECRET_LENGTH:], expected)
 
 
 class Authenticate:
@@ -140,16 +194,11 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
-        authorization = connection.headers.get("authorization")
-        if authorization is not None:
-            checked = await check(self.verifier, bearer(authorization))
-            scope["user"] = checked.principal
+        checked, by_cookie = await authenticate(self.verifier, connection)
+        scope["user"] = checked.principal
+        if not by_cookie:
             await self.app(scope, receive, send)
             return
-        cookie = connection.cookies.get(SESSION_COOKIE)
-        if not cookie:
-            raise Unauthenticated("authentication required", missing=True)
-        scope["user"] = (await check(self.verifier, cookie)).principal
         # Safe methods pass (and get a csrftoken cookie if they have none); others must
         # echo the cookie's token in the header.
         await self.csrf(scope, receive, send)

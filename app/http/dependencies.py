@@ -18,6 +18,7 @@ from app.bus import CommandBus
 from app.detection import Detector
 from app.history import History
 from app.http.reads import filters
+from app.ports import LoginTickets
 from app.queries import Positions, ReadModels
 from app.service import IssueService
 from app.settings import Settings
@@ -44,6 +45,8 @@ class Services(Protocol):
     def positions(self) -> Positions: ...
     @property
     def detector(self) -> Detector: ...
+    @property
+    def login_tickets(self) -> LoginTickets: ...
 
 
 def _value(value: object) -> Provide:
@@ -65,5 +68,6 @@ def provide(services: Services) -> dict[str, Provide]:
         "read_models": _value(services.read_models),
         "positions": _value(services.positions),
         "detector": _value(services.detector),
+        "login_tickets": _value(services.login_tickets),
         "filters": Provide(filters, sync_to_thread=False),
     }

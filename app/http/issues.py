@@ -161,6 +161,7 @@ class IssueController(Controller):
             bus,
             use_cases.Report(
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 order_id=data.order_id,
                 kind=data.kind,
                 severity=data.severity,
@@ -185,6 +186,7 @@ class IssueController(Controller):
             use_cases.Escalate(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 severity=data.severity,
                 evidence={"escalation_reason": data.reason},
                 expected_version=expected_version(if_match),
@@ -205,6 +207,7 @@ class IssueController(Controller):
             use_cases.Assign(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 assignee=assignee(caller, data.assignee),
                 expected_version=expected_version(if_match),
             ),
@@ -224,6 +227,7 @@ class IssueController(Controller):
             use_cases.Unassign(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 expected_version=expected_version(if_match),
             ),
         )
@@ -242,6 +246,7 @@ class IssueController(Controller):
             use_cases.Acknowledge(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 expected_version=expected_version(if_match),
             ),
         )
@@ -260,6 +265,7 @@ class IssueController(Controller):
             use_cases.AddNote(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 text=data.text,
                 expected_version=expected_version(if_match),
             ),
@@ -280,6 +286,7 @@ class IssueController(Controller):
             use_cases.TakeAction(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 action=data.action,
                 details=data.details,
                 expected_version=expected_version(if_match),
@@ -300,6 +307,7 @@ class IssueController(Controller):
             use_cases.Snooze(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 until=data.until,
                 expected_version=expected_version(if_match),
             ),
@@ -319,6 +327,7 @@ class IssueController(Controller):
             use_cases.Wake(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 expected_version=expected_version(if_match),
             ),
         )
@@ -337,6 +346,7 @@ class IssueController(Controller):
             use_cases.Resolve(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 resolution=data.resolution,
                 note=data.note,
                 expected_version=expected_version(if_match),
@@ -357,6 +367,7 @@ class IssueController(Controller):
             use_cases.Reopen(
                 issue_id=issue_id,
                 actor=actor(caller, data.agent_id),
+                actor_name=caller.name,
                 reason=data.reason,
                 expected_version=expected_version(if_match),
             ),

@@ -129,9 +129,15 @@ def ingest() -> dict[int, ResponseSpec]:
 
 
 def session() -> dict[int, ResponseSpec]:
-    """Starting a session: malformed body (400), a token that does not check (401), too
-    large (413), invalid values (422)."""
-    return _errors(400, 401, 413, 422)
+    """Starting a session: malformed body (400), a token or ticket that does not check or
+    a ticket used before (401), too large (413), invalid values (422), the database (which
+    remembers used tickets) unavailable (503)."""
+    return _errors(400, 401, 413, 422, 503)
+
+
+def current_session() -> dict[int, ResponseSpec]:
+    """Who a browser is: not logged in, or no longer (401)."""
+    return _errors(401)
 
 
 def document_headers(document: OpenAPI) -> None:

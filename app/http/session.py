@@ -5,6 +5,12 @@ a URL, so a page posts its token once and gets it back as an ``HttpOnly``,
 ``SameSite=Strict`` cookie (``Secure`` except on loopback) that ends with the token; the
 CSRF token the page must echo in ``x-csrftoken`` on every change comes back in the body
 and in the readable ``csrftoken`` cookie.
+
+Instead of a token, a page may post a one-time login *ticket* (``inbox up``'s login link
+carries one in its URL fragment): checked with the secret only, used once, and exchanged
+for a session token the server signs (``app.http.auth.exchange``). ``GET`` says who the
+browser is logged in as (the page asks on load), so it authenticates itself here: the
+path is open to every caller in ``Authenticate``.
 """
 
 from __future__ import annotations
@@ -14,25 +20,52 @@ from ipaddress import ip_address
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
 from litestar.middleware.csrf import generate_csrf_token
 from litestar.openapi import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import Body
 
 from adapters.clock import SystemClock
 from app.http import openapi
-from app.http.auth import CSRF_COOKIE, SESSION_COOKIE, Authentication, check
-from app.http.errors import BadRequest
+from app.http.auth import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    Authentication,
+    Checked,
+    authenticate,
+    check,
+    exchange,
+    valid_csrf_token,
+)
+from app.http.errors import BadRequest, Unprocessable
+from app.ports import LoginTickets
 from app.principal import Role
 
 # A JWT from a company's identity provider with many claims stays well under this.
 MAX_TOKEN_LENGTH = 16_384
 
 
+Jwt = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+
+
 class StartSession(msgspec.Struct, forbid_unknown_fields=True):
-    token: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+    """Exactly one of them: a token (JWT), or a one-time login ticket (no nulls)."""
+
+    token: Jwt | msgspec.UnsetType = msgspec.UNSET
+    ticket: Jwt | msgspec.UnsetType = msgspec.UNSET
+
+
+# The document says "exactly one of them" as JSON Schema does (the handler checks it).
+StartSessionBody = Annotated[
+    StartSession,
+    Body(
+        media_type=RequestEncodingType.JSON,
+        schema_extra={"oneOf": [{"required": ["token"]}, {"required": ["ticket"]}]},
+    ),
+]
 
 
 class Session(msgspec.Struct):
@@ -53,15 +86,35 @@ def _loopback(request: Request[Any, Any, Any]) -> bool:
         return False
 
 
+def _cookie(request: Request[Any, Any, Any], key: str, value: str, max_age: int) -> Cookie:
+    return Cookie(
+        key=key,
+        value=value,
+        max_age=max_age,
+        httponly=key == SESSION_COOKIE,
+        path="/",
+        secure=not _loopback(request),
+        samesite="strict",
+    )
+
+
 def _cookies(
     request: Request[Any, Any, Any], session: str, csrf: str, max_age: int
 ) -> list[Cookie]:
-    secure = not _loopback(request)
-    common: dict[str, Any] = {"path": "/", "secure": secure, "samesite": "strict"}
     return [
-        Cookie(key=SESSION_COOKIE, value=session, max_age=max_age, httponly=True, **common),
-        Cookie(key=CSRF_COOKIE, value=csrf, max_age=max_age, httponly=False, **common),
+        _cookie(request, SESSION_COOKIE, session, max_age),
+        _cookie(request, CSRF_COOKIE, csrf, max_age),
     ]
+
+
+def _max_age(checked: Checked) -> int:
+    """Seconds until the token expires: the wall clock (not the demo's order time)."""
+    return max(0, int((checked.expires_at - SystemClock().now()).total_seconds()))
+
+
+def _session(checked: Checked, csrf: str) -> Session:
+    principal = checked.principal
+    return Session(principal.sub, principal.role, principal.name, checked.expires_at, csrf)
 
 
 class SessionController(Controller):
@@ -78,27 +131,59 @@ class SessionController(Controller):
     async def start(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[StartSession],
+        data: StartSessionBody,
         authentication: NamedDependency[Authentication],
+        login_tickets: NamedDependency[LoginTickets],
     ) -> Response[Session]:
-        """Checks the token as a bearer token is checked (401 when it does not) and sets
-        the ``inbox_session`` cookie (the token, ``HttpOnly``, ``SameSite=Strict``, until the
-        token expires) and the ``csrftoken`` cookie. Later requests of this browser are
-        authenticated by the cookie; a state-changing one must send the CSRF token in the
-        ``x-csrftoken`` header."""
+        """Body: ``{"token": "<JWT>"}`` or ``{"ticket": "<login ticket>"}`` (exactly one).
+        A token is checked as a bearer token is checked (401 when it does not); a ticket
+        is checked with the development secret, must be for ``purpose: login``, live at
+        most 15 minutes, and logs in once (401 after). Sets the ``inbox_session`` cookie
+        (the token, or for a ticket a session token of 8 hours the server signs;
+        ``HttpOnly``, ``SameSite=Strict``, until it expires) and the ``csrftoken`` cookie.
+        Later requests of this browser are authenticated by the cookie; a state-changing
+        one must send the CSRF token in the ``x-csrftoken`` header."""
         # A cross-site form cannot send JSON without a CORS preflight: no login CSRF.
         if request.content_type[0] != "application/json":
             raise BadRequest("Content-Type", "must be application/json")
-        checked = await check(authentication.verifier, data.token)
+        token, ticket = data.token, data.ticket
+        if isinstance(token, str) and isinstance(ticket, str):
+            raise Unprocessable("ticket", "give a token or a ticket, not both")
+        if isinstance(ticket, str):
+            checked, session = await exchange(authentication.verifier, login_tickets, ticket)
+        elif isinstance(token, str):
+            checked, session = await check(authentication.verifier, token), token
+        else:
+            raise Unprocessable("token", "required (or a ticket)")
         csrf = generate_csrf_token(authentication.csrf.secret)
-        principal = checked.principal
-        # The token's own clock is the wall clock (not the demo's compressed order time).
-        max_age = max(0, int((checked.expires_at - SystemClock().now()).total_seconds()))
         return Response(
-            Session(principal.sub, principal.role, principal.name, checked.expires_at, csrf),
+            _session(checked, csrf),
             status_code=201,
-            cookies=_cookies(request, data.token, csrf, max_age),
+            cookies=_cookies(request, session, csrf, _max_age(checked)),
             headers={"Cache-Control": "no-store"},
+        )
+
+    @get(
+        "/",
+        summary="Who this browser is logged in as",
+        responses=openapi.current_session(),
+    )
+    async def current(
+        self,
+        request: Request[Any, Any, Any],
+        authentication: NamedDependency[Authentication],
+    ) -> Response[Session]:
+        """The caller of the session cookie (or of a bearer token), as ``POST`` answered:
+        401 when there is neither, or it no longer checks (log in again). The CSRF token
+        is the ``csrftoken`` cookie's; without a valid one, a new one is made and set."""
+        checked, _ = await authenticate(authentication.verifier, request)
+        csrf = request.cookies.get(CSRF_COOKIE)
+        cookies = []
+        if csrf is None or not valid_csrf_token(csrf, authentication.csrf.secret):
+            csrf = generate_csrf_token(authentication.csrf.secret)
+            cookies.append(_cookie(request, CSRF_COOKIE, csrf, _max_age(checked)))
+        return Response(
+            _session(checked, csrf), cookies=cookies, headers={"Cache-Control": "no-store"}
         )
 
     @delete(

@@ -58,11 +58,15 @@ def inbox_up(
 
 
 @pytest.fixture(scope="session")
-def api(
-    endpoints: Endpoints, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def api_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the ``api`` fixture's ``inbox up`` keeps its files: ``api.log`` is its output."""
+    return tmp_path_factory.mktemp("api")
+
+
+@pytest.fixture(scope="session")
+def api(endpoints: Endpoints, settings: Settings, api_folder: Path) -> Iterator[str]:
     """``inbox up`` on this run's streams."""
-    with inbox_up(endpoints, settings, tmp_path_factory.mktemp("api")) as base_url:
+    with inbox_up(endpoints, settings, api_folder) as base_url:
         yield base_url
 
 

@@ -31,7 +31,7 @@ def _api_routes() -> list[tuple[str, str]]:
     services = SimpleNamespace(
         settings=Settings(jwt_secret=TEST_SECRET),
         **dict.fromkeys(("clock", "nats", "issues", "bus", "history")),
-        **dict.fromkeys(("read_models", "positions", "detector")),
+        **dict.fromkeys(("read_models", "positions", "detector", "login_tickets")),
     )
     app = create_app(services)
     return sorted(
@@ -101,6 +101,10 @@ def _call(
         yield response  # the stream's head only: an SSE feed never ends
 
 
+# Open to every role, but it answers who the caller is (app/http/session.py): none is 401.
+_WHO_AM_I = ("GET", "/api/session")
+
+
 @pytest.mark.parametrize("caller", CALLERS, ids=lambda c: c or "no-token")
 @pytest.mark.parametrize(("method", "template"), ROUTES, ids=str)
 def test_each_role_gets_what_its_rule_says(
@@ -113,7 +117,9 @@ def test_each_role_gets_what_its_rule_says(
         _call(http, method, template, path, headers) as r,
     ):
         code = r.status_code
-    if OPEN_PATHS.match(template) or (caller and caller in allowed(method, template)):
+    if (method, template) == _WHO_AM_I and caller is None:
+        assert code == 401, code
+    elif OPEN_PATHS.match(template) or (caller and caller in allowed(method, template)):
         # 2xx, or a 4xx of the call itself (a body the matrix leaves empty, a state)
         assert code not in (401, 403), code
         assert code < 500, code

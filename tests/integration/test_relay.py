@@ -309,8 +309,9 @@ async def test_an_event_no_read_model_can_store_is_published_as_it_is(
         evidence={"why": "nul \x00 here"},
         at=at,
         by="system",
+        by_name=None,
     )
-    bad._assigned(assignee="b\x00b", at=at, by="ann")
+    bad._assigned(assignee="b\x00b", at=at, by="ann", by_name=None)
     writer.app.save(bad)
     write_lifecycles(writer, 3, notes=1)
     try:
