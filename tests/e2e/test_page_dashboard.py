@@ -17,9 +17,9 @@ from playwright.async_api import BrowserContext, Page, expect
 from app.principal import Role
 from app.settings import Settings
 from tests.conftest import wait_until
-from tests.e2e.browser import NARROW, WIDE, describe, screenshot, serious_violations
+from tests.e2e.browser import NARROW, WIDE, describe, log_in, screenshot, serious_violations
 from tests.e2e.test_issue_api import report
-from tests.tokens import headers_for, token_for
+from tests.tokens import headers_for
 
 # Markets no other test uses: the lead's scope holds only this test's issues.
 MARKETS = ["IS", "LU"]
@@ -130,13 +130,9 @@ async def _setup(http: httpx.Client, settings: Settings, lead: httpx.Client) -> 
 async def _log_in_on(
     page: Page, path: str, sub: str, role: Role, countries: list[str] | None = None
 ) -> None:
-    """Open ``path`` and log in with the form there (as ``tests/e2e/test_page_shell.py``
-    does: a page load does not yet find an existing session, GET /api/session being
-    another branch's)."""
+    """Log the page's browser in (its session cookie) and open ``path``."""
+    await log_in(page.context, sub, role, name=sub.title(), countries=countries)
     await page.goto(path)
-    token = token_for(sub, role, name=sub.title(), countries=countries)
-    await page.get_by_label("Access token").fill(token)
-    await page.get_by_role("button", name="Log in").click()
     await expect(page.get_by_test_id("who")).to_contain_text(role)
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 
 import httpx
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import Browser, BrowserContext, expect
 
-from tests.e2e.browser import NARROW, describe, serious_violations
-from tests.tokens import token_for
+from app import bootstrap
+from tests.e2e.browser import NARROW, describe, log_in, serious_violations
+from tests.tokens import TEST_SECRET, token_for
 
 
 async def test_page_without_a_session_shows_the_login_form_not_an_error(
@@ -81,3 +82,36 @@ def test_the_page_is_sent_with_security_headers(api: str) -> None:
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
     assert httpx.get(api + "/static/../app/settings.py").status_code == 404
+
+
+async def test_a_reload_keeps_the_session_and_every_page_path_serves_the_shell(
+    context: BrowserContext,
+) -> None:
+    await log_in(context, "lead-lea", "lead", name="Lea Lead")
+    page = await context.new_page()
+    for path in ("/", "/dashboard", "/issues/0b6ac3e4-5f4e-4f7e-9a4e-3a1f0e2b9c11"):
+        await page.goto(path)
+        await expect(page.get_by_test_id("who")).to_have_text("Lea Lead · lead")
+    await page.reload()
+    await expect(page.get_by_test_id("who")).to_have_text("Lea Lead · lead")
+
+
+async def test_a_login_link_logs_in_once_and_leaves_the_address(
+    browser: Browser, context: BrowserContext, api: str
+) -> None:
+    ticket = bootstrap.development_ticket(TEST_SECRET, role="admin", sub="demo", name="Demo")
+    page = await context.new_page()
+    await page.goto(f"/login#ticket={ticket}")
+    await expect(page.get_by_test_id("who")).to_have_text("Demo · admin")
+    assert "ticket" not in page.url  # taken out of the address (and the history) at once
+    await expect(page).to_have_url(re.compile(r"/$"))
+
+    # The same link again, in another browser: used, so the login form says why.
+    other = await browser.new_context(base_url=api)
+    try:
+        second = await other.new_page()
+        await second.goto(f"/login#ticket={ticket}")
+        await expect(second.get_by_role("alert")).to_contain_text("login link")
+        await expect(second.get_by_label("Access token")).to_be_visible()
+    finally:
+        await other.close()
