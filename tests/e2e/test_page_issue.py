@@ -174,6 +174,8 @@ async def test_acting_on_an_issue_grows_its_timeline(
     page = await opened(context, issue_id, "agent-pia", "agent", name="Pia Agent")
     entries = timeline_entries(page)
     await expect(entries).to_have_count(1)
+    keys = page.get_by_role("region", name="Keys").locator("kbd")
+    await expect(keys).to_have_text(["m", "a", "s", "r", "u / Esc"])
 
     await page.keyboard.press("m")  # assign to me
     await expect(page.get_by_test_id("assignee")).to_have_text("agent-pia")
@@ -237,7 +239,10 @@ async def test_a_conflict_shows_a_message_and_the_fresh_state_and_keeps_the_note
     issue_id = raised_issue(http)
     page = await opened(context, issue_id, "agent-pia", "agent")
     await expect(page.get_by_test_id("version")).to_have_text("1")
-    await page.get_by_label("Note text").fill("My careful note")
+    # Typed key by key: its "a" and "m" are text, not the page's keys.
+    await page.get_by_label("Note text").press_sequentially("My careful note")
+    await expect(page.get_by_test_id("version")).to_have_text("1")
+    assert len(http.get(f"/api/issues/{issue_id}/events").json()["items"]) == 1
 
     command(http, issue_id, "acknowledge", {})  # another client, after the page loaded
 
@@ -278,6 +283,24 @@ async def test_someone_elses_change_shows_a_notice(
     await expect(timeline_entries(page).nth(1)).to_contain_text("From the other desk")
     await expect(notice).to_have_text("")
 
+    await page.keyboard.press("Escape")  # back to the inbox
+    await expect(page).to_have_url(re.compile(r"/$"))
+
+
+async def test_a_lead_assigns_to_someone_else_and_takes_it_back(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    issue_id = raised_issue(http)
+    page = await opened(context, issue_id, "lead-lea", "lead", name="Lea Lead")
+    await page.get_by_label("Agent id").fill("agent-zed")
+    await page.get_by_role("button", name="Assign", exact=True).click()
+    await expect(page.get_by_test_id("assignee")).to_have_text("agent-zed")
+    await expect(timeline_entries(page).nth(1)).to_contain_text("by lead-lea")
+    await page.get_by_role("button", name="Unassign").click()
+    await expect(page.get_by_test_id("assignee")).to_have_text("nobody")
+    await expect(page.get_by_role("button", name="Unassign")).to_have_count(0)
+    await expect(timeline_entries(page)).to_have_count(3)
+
 
 async def test_an_auditor_steps_through_the_versions(
     context: BrowserContext, http: httpx.Client
@@ -289,6 +312,8 @@ async def test_an_auditor_steps_through_the_versions(
     page = await opened(context, issue_id, "auditor-aud", "auditor", name="Aud Itor")
 
     await expect(page.get_by_test_id("no-actions")).to_be_visible()
+    keys = page.get_by_role("region", name="Keys").locator("kbd")
+    await expect(keys).to_have_text(["u / Esc"])  # an auditor only reads
     await expect(page.get_by_role("button", name="Assign to me")).to_have_count(0)
     await expect(page.get_by_label("Note text")).to_have_count(0)
     await expect(page.get_by_role("button", name="Add note")).to_have_count(0)

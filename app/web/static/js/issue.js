@@ -75,6 +75,7 @@ export function Issue({ session, id }) {
   const [feed, setFeed] = useState({ status: "connecting", heard: 0 }); // the feed, for tests too
   const shownAt = useRef({ version: 0, position: 0 });
   const own = useRef({ versions: new Set(), positions: new Set() }); // what our commands made
+  const foreign = useRef({ version: 0, position: 0 }); // the newest change heard of others
   const inFlight = useRef(false);
   const heard = useRef([]); // feed items heard while a command of ours was in flight
   const refs = { assign: useRef(null), acknowledge: useRef(null), snooze: useRef(null), resolve: useRef(null) };
@@ -87,7 +88,9 @@ export function Issue({ session, id }) {
         const before = shownAt.current.version;
         shownAt.current = { version: fresh.version, position: fresh.issue.position };
         setShown(fresh);
-        setStale(false);
+        // A change heard while this was read may be newer than what it read.
+        const other = foreign.current;
+        setStale(other.version > fresh.version || other.position > fresh.issue.position);
         // The auditor's step follows the newest version when it showed the newest.
         setAuditVersion((at) => (at === null || at === before ? fresh.version : Math.min(at, fresh.version)));
         return fresh;
@@ -114,7 +117,13 @@ export function Issue({ session, id }) {
     const newer = item.version !== undefined
       ? item.version > seen.version && !mine.versions.has(item.version)
       : item.position > seen.position && !mine.positions.has(item.position);
-    if (newer) setStale(true);
+    if (!newer) return;
+    const other = foreign.current;
+    foreign.current = {
+      version: Math.max(other.version, item.version ?? 0),
+      position: Math.max(other.position, item.version === undefined ? item.position : 0),
+    };
+    setStale(true);
   }, []);
   const orderId = shown?.issue.order_id;
   useEffect(() => {
@@ -211,6 +220,7 @@ export function Issue({ session, id }) {
   }
 
   const { issue, version, history, order, orderProblem } = shown;
+  const acts = Object.keys(allowed(issue, session)).length > 0;
   const others = (order?.issues || []).filter((one) => one.issue_id !== issue.issue_id);
   const inspect = (n) => {
     setAuditVersion(n);
@@ -292,7 +302,9 @@ export function Issue({ session, id }) {
           <section class="panel keys" aria-labelledby="keys-title">
             <h2 id="keys-title">Keys</h2>
             <dl class="keys-list">
-              ${KEYS.map(([key, what]) => html`<div><dt><kbd>${key}</kbd></dt><dd>${what}</dd></div>`)}
+              ${KEYS.filter(([key]) => acts || key.startsWith("u")).map(
+                ([key, what]) => html`<div><dt><kbd>${key}</kbd></dt><dd>${what}</dd></div>`,
+              )}
             </dl>
           </section>
 
