@@ -2,7 +2,7 @@
 // stepped through with previous / next, a slider, or an entry of the timeline; each step
 // says what that version changed against the one before it.
 import { ApiError, get } from "./api.js";
-import { label } from "./format.js";
+import { dateTime, label } from "./format.js";
 import { html, useEffect, useState } from "./html.js";
 import { actor, text } from "./issue-parts.js";
 
@@ -12,6 +12,12 @@ const SHOWN = [
   "status", "severity", "assignee", "resolution", "resolved_by", "resolved_at", "snoozed_until",
   "reopen_count", "updated_at", "evidence", "notes", "actions",
 ];
+
+// A field's value as text; times as dates.
+function shown(key, value) {
+  if (typeof value === "string" && (key.endsWith("_at") || key.endsWith("_until"))) return dateTime(value);
+  return text(value);
+}
 
 function changes(before, after) {
   if (!after) return [];
@@ -58,8 +64,8 @@ export function Audit({ id, latest, version, setVersion, events }) {
           ${SHOWN.map((key) => html`
             <div class=${changed.includes(key) && version > 1 ? "changed" : ""}>
               <dt>${label(key)}${changed.includes(key) && version > 1 ? " (changed)" : ""}</dt>
-              <dd>${text(states.at[key])}${changed.includes(key) && states.before
-                ? html`<span class="was"> (was ${text(states.before[key])})</span>` : ""}</dd>
+              <dd>${shown(key, states.at[key])}${changed.includes(key) && states.before
+                ? html`<span class="was"> (was ${shown(key, states.before[key])})</span>` : ""}</dd>
             </div>`)}
         </dl>`}
     </section>`;

@@ -96,7 +96,7 @@ export function Issue({ session, id }) {
         return fresh;
       } catch (failure) {
         if (failure instanceof ApiError && failure.status === 404) setMissing(failure.message);
-        else setOutcome({ kind: "error", text: failureText(failure) });
+        else setOutcome({ kind: "error", text: `Could not read the issue: ${failureText(failure)}` });
         return null;
       }
     },
@@ -143,7 +143,7 @@ export function Issue({ session, id }) {
 
   const run = useCallback(
     async (command, body, done) => {
-      if (!shown) return false;
+      if (!shown || inFlight.current) return false; // one command at a time
       setBusy(true);
       setOutcome(null);
       inFlight.current = true;
@@ -153,8 +153,8 @@ export function Issue({ session, id }) {
         own.current.versions.add(answer.version);
         own.current.positions.add(answer.position);
         taken = true;
-        await load(answer.position);
-        setOutcome({ kind: "ok", text: `${done}.` });
+        // Saved; when the page cannot show it yet, load says why.
+        if (await load(answer.position)) setOutcome({ kind: "ok", text: `${done}.` });
       } catch (failure) {
         if (failure instanceof ApiError && (failure.status === 412 || failure.status === 409)) {
           const why =
