@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from playwright.async_api import BrowserContext, Dialog, Page, expect
+from playwright.async_api import BrowserContext, Dialog, Page, Route, expect
 
 from app.principal import Role
 from tests.conftest import wait_until
@@ -260,6 +260,30 @@ async def test_a_conflict_shows_a_message_and_the_fresh_state_and_keeps_the_note
     await expect(timeline_entries(page)).to_have_count(3)
     await expect(timeline_entries(page).nth(2)).to_contain_text("My careful note")
     await expect(problem).to_have_text("")
+
+
+async def test_a_refused_transition_shows_why_and_the_fresh_state(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """409: the page's command reaches an issue whose status refuses it. The page always
+    sends If-Match (a 412 would come first), so this request goes out without it."""
+    issue_id = raised_issue(http)
+    page = await opened(context, issue_id, "agent-pia", "agent")
+
+    async def without_if_match(route: Route) -> None:
+        headers = {k: v for k, v in route.request.headers.items() if k.lower() != "if-match"}
+        await route.continue_(headers=headers)
+
+    await page.route(re.compile(r"/acknowledge$"), without_if_match)
+    command(http, issue_id, "resolve", {"resolution": "duplicate", "note": ""})
+
+    await page.get_by_role("button", name="Acknowledge").click()
+    problem = page.get_by_test_id("outcome-problem")
+    await expect(problem).to_contain_text("not allowed in the issue's current state")
+    await expect(problem).to_contain_text("cannot acknowledge")
+    await expect(page.get_by_test_id("status")).to_have_text("resolved")
+    await expect(page.get_by_role("button", name="Reopen")).to_be_visible()
+    await expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
 
 
 async def test_someone_elses_change_shows_a_notice(
