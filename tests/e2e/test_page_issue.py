@@ -181,7 +181,7 @@ async def test_acting_on_an_issue_grows_its_timeline(
     await expect(page.get_by_test_id("assignee")).to_have_text("agent-pia")
     await expect(entries).to_have_count(2)
     await expect(entries.nth(1)).to_contain_text("assigned")
-    await expect(entries.nth(1)).to_contain_text("by agent-pia")
+    await expect(entries.nth(1)).to_contain_text("by Pia Agent (agent-pia)")
 
     await page.get_by_label("Note text").fill("Called the venue, they are on it")
     await page.get_by_role("button", name="Add note").click()
@@ -319,7 +319,7 @@ async def test_a_lead_assigns_to_someone_else_and_takes_it_back(
     await page.get_by_label("Agent id").fill("agent-zed")
     await page.get_by_role("button", name="Assign", exact=True).click()
     await expect(page.get_by_test_id("assignee")).to_have_text("agent-zed")
-    await expect(timeline_entries(page).nth(1)).to_contain_text("by lead-lea")
+    await expect(timeline_entries(page).nth(1)).to_contain_text("by Lea Lead (lead-lea)")
     await page.get_by_role("button", name="Unassign").click()
     await expect(page.get_by_test_id("assignee")).to_have_text("nobody")
     await expect(page.get_by_role("button", name="Unassign")).to_have_count(0)
