@@ -8,6 +8,7 @@ import { Link, navigate } from "./router.js";
 
 // How many of the most frequent countries and cities are offered as one-click filters.
 const TOP = 8;
+const WIDE = "(min-width: 700px)";
 
 function apply(filters, changes) {
   navigate(filtersHref({ ...filters, ...changes }));
@@ -62,8 +63,13 @@ export function FilterBar({ session, filters, stats }) {
     event.preventDefault();
     apply(filters, { country: values(country), city: values(city) });
   };
-  const filtered = Object.values(filters).some((chosen) => chosen.length);
+  const active = Object.values(filters).reduce((n, chosen) => n + chosen.length, 0);
+  const filtered = active > 0;
+  // Open on a wide window; on a narrow one the table comes first, the filters a tap away.
+  const [wide] = useState(() => window.matchMedia(WIDE).matches);
   return html`
+    <details class="filter-panel" open=${wide}>
+    <summary>Filters${active ? ` (${active} chosen)` : ""}${stats ? `: ${stats.total} issues` : ""}</summary>
     <form class="filters" aria-label="Filters" onSubmit=${submit}>
       <${Choices} name="status" legend="Status" values=${STATUSES} filters=${filters} counts=${stats?.by_status} />
       <${Choices} name="severity" legend="Severity" values=${SEVERITIES} filters=${filters} counts=${stats?.by_severity} />
@@ -95,5 +101,6 @@ export function FilterBar({ session, filters, stats }) {
       <${Frequent} name="country" what="Countries" counts=${stats?.by_country} filters=${filters} />
       <${Frequent} name="city" what="Cities" counts=${stats?.by_city} filters=${filters} />
       ${stats && html`<p class="total" data-testid="total">${stats.total} issues in this view</p>`}
-    </form>`;
+    </form>
+    </details>`;
 }

@@ -100,8 +100,8 @@ function Row({ row, now, active, selectable, selected, onSelect, onActive }) {
       <td>${row.vertical}</td>
       <td>${row.city}</td>
       <td>${row.country}</td>
-      <td>${age(row.detected_at, now)}</td>
-      <td><${Sla} row=${row} now=${now} /></td>
+      <td class="when">${age(row.detected_at, now)}</td>
+      <td class="when"><${Sla} row=${row} now=${now} /></td>
       <td>${row.assignee || html`<span class="muted">unassigned</span>`}</td>
       <td>${label(row.status)}</td>
     </tr>`;
@@ -135,7 +135,13 @@ function Queue({ session, filters, onChange }) {
   const [more, setMore] = useState({ busy: false, problem: null });
   const [live, setLive] = useState("connecting");
   const [now, setNow] = useState(Date.now());
-  const [activeId, setActiveId] = useState(null);
+  const [activeId, setActiveState] = useState(null);
+  // The keys may come faster than renders: they read the active row from here.
+  const activeRef = useRef(null);
+  const setActiveId = useCallback((issueId) => {
+    activeRef.current = issueId;
+    setActiveState(issueId);
+  }, []);
   const [selected, setSelected] = useState(() => new Set());
   const [message, setMessage] = useState("");
   const [results, setResults] = useState(null);
@@ -246,7 +252,19 @@ function Queue({ session, filters, onChange }) {
     }
   }
 
-  async function act(name, targets, options = {}, bulk = false) {
+  // Commands go one after another, each with the version the row shows when it is sent
+  // (so "m" then "a" in quick succession is not a conflict with oneself).
+  const chain = useRef(Promise.resolve());
+  function act(name, targets, options = {}, bulk = false) {
+    const ids = targets.map((row) => row.issue_id);
+    chain.current = chain.current.then(() =>
+      run(name, ids.map((id, n) => rows.byId.get(id) || targets[n]), options, bulk).catch((error) =>
+        setMessage(`Could not ${label(name)}: ${error.message}`),
+      ),
+    );
+  }
+
+  async function run(name, targets, options, bulk) {
     if (!targets.length) return;
     if (!canTriage) {
       setMessage(`A ${session.role} cannot change issues.`);
@@ -284,14 +302,16 @@ function Queue({ session, filters, onChange }) {
   keys.current = (event) => {
     if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
     if (document.querySelector("dialog[open]") || typing(event.target)) return;
+    const current = shown.find((row) => row.issue_id === activeRef.current) || active;
+    const at = current ? shown.indexOf(current) : -1;
     const move = (by) => {
       if (!shown.length) return;
-      const from = activeIndex < 0 ? (by > 0 ? -1 : shown.length) : activeIndex;
+      const from = at < 0 ? (by > 0 ? -1 : shown.length) : at;
       const next = shown[Math.max(0, Math.min(shown.length - 1, from + by))];
       focusNext.current = true;
       setActiveId(next.issue_id);
     };
-    const open = () => active && navigate(`/issues/${encodeURIComponent(active.issue_id)}`);
+    const open = () => current && navigate(`/issues/${encodeURIComponent(current.issue_id)}`);
     const handlers = {
       j: () => move(1),
       ArrowDown: () => move(1),
@@ -302,11 +322,11 @@ function Queue({ session, filters, onChange }) {
         if (!(event.target instanceof Element) || !event.target.closest("a, button")) open();
         else return false; // a link or button does its own thing
       },
-      m: () => active && act("assign", [active]),
-      a: () => active && act("acknowledge", [active]),
-      s: () => active && act("snooze", [active]),
-      r: () => active && canTriage && setResolving({ targets: [active], bulk: false }),
-      x: () => active && canBulk && select(active.issue_id, !selected.has(active.issue_id)),
+      m: () => current && act("assign", [current]),
+      a: () => current && act("acknowledge", [current]),
+      s: () => current && act("snooze", [current]),
+      r: () => current && canTriage && setResolving({ targets: [current], bulk: false }),
+      x: () => current && canBulk && select(current.issue_id, !selected.has(current.issue_id)),
       "?": () => setHelping(true),
     };
     const handler = handlers[event.key];
@@ -328,8 +348,8 @@ function Queue({ session, filters, onChange }) {
           <span aria-hidden="true" class="dot"></span>${liveText}
         </span>
         <button type="button" class="quiet" onClick=${() => setHelping(true)} aria-keyshortcuts="?">Keyboard shortcuts</button>
+        <p class="message" role="status" data-testid="message">${message}</p>
       </div>
-      <p class="message" role="status" data-testid="message">${message}</p>
       ${canBulk && html`
         <section class="bulk" aria-label="Bulk actions">
           <span data-testid="selected-count">${selected.size} selected</span>
