@@ -201,6 +201,8 @@ async def test_live_changes_from_another_client_appear_move_and_leave(
         high = created.json()["issue_id"]
         await expect(rows(page)).to_have_count(2, timeout=LIVE_MS)
         assert await order(page) == [high, medium["issue_id"]]
+        # The counts follow (asked for again a moment after a live change).
+        await expect(page.get_by_test_id("total")).to_have_text("2 issues in this view")
         # Escalated: it moves to the top, changed in place.
         escalated = other.post(
             f"/api/issues/{medium['issue_id']}/escalate",

@@ -44,25 +44,31 @@ export function Inbox({ session, search }) {
   const filters = useMemo(() => parseFilters(search), [search]);
   const [stats, setStats] = useState(null);
   const [statsProblem, setStatsProblem] = useState(null);
-  const [changes, setChanges] = useState(0);
+  const [recount, setRecount] = useState(0);
+  const settling = useRef(0);
 
   useEffect(() => {
     const abort = new AbortController();
-    const timer = setTimeout(async () => {
+    (async () => {
       try {
         setStats((await get("/api/stats", filters, { signal: abort.signal })).data);
         setStatsProblem(null);
       } catch (error) {
         if (error.name !== "AbortError") setStatsProblem(problem(error));
       }
-    }, changes ? STATS_SETTLE_MS : 0);
-    return () => {
-      clearTimeout(timer);
-      abort.abort();
-    };
-  }, [filters, changes]);
+    })();
+    return () => abort.abort();
+  }, [filters, recount]);
+  useEffect(() => () => clearTimeout(settling.current), []);
 
-  const changed = useCallback(() => setChanges((n) => n + 1), []);
+  // A live change asks for the counts again, at most once per STATS_SETTLE_MS.
+  const changed = useCallback(() => {
+    if (settling.current) return;
+    settling.current = setTimeout(() => {
+      settling.current = 0;
+      setRecount((n) => n + 1);
+    }, STATS_SETTLE_MS);
+  }, []);
 
   return html`
     <section aria-labelledby="inbox-title" class="inbox">
@@ -229,11 +235,14 @@ function Queue({ session, filters, onChange }) {
   const activeIndex = active ? shown.indexOf(active) : -1;
   if (activeIndex >= 0) lastIndex.current = activeIndex;
 
+  // Focus follows the keys; and when the active row left with the focus on it, its
+  // neighbour takes both.
+  const replaced = Boolean(active) && active.issue_id !== activeId;
   useEffect(() => {
     if (!active) return;
+    if (replaced) setActiveId(active.issue_id);
     const link = document.getElementById(`open-${active.issue_id}`);
-    if (!link) return;
-    if (focusNext.current || document.activeElement === document.body) {
+    if (link && (focusNext.current || (replaced && document.activeElement === document.body))) {
       focusNext.current = false;
       link.focus();
       link.closest("tr")?.scrollIntoView({ block: "nearest" });
