@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import bench_commands, bench_detect, bench_precision, bench_read, bench_relay
+from tests.bench import (
+    bench_commands,
+    bench_detect,
+    bench_page,
+    bench_precision,
+    bench_read,
+    bench_relay,
+)
 
 BENCHES = {
     "commands": bench_commands.main,
@@ -13,6 +20,7 @@ BENCHES = {
     "read": bench_read.main,
     "detect": bench_detect.main,
     "precision": bench_precision.main,
+    "page": bench_page.main,
 }
 
 
