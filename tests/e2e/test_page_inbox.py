@@ -321,6 +321,7 @@ async def test_bulk_acknowledge_shows_each_items_result_with_a_conflict(
     await page.get_by_label("Select all visible issues").check()
     await expect(page.get_by_test_id("selected-count")).to_have_text("2 selected")
     send(http, two["issue_id"], "escalate", {"severity": "high", "reason": "changed elsewhere"})
+    await expect(row(page, two["issue_id"])).to_contain_text("medium")  # as the page loaded it
     await (
         page.get_by_role("region", name="Bulk actions")
         .get_by_role("button", name="Acknowledge")

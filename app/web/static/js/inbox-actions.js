@@ -38,27 +38,45 @@ function refusal(error) {
   return { kind: error.status === 412 ? "conflict" : "refused", text: (named || `failed (${error.status})`) + (error.status === 412 ? "" : detail) };
 }
 
+const FRESH_ATTEMPTS = 4;
+const FRESH_PAUSE_MS = 500;
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The issue as the API shows it once the read model has `atLeast` (a version): after a
+// command, the version it made; after a conflict, the version the 412 named. The read
+// model may lag a moment (503 to min_position, or an older row): asked again a few
+// times; null when it could not be read (the live feed brings the change then).
+async function freshRow(issueId, { minPosition, atLeast }) {
+  for (let attempt = 1; attempt <= FRESH_ATTEMPTS; attempt += 1) {
+    try {
+      const query = minPosition ? { min_position: minPosition } : {};
+      const fresh = (await get(`/api/issues/${encodeURIComponent(issueId)}`, query)).data;
+      if (!atLeast || fresh.version >= atLeast) return fresh;
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 503) return null;
+    }
+    if (attempt < FRESH_ATTEMPTS) await pause(FRESH_PAUSE_MS);
+  }
+  return null;
+}
+
 // Sends one command for a row; resolves to {row, kind: "ok"|"conflict"|"refused"|"error",
 // text, fresh}: `fresh` is the issue as the API shows it afterwards (after the command, or
 // the newer state that made it conflict), when it could be read.
 export async function send(row, name, options = {}) {
   const [path, body, done] = commandFor(name, options);
   let outcome;
-  let minPosition;
+  let after = {};
   try {
     const result = await post(`/api/issues/${encodeURIComponent(row.issue_id)}/${path}`, body, { ifMatch: row.version });
     outcome = { kind: "ok", text: done };
-    minPosition = result.data.position;
+    after = { minPosition: result.data.position, atLeast: result.data.version };
   } catch (error) {
     outcome = refusal(error);
+    const current = error instanceof ApiError && error.body ? error.body.current_version : undefined;
+    if (Number.isInteger(current)) after = { atLeast: current };
   }
-  let fresh = null;
-  try {
-    fresh = (await get(`/api/issues/${encodeURIComponent(row.issue_id)}`, minPosition ? { min_position: minPosition } : {})).data;
-  } catch {
-    fresh = null; // the live feed brings the change; the outcome above is what matters here
-  }
-  return { row, ...outcome, fresh };
+  return { row, ...outcome, fresh: await freshRow(row.issue_id, after) };
 }
 
 // Many rows, each on its own (one conflict does not stop the others); in the order given.
