@@ -279,6 +279,10 @@ async def test_the_keys_move_open_assign_and_acknowledge(
     await expect(page.get_by_test_id("message")).to_have_text(f"{top['order_id']}: acknowledged")
     seen = http.get(f"/api/issues/{top['issue_id']}").json()
     assert (seen["assignee"], seen["status"]) == ("agent-kim", "acknowledged")
+    await page.keyboard.press("s")  # snoozed for an hour: still in the default view
+    await expect(row(page, top["issue_id"])).to_contain_text("snoozed", timeout=LIVE_MS)
+    snoozed = http.get(f"/api/issues/{top['issue_id']}").json()["snoozed_until"]
+    assert datetime.fromisoformat(snoozed) > datetime.now(UTC) + timedelta(minutes=55)
     # Keys typed into a field are text, not commands.
     await page.get_by_label("City").focus()
     await page.keyboard.press("j")
