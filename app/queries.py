@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 Sort = Literal["priority", "detected_at", "updated_at"]
 # The dimensions the counts are given by (GET /api/stats: by_status, by_severity, ...).
-COUNTED = ("status", "severity", "kind", "vertical", "country")
+COUNTED = ("status", "severity", "kind", "vertical", "country", "city")
 _CHANGING = ("status", "severity", "assignee")
 
 

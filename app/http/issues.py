@@ -14,6 +14,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -50,6 +51,10 @@ from app.settings import Settings
 from domain.values import check_object
 
 COMMANDS = Counter("inbox_commands_total", "Commands by name and outcome", ["command", "outcome"])
+
+
+# GET /api/issues: the read model's position the page reflects at least.
+POSITION_HEADER = "Inbox-Position"
 
 
 class CommandAccepted(msgspec.Struct):
@@ -108,6 +113,13 @@ class IssueController(Controller):
         cache=True,
         cache_key_builder=cache.keyed_by("inbox", single=("sort", "limit", "cursor")),
         responses=openapi.read(),
+        response_headers=[
+            ResponseHeader(
+                name=POSITION_HEADER,
+                description="The inbox read model's position the page reflects at least",
+                documentation_only=True,
+            )
+        ],
     )
     async def list_issues(
         self,
@@ -119,10 +131,15 @@ class IssueController(Controller):
         limit: Annotated[int, openapi.bounded(1, 200)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=400)] = None,
         min_position: MinPosition = 0,
-    ) -> InboxPage:
+    ) -> Response[InboxPage]:
+        """The page reflects at least the inbox read model's position in the header
+        ``Inbox-Position`` (taken before the read): a client opening ``/api/stream`` with
+        ``after`` it misses no change made since the page."""
         await caught_up(positions, settings, "inbox", min_position)
+        reached = max(positions.known("inbox"), min_position)
         rows, next_cursor = await read_models.issues(filters, sort, limit, cursor)
-        return InboxPage([inbox_item(row) for row in rows], next_cursor)
+        page = InboxPage([inbox_item(row) for row in rows], next_cursor)
+        return Response(page, headers={POSITION_HEADER: str(reached)})
 
     @get(
         "/{issue_id:uuid}",

@@ -21,6 +21,7 @@ class Stats(msgspec.Struct, kw_only=True):
     by_kind: dict[str, int]
     by_vertical: dict[str, int]
     by_country: dict[str, int]
+    by_city: dict[str, int]
 
 
 class StatsController(Controller):
@@ -58,4 +59,5 @@ class StatsController(Controller):
             by_kind=dict(by["kind"]),
             by_vertical=dict(by["vertical"]),
             by_country=dict(by["country"]),
+            by_city=dict(by["city"]),
         )

@@ -81,6 +81,46 @@ def test_filters_sorts_and_cursors(http: httpx.Client) -> None:
     assert stats["by_severity"] == {"low": 1, "medium": 1, "high": 2, "critical": 1}
 
 
+def test_stats_count_by_city_with_and_without_an_assignee_filter(http: httpx.Client) -> None:
+    """by_city: from the counts model (dimension filters only) and from the inbox model
+    (an assignee filter), the same numbers."""
+    country = "EE"  # few other tests raise issues there
+    tag = uuid.uuid4().hex[:6]
+    cities = [f"north-{tag}", f"north-{tag}", f"south-{tag}"]
+    position = 0
+    for city in cities:
+        issue_id = report(http, city=city, country=country)["issue_id"]
+        position = command(http, issue_id, "assign", {"agent_id": AGENT}).json()["position"]
+    at: dict[str, Any] = {"city": sorted(set(cities)), "min_position": position}
+    expected = {f"north-{tag}": 2, f"south-{tag}": 1}
+    assert http.get("/api/stats", params=at).json()["by_city"] == expected
+    mine = http.get("/api/stats", params={**at, "assignee": AGENT}).json()
+    assert mine["by_city"] == expected
+    assert mine["by_country"] == {country: 3}
+    nobody = http.get("/api/stats", params={**at, "assignee": "nobody-" + tag}).json()
+    assert nobody["by_city"] == {}
+
+
+def test_a_page_says_which_position_it_reflects_and_the_stream_resumes_there(
+    http: httpx.Client, api: str
+) -> None:
+    """Inbox-Position: a stream opened with after= it sends each change made since the
+    page, none lost between the GET and the stream, even from a cached page."""
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    created = report(http, order_id=order_id)
+    by_order = {"order_id": order_id}
+    first = http.get("/api/issues", params={**by_order, "min_position": created["position"]})
+    reached = int(first.headers["Inbox-Position"])
+    assert reached >= created["position"]
+    again = http.get("/api/issues", params=by_order)  # may come from the cache
+    assert int(again.headers["Inbox-Position"]) >= reached
+    done = command(http, created["issue_id"], "acknowledge", {"agent_id": AGENT}).json()
+    # Changed after the page, before the stream opened: the stream still sends it.
+    received = _listen(api, {**by_order, "after": reached}, 1)
+    [(event, data)] = received()
+    assert (event, data["status"], data["position"]) == ("issue", "acknowledged", done["position"])
+
+
 def test_resolved_issues_leave_the_default_view(http: httpx.Client) -> None:
     order_id = f"ord-{uuid.uuid4().hex[:10]}"
     issue_id = report(http, order_id=order_id)["issue_id"]

@@ -1,0 +1,129 @@
+// The inbox's state without the page: its filters as the URL names them (the names and
+// values of GET /api/issues), the priority order, and the rows kept by issue_id, each
+// change applied once (an issue's row position only grows, so the newer one wins).
+
+export const STATUSES = ["open", "acknowledged", "snoozed", "resolved"];
+export const SEVERITIES = ["critical", "high", "medium", "low"];
+export const VERTICALS = ["restaurant", "grocery", "retail", "parcel"];
+export const KINDS = [
+  "venue_acceptance_delayed",
+  "venue_rejected",
+  "no_courier_assigned",
+  "courier_waiting_at_venue",
+  "ready_not_picked_up",
+  "eta_slipped",
+  "delivery_overdue",
+  "courier_stationary",
+  "courier_reassigned_repeatedly",
+  "payment_failed",
+  "order_stale",
+];
+export const RESOLUTIONS = ["fixed", "compensated", "no_action_needed", "false_positive", "duplicate", "other"];
+// GET /api/issues's filters, in the order the URL writes them.
+export const FILTERS = ["status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id"];
+// Without a status filter the inbox leaves resolved issues out (CONTRACT §5).
+export const DEFAULT_STATUSES = STATUSES.filter((status) => status !== "resolved");
+// The longest a text filter may be (the API's bound on a query text).
+export const MAX_FILTER_LENGTH = 200;
+export const PAGE_SIZE = 50;
+
+// "?city=Helsinki&status=open&status=snoozed" → {status: ["open", "snoozed"], city: ["Helsinki"], ...}
+export function parseFilters(search) {
+  const params = new URLSearchParams(search);
+  const filters = {};
+  for (const name of FILTERS) {
+    const values = [...new Set(params.getAll(name).map((value) => value.trim()).filter(Boolean))];
+    filters[name] = values;
+  }
+  return filters;
+}
+
+// The inverse: "/?status=open&city=Helsinki" (no "?" when nothing is filtered).
+export function filtersHref(filters) {
+  const params = new URLSearchParams();
+  for (const name of FILTERS) {
+    for (const value of filters[name] || []) params.append(name, value);
+  }
+  const query = params.toString();
+  return query ? `/?${query}` : "/";
+}
+
+// The query of the feed for this view: with the view's statuses spelled out, so that an
+// issue resolved (or snoozed out of an "open" view) comes as `event: left`.
+export function streamQuery(filters, after) {
+  return { ...filters, status: filters.status.length ? filters.status : DEFAULT_STATUSES, after };
+}
+
+// Whether a row (as the API shows it) is in the view on the fields that change.
+export function inView(row, filters) {
+  const statuses = filters.status.length ? filters.status : DEFAULT_STATUSES;
+  if (!statuses.includes(row.status)) return false;
+  if (filters.severity.length && !filters.severity.includes(row.severity)) return false;
+  if (filters.assignee.length && !filters.assignee.includes(row.assignee)) return false;
+  return true;
+}
+
+// The API's priority sort: priority DESC, detected_at ASC, issue_id ASC.
+export function byPriority(a, b) {
+  if (a.priority !== b.priority) return b.priority - a.priority;
+  const at = Date.parse(a.detected_at) - Date.parse(b.detected_at);
+  if (at !== 0) return at;
+  return a.issue_id < b.issue_id ? -1 : a.issue_id > b.issue_id ? 1 : 0;
+}
+
+// The rows one view holds. `boundary` is the last row of the last page loaded while more
+// follow: a live row sorting after it is kept but not shown (the next page brings it in
+// its place). `gone` remembers the position at which an issue left, so an older page
+// loaded after it cannot bring it back.
+export function emptyRows() {
+  return { byId: new Map(), gone: new Map(), boundary: null, cursor: null };
+}
+
+function newer(rows, row) {
+  const had = rows.byId.get(row.issue_id);
+  if (had && had.position >= row.position) return false;
+  const left = rows.gone.get(row.issue_id);
+  return left === undefined || left < row.position;
+}
+
+// Puts a row in (or takes it out when it is not in the view any more); true when it changed.
+export function upsert(rows, row, filters) {
+  if (!newer(rows, row)) return false;
+  if (!inView(row, filters)) {
+    rows.gone.set(row.issue_id, row.position);
+    return rows.byId.delete(row.issue_id);
+  }
+  rows.gone.delete(row.issue_id);
+  rows.byId.set(row.issue_id, row);
+  return true;
+}
+
+// `event: left`: the issue is outside the view now.
+export function drop(rows, left) {
+  const had = rows.byId.get(left.issue_id);
+  if (had && had.position > left.position) return false;
+  rows.gone.set(left.issue_id, Math.max(left.position, rows.gone.get(left.issue_id) ?? 0));
+  return rows.byId.delete(left.issue_id);
+}
+
+// A page of GET /api/issues: its items, and where the next one starts.
+export function addPage(rows, page, filters) {
+  for (const item of page.items) upsert(rows, item, filters);
+  rows.cursor = page.next_cursor;
+  rows.boundary = page.next_cursor && page.items.length ? page.items[page.items.length - 1] : null;
+}
+
+// Where the feed of a view loaded from this page starts: the page reflects every change
+// up to the position its header names, and up to each of its rows' positions (the read
+// model applies changes in position order), so nothing after the largest is lost.
+export function pagePosition(page, header) {
+  const named = /^[0-9]{1,19}$/.test(header || "") ? Number(header) : 0;
+  return Math.max(named, ...page.items.map((item) => item.position));
+}
+
+// What the table shows, in priority order.
+export function visible(rows) {
+  const shown = [...rows.byId.values()];
+  const inRange = rows.boundary ? shown.filter((row) => byPriority(row, rows.boundary) <= 0) : shown;
+  return inRange.sort(byPriority);
+}
