@@ -16,8 +16,8 @@ import httpx
 from playwright.async_api import BrowserContext, Locator, Page, Route, expect
 
 from app.principal import Role
-from tests.e2e.browser import NARROW, describe, screenshot, serious_violations
-from tests.tokens import AGENT, headers_for, token_for
+from tests.e2e.browser import NARROW, describe, log_in, screenshot, serious_violations
+from tests.tokens import AGENT, headers_for
 
 # A live change (another client's command) must show within this (issue 14: 1 s; a shared
 # machine's slack on top).
@@ -83,12 +83,11 @@ async def opened(
     page: Page | None = None,
     **claims: Any,
 ) -> Page:
-    """``path`` opened by a browser logged in through the login form (the page asks who
-    is logged in on load), as ``sub`` in ``role``."""
+    """``path`` opened by a browser logged in (its session cookie, set anew: a page
+    already open changes who it is) as ``sub`` in ``role``."""
     page = page or await context.new_page()
+    await log_in(context, sub, role, **claims)
     await page.goto(path)
-    await page.get_by_label("Access token").fill(token_for(sub, role, **claims))
-    await page.get_by_role("button", name="Log in").click()
     await expect(page.get_by_role("heading", name="Inbox", exact=True)).to_be_visible()
     return page
 
