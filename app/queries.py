@@ -230,23 +230,36 @@ class ReadModels:
             return None, None
         return msgspec.json.decode(row["state"], type=OrderState), row["next_check_at"]
 
-    async def counts(self, filters: Filters) -> list[asyncpg.Record]:
-        """Rows of (dimensions..., n) matching the filters: from the counts model, or the
-        inbox model when a filter is not one of its dimensions."""
+    async def counts(self, filters: Filters) -> Counts:
+        """The issues matching the filters counted in all and by each dimension of
+        ``COUNTED``: from the counts model, or the inbox model when a filter is not one of
+        its dimensions. One row per dimension value comes back (grouping sets), never one
+        per combination of them, which would grow with every dimension."""
         params: list[Any] = []
-        dims = ", ".join(COUNTED)
-        if filters.dimensions_only:
-            where = filters.where(params)
-            return await self.pool.fetch(
-                f"SELECT {dims}, sum(n)::bigint AS n FROM stats_counts WHERE {where}"
-                f" GROUP BY {dims}",
-                *params,
-            )
         where = filters.where(params)
-        return await self.pool.fetch(
-            f"SELECT {dims}, count(*) AS n FROM inbox_issues WHERE {where} GROUP BY {dims}",
+        dims = ", ".join(COUNTED)
+        sets = ", ".join(f"({dimension})" for dimension in COUNTED)
+        if filters.dimensions_only:
+            source, n = "stats_counts", "sum(n)::bigint"
+        else:
+            source, n = "inbox_issues", "count(*)"
+        rows = await self.pool.fetch(
+            f"SELECT {dims}, {n} AS n, GROUPING({dims}) AS grouped FROM {source}"
+            f" WHERE {where} GROUP BY GROUPING SETS ({sets}, ())",
             *params,
         )
+        everything = (1 << len(COUNTED)) - 1
+        counts = Counts(0, {dimension: {} for dimension in COUNTED})
+        for row in rows:
+            if row["grouped"] == everything:
+                counts.total = int(row["n"] or 0)
+                continue
+            # GROUPING sets a column's bit (the first column the highest) when the row
+            # is not grouped by it: the one clear bit names the row's dimension.
+            for index, dimension in enumerate(COUNTED):
+                if not row["grouped"] & (1 << (len(COUNTED) - 1 - index)):
+                    counts.by[dimension][row[dimension]] = int(row["n"])
+        return counts
 
     async def position(self, name: str) -> int:
         position = await self.pool.fetchval(
@@ -304,6 +317,14 @@ class ReadModels:
             latest_skipped,
         )
         return Progress(int(newest), relay, list(applied), list(skipped), list(latest))
+
+
+@dataclass
+class Counts:
+    """``GET /api/stats``: the issues in all, and per value of each counted dimension."""
+
+    total: int
+    by: dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True)

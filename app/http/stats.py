@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
 from app.http import cache, openapi
 from app.http.reads import MinPosition, caught_up
-from app.queries import COUNTED, Filters, Positions, ReadModels
+from app.queries import Filters, Positions, ReadModels
 from app.settings import Settings
 
 
@@ -45,19 +43,13 @@ class StatsController(Controller):
     ) -> Stats:
         model = "stats" if filters.dimensions_only else "inbox"
         await caught_up(positions, settings, model, min_position)
-        rows = await read_models.counts(filters)
-        by: dict[str, Counter[str]] = {dimension: Counter() for dimension in COUNTED}
-        total = 0
-        for row in rows:
-            total += row["n"]
-            for dimension, counter in by.items():
-                counter[row[dimension]] += row["n"]
+        counts = await read_models.counts(filters)
         return Stats(
-            total=total,
-            by_status=dict(by["status"]),
-            by_severity=dict(by["severity"]),
-            by_kind=dict(by["kind"]),
-            by_vertical=dict(by["vertical"]),
-            by_country=dict(by["country"]),
-            by_city=dict(by["city"]),
+            total=counts.total,
+            by_status=counts.by["status"],
+            by_severity=counts.by["severity"],
+            by_kind=counts.by["kind"],
+            by_vertical=counts.by["vertical"],
+            by_country=counts.by["country"],
+            by_city=counts.by["city"],
         )
