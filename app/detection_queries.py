@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 
 from adapters import postgres
 from app.edge import QueryText
-from app.queries import in_scope
+from app.queries import CONTACTS, in_scope
 from app.scope import EVERYWHERE, Scope
 from domain.issue import OrderIssue
 from domain.values import Kind, Vertical
@@ -143,18 +143,6 @@ def bucket_starts(since: datetime, until: datetime, bucket: Bucket) -> list[date
     return starts
 
 
-# Each contact of a window about an order in scope, as the KPI tells them apart
-# (app/queries.py ReadModels.contacts): about a problem (an issue agents did not resolve as
-# a false positive) the inbox had an issue open for (detected) or not (missed).
-_CONTACTS = (
-    "SELECT c.contacted_at, c.detected,"
-    " greatest(extract(epoch FROM c.contacted_at - c.first_detected_at) / 60, 0) AS lead,"
-    " EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
-    "  AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
-    " FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2"
-)
-
-
 @postgres.raises_unavailable
 @dataclass
 class DetectionQueries:
@@ -234,7 +222,7 @@ class DetectionQueries:
         params = [since, until, bucket]
         where = filters.contacts(params)
         contact_rows = await self.pool.fetch(
-            f"WITH c AS ({_CONTACTS} AND {where})"
+            f"WITH c AS ({CONTACTS} AND {where})"
             " SELECT date_trunc($3, contacted_at, 'UTC') AS at, count(*) AS contacts,"
             " count(*) FILTER (WHERE problem AND detected) AS detected,"
             " count(*) FILTER (WHERE problem AND NOT detected) AS missed"
@@ -244,7 +232,7 @@ class DetectionQueries:
         params = [since, until, [float(edge) for edge in LEAD_EDGES]]
         where = filters.contacts(params)
         lead_rows = await self.pool.fetch(
-            f"WITH c AS ({_CONTACTS} AND {where})"
+            f"WITH c AS ({CONTACTS} AND {where})"
             " SELECT width_bucket(lead, $3::float8[]) AS b, count(*) AS n"
             " FROM c WHERE problem AND detected AND lead IS NOT NULL GROUP BY 1",
             *params,

@@ -34,6 +34,22 @@ COUNTED = ("status", "severity", "kind", "vertical", "country", "city")
 _CHANGING = ("status", "severity", "assignee")
 
 
+# The support contacts of a window (``$1`` ≤ contacted_at < ``$2``) as the detection KPI
+# tells them apart (GET /api/detection/kpi, and the dashboard's timeline): an order has a
+# problem when it has an issue agents did not resolve as a false positive; a contact on it
+# was detected (an issue was open then) or missed; on any other order it is about nothing
+# the inbox knows of. `lead`: minutes the inbox knew before the contact. The order's
+# issues share its vertical and country: the contact's own bound them. Callers append
+# ``AND <their conditions on c>``.
+CONTACTS = (
+    "SELECT c.contacted_at, c.detected,"
+    " greatest(extract(epoch FROM c.contacted_at - c.first_detected_at) / 60, 0) AS lead,"
+    " EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
+    "  AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
+    " FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2"
+)
+
+
 class InvalidQuery(Exception):
     """A cursor that cannot be answered: 400 naming the parameter."""
 
@@ -270,22 +286,14 @@ class ReadModels:
     async def contacts(self, since: datetime, until: datetime, scope: Scope) -> Contacts:
         """The support contacts of ``[since, until)`` about orders in ``scope``, told
         apart as the detection KPI counts them (``GET /api/detection/kpi``)."""
-        # An order has a problem when it has an issue agents did not resolve as a false
-        # positive: a contact on it was detected (an issue was open then) or missed; on
-        # any other order it is about nothing the inbox knows of. The order's issues share
-        # its vertical and country: the contact's own bound them.
         params: list[Any] = [since, until]
         where = in_scope(scope, params, vertical="c.vertical", country="c.country")
         row = await self.pool.fetchrow(
-            "WITH c AS (SELECT c.detected, c.contacted_at - c.first_detected_at AS lead,"
-            "  EXISTS (SELECT 1 FROM inbox_issues AS i WHERE i.order_id = c.order_id"
-            "   AND i.resolution IS DISTINCT FROM 'false_positive') AS problem"
-            "  FROM support_contacts AS c WHERE c.contacted_at >= $1 AND c.contacted_at < $2"
-            f"  AND {where})"
+            f"WITH c AS ({CONTACTS} AND {where})"
             " SELECT count(*) AS contacts,"
             " count(*) FILTER (WHERE problem AND detected) AS detected,"
             " count(*) FILTER (WHERE problem AND NOT detected) AS missed,"
-            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lead) / 60)"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY lead)"
             "  FILTER (WHERE problem AND detected) AS lead FROM c",
             *params,
         )
@@ -372,6 +380,10 @@ class Positions:
         try:
             self._conn = await postgres.connect(self.database_url, name="inbox-api-positions")
             await self._conn.add_listener(POSITIONS_CHANNEL, self._on_notify)
+            # What the models had reached before this process listened (after LISTEN, so
+            # no position between the two is missed).
+            for row in await self._conn.fetch("SELECT name, position FROM projection_positions"):
+                self._advance(row["name"], row["position"])
         except postgres.CONNECTION_ERRORS as exc:
             # Readers still poll; they just wake a little later.
             log.warning("cannot listen for projection positions (%s); polling instead", exc)

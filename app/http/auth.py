@@ -115,7 +115,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(
         sub=sub,
         role=role,
-        name=name or None,
+        name=name if name and name.strip() else None,  # a blank name is none
         verticals=_strings(claims, "verticals"),
         countries=_strings(claims, "countries"),
     )

@@ -26,6 +26,8 @@ SECURITY = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    # No window another site opens shares a browsing context group with the page.
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
 
 # For the app's handlers (Litestar's layered response headers); the error mapper

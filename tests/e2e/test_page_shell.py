@@ -3,6 +3,7 @@ safe, the files it ships (tests/e2e/browser.py drives Debian's chromium)."""
 
 from __future__ import annotations
 
+import http.client
 import re
 
 import httpx
@@ -75,13 +76,28 @@ def test_the_page_is_sent_with_security_headers(api: str) -> None:
         assert "frame-ancestors 'none'" in policy
         assert "unsafe-inline" not in policy
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
     shell = httpx.get(api + "/")
     assert shell.headers["content-type"].startswith("text/html")
     assert "<script>" not in shell.text  # nothing inline: every script is a file
     script = httpx.get(api + "/static/vendor/preact.module.js")
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
-    assert httpx.get(api + "/static/../app/settings.py").status_code == 404
+
+
+def test_no_file_outside_the_static_folder_is_served(api: str) -> None:
+    # Sent as written (httpx would normalise the dots away): pages.py is static/../pages.py.
+    address = httpx.URL(api)
+    for path in ("/static/../pages.py", "/static/%2e%2e/pages.py", "/static/..%2fpages.py"):
+        connection = http.client.HTTPConnection(address.host, address.port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        assert response.status in {400, 404}, path
+        assert b"create_static_files_router" not in body, path
 
 
 async def test_a_reload_keeps_the_session_and_every_page_path_serves_the_shell(

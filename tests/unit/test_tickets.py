@@ -174,3 +174,13 @@ async def test_a_name_the_history_could_not_store_is_a_bad_token() -> None:
     )
     with pytest.raises(Unauthenticated, match="invalid token"):
         await check(VERIFIER, token)
+
+
+async def test_a_blank_name_is_no_name() -> None:
+    # Else every command of that caller would be refused for its by_name.
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "ann", "role": "agent", "name": " \t ", "iat": now, "exp": now + 60},
+        TEST_SECRET,
+    )
+    assert (await check(VERIFIER, token)).principal.name is None
