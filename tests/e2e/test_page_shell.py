@@ -10,6 +10,7 @@ import httpx
 from playwright.async_api import Browser, BrowserContext, expect
 
 from app import bootstrap
+from app.web.pages import STATIC
 from tests.e2e.browser import NARROW, describe, log_in, serious_violations
 from tests.tokens import TEST_SECRET, token_for
 
@@ -131,3 +132,14 @@ async def test_a_login_link_logs_in_once_and_leaves_the_address(
         await expect(second.get_by_label("Access token")).to_be_visible()
     finally:
         await other.close()
+
+
+def test_the_shell_preloads_every_module_the_page_imports() -> None:
+    # A module left out still loads, one import level later: the first page slows.
+    shell = (STATIC / "index.html").read_text()
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/([^"]+)">', shell))
+    modules = {
+        path.relative_to(STATIC).as_posix()
+        for path in [*STATIC.glob("js/*.js"), *STATIC.glob("vendor/*.module.js")]
+    } - {"js/main.js"}
+    assert preloaded == modules
