@@ -363,9 +363,10 @@ async def test_an_agent_sees_its_scope_and_no_bulk_controls(
 async def test_a_breached_sla_says_so_in_text(context: BrowserContext, http: httpx.Client) -> None:
     here = city()
     issue = raise_issue(http, here, "critical")  # due in 5 minutes
-    page = await context.new_page()
+    page = await opened(context, f"/?city={here}")
+    # An hour on for the page (the server's clock, as the session told it, plus the hour
+    # the browser's clock moves after it).
     await page.clock.set_fixed_time(datetime.now(UTC) + timedelta(hours=1))
-    await opened(context, f"/?city={here}", page=page)
     sla = row(page, issue["issue_id"]).locator(".sla")
     await expect(sla).to_have_text(re.compile(r"Breached 5\dmin"))
 
@@ -404,10 +405,9 @@ async def test_accessible_at_1280_and_400_px_with_a_screenshot(
     listed = http.get("/api/issues", params={"city": here}).json()["items"]
     send(http, listed[1]["issue_id"], "assign", {"assignee": "agent-zoe"})
     send(http, listed[3]["issue_id"], "acknowledge")
-    page = await context.new_page()
+    page = await opened(context, f"/?city={here}", LEAD, "lead", name="Lea Lead")
     # Twelve minutes on: the critical issue is past its SLA, the others count down.
     await page.clock.set_fixed_time(datetime.now(UTC) + timedelta(minutes=12))
-    await opened(context, f"/?city={here}", LEAD, "lead", name="Lea Lead", page=page)
     await expect(rows(page)).to_have_count(6)
     await expect(row(page, listed[0]["issue_id"])).to_contain_text("Breached")
     await expect(page.get_by_test_id("live")).to_have_text("Live")

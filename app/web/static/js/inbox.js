@@ -2,7 +2,7 @@
 // GET /api/issues names them), counts from /api/stats, paging by the keyset cursor, kept
 // live by /api/stream from the position of the page loaded, worked from the keyboard.
 import { ApiError, get } from "./api.js";
-import { age, duration, label } from "./format.js";
+import { age, duration, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useMemo, useRef, useState } from "./html.js";
 import { mayBulk, mayTriage, sendAll, SNOOZE_SECONDS } from "./inbox-actions.js";
 import { FilterBar } from "./inbox-filters.js";
@@ -140,7 +140,7 @@ function Queue({ session, filters, onChange }) {
   const [failure, setFailure] = useState(null);
   const [more, setMore] = useState({ busy: false, problem: null });
   const [live, setLive] = useState("connecting");
-  const [now, setNow] = useState(Date.now());
+  const [now, setNow] = useState(serverNow);
   const [activeId, setActiveState] = useState(null);
   // The keys may come faster than renders: they read the active row from here.
   const activeRef = useRef(null);
@@ -215,7 +215,7 @@ function Queue({ session, filters, onChange }) {
         if (error.name !== "AbortError") setFailure(problem(error));
       }
     })();
-    const clock = setInterval(() => setNow(Date.now()), 1000);
+    const clock = setInterval(() => setNow(serverNow()), 1000);
     return () => {
       abort.abort();
       clearInterval(clock);

@@ -2,7 +2,7 @@
 // full history, the commands its status allows (each sent with If-Match of the version
 // shown), a notice when someone else changes it, and for auditors its state at any version.
 import { ApiError, get, post } from "./api.js";
-import { dateTime, label } from "./format.js";
+import { clockSpeed, dateTime, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useRef, useState } from "./html.js";
 import { Actions, allowed } from "./issue-actions.js";
 import { AUDIT_ROLES, Audit } from "./issue-audit.js";
@@ -70,7 +70,7 @@ export function Issue({ session, id }) {
   const [outcome, setOutcome] = useState(null); // {kind: "ok" | "conflict" | "error", text}
   const [stale, setStale] = useState(false);
   const [drafts, setDrafts] = useState({});
-  const [now, setNow] = useState(Date.now());
+  const [now, setNow] = useState(serverNow);
   const [auditVersion, setAuditVersion] = useState(null);
   const [feed, setFeed] = useState({ status: "connecting", heard: 0 }); // the feed, for tests too
   const shownAt = useRef({ version: 0, position: 0 });
@@ -105,7 +105,8 @@ export function Issue({ session, id }) {
 
   useEffect(() => {
     load();
-    const tick = setInterval(() => setNow(Date.now()), 30000);
+    // Every 30 s of the server's clock (a demo's runs faster), at most once a second.
+    const tick = setInterval(() => setNow(serverNow()), Math.max(1000, 30000 / clockSpeed()));
     return () => clearInterval(tick);
   }, [load]);
 

@@ -1,6 +1,7 @@
 // The page's entry: who is logged in (GET /api/session), then the page the URL names.
 import { endSession, currentSession, startSession } from "./api.js";
 import { Dashboard } from "./dashboard.js";
+import { setServerClock } from "./format.js";
 import { html, render, useEffect, useState } from "./html.js";
 import { Inbox } from "./inbox.js";
 import { Issue } from "./issue.js";
@@ -37,7 +38,12 @@ function Shell({ session, onLogout, children }) {
 }
 
 function App() {
-  const [session, setSession] = useState(undefined); // undefined: asking; null: none
+  const [session, setSessionState] = useState(undefined); // undefined: asking; null: none
+  // A session brings the server's clock: the page's "now" from then on (format.js).
+  const setSession = (value) => {
+    if (value) setServerClock(value);
+    setSessionState(value);
+  };
   const [problem, setProblem] = useState(null);
   const where = useLocation();
 
