@@ -5,11 +5,13 @@ the API shown as text; axe at 1280 and 400 px."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 from playwright.async_api import BrowserContext, Dialog, Page, Route, expect
@@ -309,6 +311,40 @@ async def test_someone_elses_change_shows_a_notice(
 
     await page.keyboard.press("Escape")  # back to the inbox
     await expect(page).to_have_url(re.compile(r"/$"))
+
+
+async def test_a_change_before_the_feed_opens_still_shows_the_notice(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """The page has read the issue; before its feed is open, another client changes it: the
+    feed starts after the history the page loaded, so the change comes through it."""
+    issue_id = raised_issue(http)
+    held = asyncio.Event()
+    changed = asyncio.Event()
+    feeds: list[str] = []
+
+    async def hold(route: Route) -> None:
+        feeds.append(route.request.url)
+        held.set()
+        await changed.wait()
+        await route.continue_()
+
+    page = await context.new_page()
+    await page.route("**/api/stream**", hold)
+    await page.goto(f"/issues/{issue_id}")
+    await page.get_by_label("Access token").fill(token_for("agent-pia", "agent"))
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_test_id("version")).to_have_text("1", timeout=DEADLINE_MS)
+    await asyncio.wait_for(held.wait(), DEADLINE_MS / 1000)
+    command(http, issue_id, "notes", {"text": "Before the feed was open"})
+    changed.set()
+
+    notice = page.get_by_test_id("changed-notice")
+    await expect(notice).to_contain_text("Changed by someone else", timeout=DEADLINE_MS)
+    await expect(timeline_entries(page)).to_have_count(1)
+    history = http.get(f"/api/issues/{issue_id}/events").json()["items"]
+    after = parse_qs(urlparse(feeds[0]).query)["after"]
+    assert after == [str(history[0]["position"])], feeds
 
 
 async def test_a_lead_assigns_to_someone_else_and_takes_it_back(

@@ -74,6 +74,7 @@ export function Issue({ session, id }) {
   const [auditVersion, setAuditVersion] = useState(null);
   const [feed, setFeed] = useState({ status: "connecting", heard: 0 }); // the feed, for tests too
   const shownAt = useRef({ version: 0, position: 0 });
+  const loadedAt = useRef(0); // the largest position of the history loaded: the feed's start
   const own = useRef({ versions: new Set(), positions: new Set() }); // what our commands made
   const foreign = useRef({ version: 0, position: 0 }); // the newest change heard of others
   const inFlight = useRef(false);
@@ -87,6 +88,7 @@ export function Issue({ session, id }) {
         const fresh = await read(id, minPosition);
         const before = shownAt.current.version;
         shownAt.current = { version: fresh.version, position: fresh.issue.position };
+        loadedAt.current = Math.max(loadedAt.current, ...fresh.history.map((event) => event.position));
         setShown(fresh);
         // A change heard while this was read may be newer than what it read.
         const other = foreign.current;
@@ -135,7 +137,10 @@ export function Issue({ session, id }) {
       if (inFlight.current) heard.current.push(item);
       else judge(item);
     };
-    return openStream({ order_id: orderId, status: STATUSES }, {
+    // From the history the page read, not from the server's head: a change made between
+    // the reads and the feed's opening comes through it (then, Last-Event-ID resumes it).
+    const after = loadedAt.current > 0 ? loadedAt.current : undefined;
+    return openStream({ order_id: orderId, status: STATUSES, after }, {
       onIssue: heardOf,
       onLeft: heardOf,
       onStatus: (status) => setFeed((was) => ({ ...was, status })),
