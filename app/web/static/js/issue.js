@@ -209,6 +209,11 @@ export function Issue({ session, id }) {
     return () => window.removeEventListener("keydown", press);
   }, [session]);
 
+  const kind = shown?.issue.kind;
+  useEffect(() => {
+    if (kind) document.title = `Issue ${label(kind)} — Support Inbox`;
+  }, [kind]);
+
   const setDraft = useCallback((name, value) => setDrafts((all) => ({ ...all, [name]: value })), []);
 
   if (missing) {

@@ -2,7 +2,7 @@
 import { endSession, currentSession, startSession } from "./api.js";
 import { Dashboard } from "./dashboard.js";
 import { setServerClock } from "./format.js";
-import { html, render, useEffect, useState } from "./html.js";
+import { html, render, useEffect, useRef, useState } from "./html.js";
 import { Inbox } from "./inbox.js";
 import { Issue } from "./issue.js";
 import { Login } from "./login.js";
@@ -19,6 +19,10 @@ function takeTicket() {
   if (ticket) history.replaceState(null, "", location.pathname === "/login" ? "/" : location.pathname + location.search);
   return ticket;
 }
+
+// Each page's name in the window's title (the issue page adds the issue's kind once read).
+const TITLES = { inbox: "Inbox", issue: "Issue", dashboard: "Detection", missing: "Not found" };
+const title = (name) => `${name} — Support Inbox`;
 
 function Shell({ session, onLogout, children }) {
   const where = useLocation();
@@ -69,6 +73,18 @@ function App() {
     })();
     return () => window.removeEventListener("inbox:unauthorized", gone);
   }, []);
+
+  // A client-side page change names the page and takes focus to it (as a page load would
+  // for a screen reader); the first page keeps the browser's own start.
+  const shownPath = useRef(where.path);
+  const loggedIn = Boolean(session);
+  useEffect(() => {
+    if (!loggedIn) return;
+    document.title = title(TITLES[route(where.path).page]);
+    if (shownPath.current === where.path) return;
+    shownPath.current = where.path;
+    document.getElementById("main")?.focus();
+  }, [where.path, loggedIn]);
 
   async function logout() {
     await endSession();
