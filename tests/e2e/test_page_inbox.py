@@ -309,6 +309,35 @@ async def test_the_keys_move_open_assign_and_acknowledge(
     await expect(page).to_have_url(re.compile(rf"/issues/{top['issue_id']}$"))
 
 
+async def test_single_key_shortcuts_can_be_switched_off(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """WCAG 2.1.4: a switch in the header turns the character keys off (kept across a
+    reload); then "a" is just a key. On again, "m" assigns: "a" had sent nothing."""
+    here = city()
+    issue = raise_issue(http, here, "high")
+    page = await opened(context, f"/?city={here}", "agent-kim", "agent", countries=["FI"])
+    switch = page.get_by_role("checkbox", name="Single-key shortcuts")
+    await expect(switch).to_be_checked()
+    await switch.uncheck()
+    await page.reload()
+    await expect(rows(page)).to_have_count(1)
+    await expect(switch).not_to_be_checked()
+    await row(page, issue["issue_id"]).get_by_role("link").focus()
+    await expect(row(page, issue["issue_id"])).to_have_class(re.compile(r"\bactive\b"))
+    await page.keyboard.press("a")
+    await page.keyboard.press("?")
+    await expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_have_count(0)
+    await switch.check()
+    await row(page, issue["issue_id"]).get_by_role("link").focus()
+    await page.keyboard.press("m")
+    await expect(page.get_by_test_id("message")).to_have_text(
+        f"{issue['order_id']}: assigned to you", timeout=LIVE_MS
+    )
+    seen = http.get(f"/api/issues/{issue['issue_id']}").json()
+    assert (seen["assignee"], seen["status"], seen["version"]) == ("agent-kim", "open", 2)
+
+
 async def test_bulk_acknowledge_shows_each_items_result_with_a_conflict(
     context: BrowserContext, http: httpx.Client
 ) -> None:

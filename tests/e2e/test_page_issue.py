@@ -347,6 +347,26 @@ async def test_a_change_before_the_feed_opens_still_shows_the_notice(
     assert after == [str(history[0]["position"])], feeds
 
 
+async def test_the_issue_pages_keys_follow_the_shortcuts_switch(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    issue_id = raised_issue(http)
+    page = await opened(context, issue_id, "agent-pia", "agent")
+    await page.get_by_role("checkbox", name="Single-key shortcuts").uncheck()
+    await page.get_by_role("heading", level=1).click()
+    await page.keyboard.press("a")  # off: nothing is sent
+    await page.keyboard.press("u")  # nor does it go back to the inbox
+    await page.get_by_role("checkbox", name="Single-key shortcuts").check()
+    await page.get_by_role("heading", level=1).click()
+    await page.keyboard.press("m")
+    await expect(page.get_by_test_id("outcome-ok")).to_have_text(
+        "Assigned to you.", timeout=DEADLINE_MS
+    )
+    await expect(page).to_have_url(re.compile(rf"/issues/{issue_id}$"))
+    seen = http.get(f"/api/issues/{issue_id}").json()
+    assert (seen["status"], seen["version"]) == ("open", 2)
+
+
 async def test_a_lead_assigns_to_someone_else_and_takes_it_back(
     context: BrowserContext, http: httpx.Client
 ) -> None:

@@ -18,6 +18,7 @@ import {
   upsert,
   visible,
 } from "./inbox-model.js";
+import { shortcutsOn, typing } from "./keys.js";
 import { openStream } from "./live.js";
 import { Link, navigate } from "./router.js";
 
@@ -31,13 +32,6 @@ function problem(error) {
     return `${body.detail || `HTTP ${error.status}`}${body.field ? ` (${body.field})` : ""}`;
   }
   return error.message;
-}
-
-function typing(target) {
-  if (!(target instanceof Element)) return false;
-  if (target.closest("textarea, select, [contenteditable=''], [contenteditable='true']")) return true;
-  const input = target.closest("input");
-  return Boolean(input) && !["checkbox", "radio", "button", "submit", "reset"].includes(input.type);
 }
 
 export function Inbox({ session, search }) {
@@ -309,8 +303,8 @@ function Queue({ session, filters, onChange }) {
   // The keys; read through a ref so the one listener sees this render's state.
   const keys = useRef(null);
   keys.current = (event) => {
-    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (document.querySelector("dialog[open]") || typing(event.target)) return;
+    if (!shortcutsOn() || event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (document.querySelector("dialog[open]") || typing(event)) return;
     const current = shown.find((row) => row.issue_id === activeRef.current) || active;
     const at = current ? shown.indexOf(current) : -1;
     const move = (by) => {

@@ -7,6 +7,7 @@ import { html, useCallback, useEffect, useRef, useState } from "./html.js";
 import { Actions, allowed } from "./issue-actions.js";
 import { AUDIT_ROLES, Audit } from "./issue-audit.js";
 import { Definitions, Sla, Timeline } from "./issue-parts.js";
+import { shortcutsOn, typing } from "./keys.js";
 import { openStream } from "./live.js";
 import { Link, navigate } from "./router.js";
 
@@ -20,11 +21,6 @@ const KEYS = [
   ["r", "resolve"],
   ["u / Esc", "back to the inbox"],
 ];
-
-function typing(target) {
-  if (!(target instanceof Element)) return false;
-  return target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName);
-}
 
 function failureText(failure) {
   if (failure instanceof ApiError) {
@@ -192,7 +188,7 @@ export function Issue({ session, id }) {
   keyState.current = { shown, busy, run };
   useEffect(() => {
     const press = (event) => {
-      if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+      if (!shortcutsOn() || event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || typing(event)) return;
       const { shown: current, busy: working, run: send } = keyState.current;
       const may = current ? allowed(current.issue, session) : {};
       const focus = (ref) => ref.current && ref.current.focus();

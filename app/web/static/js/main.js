@@ -5,6 +5,7 @@ import { setServerClock } from "./format.js";
 import { html, render, useEffect, useRef, useState } from "./html.js";
 import { Inbox } from "./inbox.js";
 import { Issue } from "./issue.js";
+import { setShortcutsOn, shortcutsOn } from "./keys.js";
 import { Login } from "./login.js";
 import { Link, navigate, route, useLocation } from "./router.js";
 
@@ -24,6 +25,16 @@ function takeTicket() {
 const TITLES = { inbox: "Inbox", issue: "Issue", dashboard: "Detection", missing: "Not found" };
 const title = (name) => `${name} — Support Inbox`;
 
+// WCAG 2.1.4: the pages' single-character keys can be switched off (they are on at first).
+function ShortcutsSwitch() {
+  const [on, setOn] = useState(shortcutsOn);
+  const change = (event) => {
+    setShortcutsOn(event.currentTarget.checked);
+    setOn(shortcutsOn());
+  };
+  return html`<label class="switch"><input type="checkbox" checked=${on} onChange=${change} /> Single-key shortcuts</label>`;
+}
+
 function Shell({ session, onLogout, children }) {
   const where = useLocation();
   const current = (page) => (route(where.path).page === page ? "page" : undefined);
@@ -35,6 +46,7 @@ function Shell({ session, onLogout, children }) {
         <${Link} href="/" aria-current=${current("inbox")}>Inbox<//>
         ${DASHBOARD_ROLES.has(session.role) && html`<${Link} href="/dashboard" aria-current=${current("dashboard")}>Detection<//>`}
       </nav>
+      <${ShortcutsSwitch} />
       <span class="who" data-testid="who">${session.name || session.sub} · ${session.role}</span>
       <button type="button" class="quiet" onClick=${onLogout}>Log out</button>
     </header>
