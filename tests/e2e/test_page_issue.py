@@ -18,7 +18,7 @@ from playwright.async_api import BrowserContext, Dialog, Page, Route, expect
 
 from app.principal import Role
 from tests.conftest import wait_until
-from tests.e2e.browser import NARROW, WIDE, describe, screenshot, serious_violations
+from tests.e2e.browser import NARROW, WIDE, describe, log_in, screenshot, serious_violations
 from tests.tokens import token_for
 
 DEADLINE_MS = 10_000
@@ -365,6 +365,34 @@ async def test_the_issue_pages_keys_follow_the_shortcuts_switch(
     await expect(page).to_have_url(re.compile(rf"/issues/{issue_id}$"))
     seen = http.get(f"/api/issues/{issue_id}").json()
     assert (seen["status"], seen["version"]) == ("open", 2)
+
+
+async def test_an_issue_path_that_is_not_an_issue_id_is_not_found(
+    context: BrowserContext,
+) -> None:
+    """The id in /issues/{id} must be a UUID: anything else is the page's Not found, and
+    never becomes a path of an API call (here, one that climbs out of /api/issues)."""
+    await log_in(context, "agent-pia", "agent")
+    page = await context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlparse(request.url).path))
+    missing = page.get_by_role("heading", name="Not found", exact=True)
+    await page.goto("/issues/not-a-uuid")  # the server serves the shell for any one segment
+    await expect(missing).to_be_visible()
+    await page.goto("/")
+    await expect(page.get_by_role("heading", name="Inbox", exact=True)).to_be_visible()
+    asked.clear()
+    # An encoded slash the server would not route (404): reached by a link of the page.
+    await page.evaluate(
+        """(path) => {
+          history.pushState(null, "", path);
+          window.dispatchEvent(new PopStateEvent("popstate"));
+        }""",
+        "/issues/..%2F..%2Fapi%2Fevents",
+    )
+    await expect(missing).to_be_visible()
+    # The inbox's own reads may still come (/api/issues, /api/stats); no issue's, no climb.
+    assert not [one for one in asked if one.startswith("/api/issues/") or "events" in one], asked
 
 
 async def test_a_lead_assigns_to_someone_else_and_takes_it_back(

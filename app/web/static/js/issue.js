@@ -34,9 +34,10 @@ function failureText(failure) {
 // least as new as its history: the history comes from the event store, the others from
 // read models, asked to catch up with the last position the history holds.
 async function read(id, minPosition) {
-  const history = (await get(`/api/issues/${id}/events`)).data.items;
+  const path = `/api/issues/${encodeURIComponent(id)}`;
+  const history = (await get(`${path}/events`)).data.items;
   const position = Math.max(minPosition, ...history.map((event) => event.position));
-  const shown = await get(`/api/issues/${id}`, { min_position: position });
+  const shown = await get(path, { min_position: position });
   const issue = shown.data;
   const version = shown.etag ? Number(shown.etag.replace(/^W\//, "").replaceAll('"', "")) : issue.version;
   let order = null;
@@ -151,7 +152,7 @@ export function Issue({ session, id }) {
       inFlight.current = true;
       let taken = false;
       try {
-        const answer = (await post(`/api/issues/${id}/${command}`, body, { ifMatch: shown.version })).data;
+        const answer = (await post(`/api/issues/${encodeURIComponent(id)}/${command}`, body, { ifMatch: shown.version })).data;
         own.current.versions.add(answer.version);
         own.current.positions.add(answer.position);
         taken = true;
@@ -287,7 +288,7 @@ export function Issue({ session, id }) {
               <h3>Other issues of this order</h3>
               ${others.length
                 ? html`<ul class="others" data-testid="other-issues">${others.map((one) => html`
-                    <li key=${one.issue_id}><${Link} href=${`/issues/${one.issue_id}`}>${label(one.kind)}<//>
+                    <li key=${one.issue_id}><${Link} href=${`/issues/${encodeURIComponent(one.issue_id)}`}>${label(one.kind)}<//>
                       <span class="help"> · ${one.severity} · ${label(one.status)}</span></li>`)}</ul>`
                 : html`<p class="help">None.</p>`}`}
           </section>
