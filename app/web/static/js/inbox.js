@@ -235,7 +235,9 @@ function Queue({ session, filters, onChange }) {
   useEffect(() => {
     if (!active) return;
     if (replaced) setActiveId(active.issue_id);
-    const link = document.getElementById(`open-${active.issue_id}`);
+    // The newest active row (a key pressed before this render's effect ran may have moved
+    // it on), not this render's: else the older one takes focus, and the active row back.
+    const link = document.getElementById(`open-${activeRef.current}`);
     if (link && (focusNext.current || (replaced && document.activeElement === document.body))) {
       focusNext.current = false;
       link.focus();
