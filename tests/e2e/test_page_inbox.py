@@ -338,6 +338,48 @@ async def test_single_key_shortcuts_can_be_switched_off(
     assert (seen["assignee"], seen["status"], seen["version"]) == ("agent-kim", "open", 2)
 
 
+async def test_the_rows_forget_the_issues_that_left_once_no_older_row_can_come(
+    context: BrowserContext,
+) -> None:
+    """inbox-model.js in the browser: `gone` (where each issue left the view, so that an
+    older row cannot bring it back) stays bounded over a long-open tab, and still refuses
+    an older row of an issue that left after the page being read was asked for."""
+    page = await context.new_page()
+    await page.goto("/")
+    result = await page.evaluate(
+        """async () => {
+          const m = await import("/static/js/inbox-model.js");
+          const filters = m.parseFilters("");
+          const rows = m.emptyRows();
+          const row = (id, position) => ({ issue_id: id, position, status: "open",
+            severity: "low", assignee: null, priority: 100, detected_at: "2026-01-01T00:00:00Z" });
+          let position = 10;
+          m.fedTo?.(rows, position);
+          for (let n = 0; n < 5000; n += 1) {  // the feed: issues leave, one after another
+            position += 1;
+            m.fedTo?.(rows, position);
+            m.drop(rows, { issue_id: `gone-${n}`, position });
+          }
+          const bounded = rows.gone.size;
+          // A page is asked for now; while it is on its way, more leave.
+          m.reading?.(rows, true);
+          for (let n = 0; n < 5000; n += 1) {
+            position += 1;
+            m.fedTo?.(rows, position);
+            m.drop(rows, { issue_id: `late-${n}`, position });
+          }
+          // The page was read before the last of them left: its older rows stay out.
+          const items = [row("late-0", position - 6000), row("late-4999", position - 1)];
+          const page = { items, next_cursor: null };
+          m.addPage(rows, page, filters);
+          m.reading?.(rows, false);
+          return { bounded, kept: rows.byId.size };
+        }"""
+    )
+    assert result["bounded"] <= 2000, result
+    assert result["kept"] == 0, result
+
+
 async def test_bulk_acknowledge_shows_each_items_result_with_a_conflict(
     context: BrowserContext, http: httpx.Client
 ) -> None:

@@ -12,8 +12,10 @@ import {
   addPage,
   drop,
   emptyRows,
+  fedTo,
   parseFilters,
   pagePosition,
+  reading,
   streamQuery,
   upsert,
   visible,
@@ -165,16 +167,16 @@ function Queue({ session, filters, onChange }) {
     const abort = new AbortController();
     let closeStream = null;
     let reopen = 0;
-    let fed = 0; // the newest position the feed (or the first page) has given
     const connect = () => {
-      closeStream = openStream(streamQuery(filters, fed), {
+      // From the newest position the feed (or the first page) has given.
+      closeStream = openStream(streamQuery(filters, rows.fed), {
         onIssue(issue) {
-          fed = Math.max(fed, issue.position);
+          fedTo(rows, issue.position);
           if (upsert(rows, issue, filters)) bump();
           onChange();
         },
         onLeft(left) {
-          fed = Math.max(fed, left.position);
+          fedTo(rows, left.position);
           if (drop(rows, left)) {
             setSelected((was) => {
               if (!was.has(left.issue_id)) return was;
@@ -201,7 +203,7 @@ function Queue({ session, filters, onChange }) {
       try {
         const page = await get("/api/issues", { ...filters, limit: PAGE_SIZE }, { signal: abort.signal });
         addPage(rows, page.data, filters);
-        fed = pagePosition(page.data, page.headers.get("Inbox-Position"));
+        fedTo(rows, pagePosition(page.data, page.headers.get("Inbox-Position")));
         setLoaded(true);
         setRevision((n) => n + 1);
         connect();
@@ -247,13 +249,18 @@ function Queue({ session, filters, onChange }) {
 
   async function loadMore() {
     setMore({ busy: true, problem: null });
+    // Read at least as new as the feed is (the rows' `gone` relies on it).
+    const since = reading(rows, true);
     try {
-      const page = await get("/api/issues", { ...filters, limit: PAGE_SIZE, cursor: rows.cursor });
+      const query = { ...filters, limit: PAGE_SIZE, cursor: rows.cursor, min_position: since || undefined };
+      const page = await get("/api/issues", query);
       addPage(rows, page.data, filters);
       setRevision((n) => n + 1);
       setMore({ busy: false, problem: null });
     } catch (error) {
       setMore({ busy: false, problem: problem(error) });
+    } finally {
+      reading(rows, false);
     }
   }
 
