@@ -26,9 +26,9 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.middleware.csrf import generate_csrf_token
 from litestar.openapi import ResponseSpec
-from litestar.params import Body
+from litestar.params import Body, SkipValidation
 
-from adapters.clock import SystemClock
+from adapters.clock import Clock, ScaledClock, SystemClock
 from app.http import openapi
 from app.http.auth import (
     CSRF_COOKIE,
@@ -69,11 +69,18 @@ StartSessionBody = Annotated[
 
 
 class Session(msgspec.Struct):
+    """Who the browser is, and the server's clock: ``now`` is the system's time (in a
+    demo, the compressed order time every snooze and SLA is judged by), running
+    ``clock_speed`` times as fast as the wall clock (1 in production), so that a page
+    computes "now" as the server does instead of by its own clock."""
+
     sub: str
     role: Role
     name: str | None
     expires_at: datetime
     csrf_token: str
+    now: datetime
+    clock_speed: Annotated[float, msgspec.Meta(gt=0)]
 
 
 def _loopback(request: Request[Any, Any, Any]) -> bool:
@@ -112,9 +119,19 @@ def _max_age(checked: Checked) -> int:
     return max(0, int((checked.expires_at - SystemClock().now()).total_seconds()))
 
 
-def _session(checked: Checked, csrf: str) -> Session:
+def _session(checked: Checked, csrf: str, clock: Clock) -> Session:
     principal = checked.principal
-    return Session(principal.sub, principal.role, principal.name, checked.expires_at, csrf)
+    # The Clock protocol has only now(); a demo's ScaledClock says how fast it runs.
+    speed = float(clock.speed) if isinstance(clock, ScaledClock) else 1.0
+    return Session(
+        principal.sub,
+        principal.role,
+        principal.name,
+        checked.expires_at,
+        csrf,
+        now=clock.now(),
+        clock_speed=speed,
+    )
 
 
 class SessionController(Controller):
@@ -134,6 +151,7 @@ class SessionController(Controller):
         data: StartSessionBody,
         authentication: NamedDependency[Authentication],
         login_tickets: NamedDependency[LoginTickets],
+        clock: NamedDependency[SkipValidation[Clock]],  # a Protocol: no isinstance()
     ) -> Response[Session]:
         """Body: ``{"token": "<JWT>"}`` or ``{"ticket": "<login ticket>"}`` (exactly one).
         A token is checked as a bearer token is checked (401 when it does not); a ticket
@@ -157,7 +175,7 @@ class SessionController(Controller):
             raise Unprocessable("token", "required (or a ticket)")
         csrf = generate_csrf_token(authentication.csrf.secret)
         return Response(
-            _session(checked, csrf),
+            _session(checked, csrf, clock),
             status_code=201,
             cookies=_cookies(request, session, csrf, _max_age(checked)),
             headers={"Cache-Control": "no-store"},
@@ -172,6 +190,7 @@ class SessionController(Controller):
         self,
         request: Request[Any, Any, Any],
         authentication: NamedDependency[Authentication],
+        clock: NamedDependency[SkipValidation[Clock]],  # a Protocol: no isinstance()
     ) -> Response[Session]:
         """The caller of the session cookie (or of a bearer token), as ``POST`` answered:
         401 when there is neither, or it no longer checks (log in again). The CSRF token
@@ -183,7 +202,7 @@ class SessionController(Controller):
             csrf = generate_csrf_token(authentication.csrf.secret)
             cookies.append(_cookie(request, CSRF_COOKIE, csrf, _max_age(checked)))
         return Response(
-            _session(checked, csrf), cookies=cookies, headers={"Cache-Control": "no-store"}
+            _session(checked, csrf, clock), cookies=cookies, headers={"Cache-Control": "no-store"}
         )
 
     @delete(

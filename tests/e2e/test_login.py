@@ -163,7 +163,13 @@ def test_who_a_browser_is_by_its_session_cookie(api: str) -> None:
         assert started.status_code == 201, started.text
         current = browser.get("/api/session")
         assert current.status_code == 200, current.text
-        assert current.json() == started.json() | {"csrf_token": browser.cookies["csrftoken"]}
+        # The same session, and the server's clock as it is at each answer.
+        assert current.json() | {"now": None} == started.json() | {
+            "csrf_token": browser.cookies["csrftoken"],
+            "now": None,
+        }
+        assert current.json()["clock_speed"] == 1
+        assert current.json()["now"] >= started.json()["now"]
         assert current.json()["csrf_token"] == started.json()["csrf_token"]
         assert current.headers["cache-control"] == "no-store"
         assert "set-cookie" not in current.headers  # its CSRF cookie is kept

@@ -309,6 +309,77 @@ async def test_the_keys_move_open_assign_and_acknowledge(
     await expect(page).to_have_url(re.compile(rf"/issues/{top['issue_id']}$"))
 
 
+async def test_single_key_shortcuts_can_be_switched_off(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """WCAG 2.1.4: a switch in the header turns the character keys off (kept across a
+    reload); then "a" is just a key. On again, "m" assigns: "a" had sent nothing."""
+    here = city()
+    issue = raise_issue(http, here, "high")
+    page = await opened(context, f"/?city={here}", "agent-kim", "agent", countries=["FI"])
+    switch = page.get_by_role("checkbox", name="Single-key shortcuts")
+    await expect(switch).to_be_checked()
+    await switch.uncheck()
+    await page.reload()
+    await expect(rows(page)).to_have_count(1)
+    await expect(switch).not_to_be_checked()
+    await row(page, issue["issue_id"]).get_by_role("link").focus()
+    await expect(row(page, issue["issue_id"])).to_have_class(re.compile(r"\bactive\b"))
+    await page.keyboard.press("a")
+    await page.keyboard.press("?")
+    await expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_have_count(0)
+    await switch.check()
+    await row(page, issue["issue_id"]).get_by_role("link").focus()
+    await page.keyboard.press("m")
+    await expect(page.get_by_test_id("message")).to_have_text(
+        f"{issue['order_id']}: assigned to you", timeout=LIVE_MS
+    )
+    seen = http.get(f"/api/issues/{issue['issue_id']}").json()
+    assert (seen["assignee"], seen["status"], seen["version"]) == ("agent-kim", "open", 2)
+
+
+async def test_the_rows_forget_the_issues_that_left_once_no_older_row_can_come(
+    context: BrowserContext,
+) -> None:
+    """inbox-model.js in the browser: `gone` (where each issue left the view, so that an
+    older row cannot bring it back) stays bounded over a long-open tab, and still refuses
+    an older row of an issue that left after the page being read was asked for."""
+    page = await context.new_page()
+    await page.goto("/")
+    result = await page.evaluate(
+        """async () => {
+          const m = await import("/static/js/inbox-model.js");
+          const filters = m.parseFilters("");
+          const rows = m.emptyRows();
+          const row = (id, position) => ({ issue_id: id, position, status: "open",
+            severity: "low", assignee: null, priority: 100, detected_at: "2026-01-01T00:00:00Z" });
+          let position = 10;
+          m.fedTo?.(rows, position);
+          for (let n = 0; n < 5000; n += 1) {  // the feed: issues leave, one after another
+            position += 1;
+            m.fedTo?.(rows, position);
+            m.drop(rows, { issue_id: `gone-${n}`, position });
+          }
+          const bounded = rows.gone.size;
+          // A page is asked for now; while it is on its way, more leave.
+          m.reading?.(rows, true);
+          for (let n = 0; n < 5000; n += 1) {
+            position += 1;
+            m.fedTo?.(rows, position);
+            m.drop(rows, { issue_id: `late-${n}`, position });
+          }
+          // The page was read before the last of them left: its older rows stay out.
+          const items = [row("late-0", position - 6000), row("late-4999", position - 1)];
+          const page = { items, next_cursor: null };
+          m.addPage(rows, page, filters);
+          m.reading?.(rows, false);
+          return { bounded, kept: rows.byId.size };
+        }"""
+    )
+    assert result["bounded"] <= 2000, result
+    assert result["kept"] == 0, result
+
+
 async def test_bulk_acknowledge_shows_each_items_result_with_a_conflict(
     context: BrowserContext, http: httpx.Client
 ) -> None:
@@ -363,9 +434,10 @@ async def test_an_agent_sees_its_scope_and_no_bulk_controls(
 async def test_a_breached_sla_says_so_in_text(context: BrowserContext, http: httpx.Client) -> None:
     here = city()
     issue = raise_issue(http, here, "critical")  # due in 5 minutes
-    page = await context.new_page()
+    page = await opened(context, f"/?city={here}")
+    # An hour on for the page (the server's clock, as the session told it, plus the hour
+    # the browser's clock moves after it).
     await page.clock.set_fixed_time(datetime.now(UTC) + timedelta(hours=1))
-    await opened(context, f"/?city={here}", page=page)
     sla = row(page, issue["issue_id"]).locator(".sla")
     await expect(sla).to_have_text(re.compile(r"Breached 5\dmin"))
 
@@ -404,10 +476,9 @@ async def test_accessible_at_1280_and_400_px_with_a_screenshot(
     listed = http.get("/api/issues", params={"city": here}).json()["items"]
     send(http, listed[1]["issue_id"], "assign", {"assignee": "agent-zoe"})
     send(http, listed[3]["issue_id"], "acknowledge")
-    page = await context.new_page()
+    page = await opened(context, f"/?city={here}", LEAD, "lead", name="Lea Lead")
     # Twelve minutes on: the critical issue is past its SLA, the others count down.
     await page.clock.set_fixed_time(datetime.now(UTC) + timedelta(minutes=12))
-    await opened(context, f"/?city={here}", LEAD, "lead", name="Lea Lead", page=page)
     await expect(rows(page)).to_have_count(6)
     await expect(row(page, listed[0]["issue_id"])).to_contain_text("Breached")
     await expect(page.get_by_test_id("live")).to_have_text("Live")

@@ -5,18 +5,20 @@ the API shown as text; axe at 1280 and 400 px."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 from playwright.async_api import BrowserContext, Dialog, Page, Route, expect
 
 from app.principal import Role
 from tests.conftest import wait_until
-from tests.e2e.browser import NARROW, WIDE, describe, screenshot, serious_violations
+from tests.e2e.browser import NARROW, WIDE, describe, log_in, screenshot, serious_violations
 from tests.tokens import token_for
 
 DEADLINE_MS = 10_000
@@ -309,6 +311,88 @@ async def test_someone_elses_change_shows_a_notice(
 
     await page.keyboard.press("Escape")  # back to the inbox
     await expect(page).to_have_url(re.compile(r"/$"))
+
+
+async def test_a_change_before_the_feed_opens_still_shows_the_notice(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """The page has read the issue; before its feed is open, another client changes it: the
+    feed starts after the history the page loaded, so the change comes through it."""
+    issue_id = raised_issue(http)
+    held = asyncio.Event()
+    changed = asyncio.Event()
+    feeds: list[str] = []
+
+    async def hold(route: Route) -> None:
+        feeds.append(route.request.url)
+        held.set()
+        await changed.wait()
+        await route.continue_()
+
+    page = await context.new_page()
+    await page.route("**/api/stream**", hold)
+    await page.goto(f"/issues/{issue_id}")
+    await page.get_by_label("Access token").fill(token_for("agent-pia", "agent"))
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_test_id("version")).to_have_text("1", timeout=DEADLINE_MS)
+    await asyncio.wait_for(held.wait(), DEADLINE_MS / 1000)
+    command(http, issue_id, "notes", {"text": "Before the feed was open"})
+    changed.set()
+
+    notice = page.get_by_test_id("changed-notice")
+    await expect(notice).to_contain_text("Changed by someone else", timeout=DEADLINE_MS)
+    await expect(timeline_entries(page)).to_have_count(1)
+    history = http.get(f"/api/issues/{issue_id}/events").json()["items"]
+    after = parse_qs(urlparse(feeds[0]).query)["after"]
+    assert after == [str(history[0]["position"])], feeds
+
+
+async def test_the_issue_pages_keys_follow_the_shortcuts_switch(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    issue_id = raised_issue(http)
+    page = await opened(context, issue_id, "agent-pia", "agent")
+    await page.get_by_role("checkbox", name="Single-key shortcuts").uncheck()
+    await page.get_by_role("heading", level=1).click()
+    await page.keyboard.press("a")  # off: nothing is sent
+    await page.keyboard.press("u")  # nor does it go back to the inbox
+    await page.get_by_role("checkbox", name="Single-key shortcuts").check()
+    await page.get_by_role("heading", level=1).click()
+    await page.keyboard.press("m")
+    await expect(page.get_by_test_id("outcome-ok")).to_have_text(
+        "Assigned to you.", timeout=DEADLINE_MS
+    )
+    await expect(page).to_have_url(re.compile(rf"/issues/{issue_id}$"))
+    seen = http.get(f"/api/issues/{issue_id}").json()
+    assert (seen["status"], seen["version"]) == ("open", 2)
+
+
+async def test_an_issue_path_that_is_not_an_issue_id_is_not_found(
+    context: BrowserContext,
+) -> None:
+    """The id in /issues/{id} must be a UUID: anything else is the page's Not found, and
+    never becomes a path of an API call (here, one that climbs out of /api/issues)."""
+    await log_in(context, "agent-pia", "agent")
+    page = await context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlparse(request.url).path))
+    missing = page.get_by_role("heading", name="Not found", exact=True)
+    await page.goto("/issues/not-a-uuid")  # the server serves the shell for any one segment
+    await expect(missing).to_be_visible()
+    await page.goto("/")
+    await expect(page.get_by_role("heading", name="Inbox", exact=True)).to_be_visible()
+    asked.clear()
+    # An encoded slash the server would not route (404): reached by a link of the page.
+    await page.evaluate(
+        """(path) => {
+          history.pushState(null, "", path);
+          window.dispatchEvent(new PopStateEvent("popstate"));
+        }""",
+        "/issues/..%2F..%2Fapi%2Fevents",
+    )
+    await expect(missing).to_be_visible()
+    # The inbox's own reads may still come (/api/issues, /api/stats); no issue's, no climb.
+    assert not [one for one in asked if one.startswith("/api/issues/") or "events" in one], asked
 
 
 async def test_a_lead_assigns_to_someone_else_and_takes_it_back(

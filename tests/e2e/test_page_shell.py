@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import http.client
 import re
+import uuid
 
 import httpx
-from playwright.async_api import Browser, BrowserContext, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from app import bootstrap
 from app.web.pages import STATIC
@@ -66,6 +67,114 @@ async def test_a_lead_moves_between_pages_without_a_reload(context: BrowserConte
     await expect(page.get_by_role("button", name="Log out")).to_be_visible()
     violations = await serious_violations(page)
     assert not violations, describe(violations)
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    def linear(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.04045 else float(((c + 0.055) / 1.055) ** 2.4)
+
+    red, green, blue = (linear(v) for v in rgb)
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """WCAG 2's contrast ratio of two colours."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def colours(css: str) -> list[tuple[int, int, int]]:
+    """The rgb()/rgba() colours in a computed style, in order."""
+    found = re.findall(r"rgba?\((\d+), (\d+), (\d+)", css)
+    return [(int(r), int(g), int(b)) for r, g, b in found]
+
+
+Rgb = tuple[int, int, int]
+WHITE, GROUND, BLUE = (255, 255, 255), (243, 244, 246), (29, 78, 216)
+
+
+async def _ring(
+    page: Page, selector: str
+) -> tuple[tuple[int, int, int], list[tuple[int, int, int]]]:
+    """The focused element's outline colour, and the colours of its box-shadow (its halo)."""
+    await page.locator(selector).first.focus()
+    style = await page.evaluate(
+        """(selector) => {
+          const element = document.querySelector(selector);
+          if (!element.matches(":focus-visible")) return null;
+          const style = getComputedStyle(element);
+          return [style.outlineColor, style.outlineStyle, style.boxShadow];
+        }""",
+        selector,
+    )
+    assert style is not None, f"{selector} shows no focus ring"
+    outline, kind, shadow = style
+    assert kind == "solid", style
+    return colours(outline)[0], colours(shadow)
+
+
+async def test_the_focus_ring_stands_out_on_the_page_and_on_the_blue_buttons(
+    context: BrowserContext,
+) -> None:
+    """WCAG 1.4.11: the focus indicator has 3:1 against what it sits on: white, the page's
+    ground, and a blue button (a light halo between the button and a dark ring)."""
+    await log_in(context, "lead-lea", "lead")
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page.get_by_role("heading", name="Inbox", exact=True)).to_be_visible()
+    await page.keyboard.press("Tab")  # keyboard use: focus() shows :focus-visible
+    ring, halo = await _ring(page, "button:not(.quiet):not(:disabled)")
+    assert contrast(ring, WHITE) >= 3, ring
+    assert contrast(ring, GROUND) >= 3, ring
+    if contrast(ring, BLUE) < 3:  # a dark ring: a light halo keeps it off the button
+        assert halo, "a dark ring needs a light halo against a blue button"
+        assert contrast(halo[0], BLUE) >= 3, halo
+        assert contrast(halo[0], ring) >= 3, halo
+    link_ring, _ = await _ring(page, "a[href='/']")
+    assert contrast(link_ring, WHITE) >= 3, link_ring
+
+
+async def test_moving_between_pages_names_the_page_and_moves_focus_to_it(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """WCAG 2.4.2 and 2.4.3: each client-side page change sets document.title and moves
+    focus to <main>, so a screen reader says where it is; the first load leaves focus."""
+    order_id, here = f"ord-{uuid.uuid4().hex[:10]}", f"Titletown-{uuid.uuid4().hex[:8]}"
+    created = http.post(
+        "/api/issues",
+        json={
+            "order_id": order_id,
+            "kind": "payment_failed",
+            "severity": "low",
+            "vertical": "restaurant",
+            "country": "FI",
+            "city": here,
+            "evidence": {},
+        },
+    )
+    assert created.status_code in (200, 201), created.text
+    issue_id = created.json()["issue_id"]
+    await log_in(context, "lead-lea", "lead")
+    page = await context.new_page()
+    await page.goto(f"/?city={here}")
+    await expect(page.get_by_role("heading", name="Inbox", exact=True)).to_be_visible()
+    await expect(page).to_have_title("Inbox — Support Inbox")
+    assert await page.evaluate("document.activeElement === document.body")
+    await page.get_by_role("link", name=order_id).first.click()
+    await expect(page).to_have_title("Issue payment failed — Support Inbox")
+    await expect(page.locator("main")).to_be_focused()
+    await page.go_back()
+    await expect(page).to_have_title("Inbox — Support Inbox")
+    await expect(page.locator("main")).to_be_focused()
+    await page.get_by_role("link", name="Detection").click()
+    await expect(page).to_have_title("Detection — Support Inbox")
+    await expect(page.locator("main")).to_be_focused()
+    await page.get_by_role("link", name="Inbox", exact=True).click()
+    await expect(page).to_have_title("Inbox — Support Inbox")
+    await expect(page.locator("main")).to_be_focused()
+    await page.goto(f"/issues/{issue_id}")
+    await expect(page).to_have_title("Issue payment failed — Support Inbox")
 
 
 def test_the_page_is_sent_with_security_headers(api: str) -> None:

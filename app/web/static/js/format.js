@@ -21,8 +21,32 @@ export function duration(seconds) {
   return parts.join(" ");
 }
 
-export function age(iso, now = Date.now()) {
-  return duration((now - Date.parse(iso)) / 1000);
+// The server's clock, as GET and POST /api/session told it: `now` then, and how fast it runs
+// (a demo's order time runs faster than the wall clock; 1 in production). Every "now" the
+// page computes (ages, SLAs, snooze times) is this one: the server judges by its own.
+const clock = { at: Date.now(), received: Date.now(), speed: 1 };
+
+export function setServerClock(session) {
+  const at = Date.parse(session?.now);
+  const speed = Number(session?.clock_speed);
+  clock.received = Date.now();
+  clock.at = Number.isFinite(at) ? at : clock.received;
+  clock.speed = Number.isFinite(speed) && speed > 0 ? speed : 1;
+}
+
+// Milliseconds since the epoch on the server's clock.
+export function serverNow() {
+  return clock.at + (Date.now() - clock.received) * clock.speed;
+}
+
+// How many times faster than the wall clock the server's clock runs.
+export function clockSpeed() {
+  return clock.speed;
+}
+
+// How long ago; a time ahead of now (clocks a moment apart) is "0s", never a positive age.
+export function age(iso, now = serverNow()) {
+  return duration(Math.max(0, (now - Date.parse(iso)) / 1000));
 }
 
 export function dateTime(iso) {

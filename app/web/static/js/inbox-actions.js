@@ -1,7 +1,7 @@
 // The inbox's commands: each goes to the public API with If-Match of the version the page
 // shows, and comes back as an outcome a person can read (ok, conflict, refused, ...).
 import { ApiError, get, post } from "./api.js";
-import { label } from "./format.js";
+import { label, serverNow } from "./format.js";
 
 export const SNOOZE_SECONDS = 3600;
 
@@ -17,7 +17,7 @@ export function commandFor(name, options = {}) {
     case "acknowledge":
       return ["acknowledge", {}, "acknowledged"];
     case "snooze":
-      return ["snooze", { until: new Date(Date.now() + SNOOZE_SECONDS * 1000).toISOString() }, "snoozed for 1 h"];
+      return ["snooze", { until: new Date(serverNow() + SNOOZE_SECONDS * 1000).toISOString() }, "snoozed for 1 h"];
     case "resolve":
       return ["resolve", { resolution: options.resolution, note: options.note || "" }, `resolved as ${label(options.resolution)}`];
     default:

@@ -75,8 +75,40 @@ export function byPriority(a, b) {
 // follow: a live row sorting after it is kept but not shown (the next page brings it in
 // its place). `gone` remembers the position at which an issue left, so an older page
 // loaded after it cannot bring it back.
+//
+// `gone` would grow for the tab's life; an entry is needed only while a row older than it
+// can still come. The feed brings only positions after `fed` (the newest it has given),
+// and every page still to come is asked with min_position of `fed` then (`readingFrom`,
+// while one is on its way: it may hold rows as old as that). So an entry at or below both
+// is dropped, whenever the map has doubled since the last time (GONE_PRUNE_AT at least).
+export const GONE_PRUNE_AT = 1000;
+
 export function emptyRows() {
-  return { byId: new Map(), gone: new Map(), boundary: null, cursor: null };
+  return { byId: new Map(), gone: new Map(), boundary: null, cursor: null, fed: 0, readingFrom: null, pruneAt: GONE_PRUNE_AT };
+}
+
+// The feed (or a page) has given everything up to `position`.
+export function fedTo(rows, position) {
+  rows.fed = Math.max(rows.fed, position);
+}
+
+// A page is asked for (`on`), with min_position of the returned position; or it came.
+export function reading(rows, on) {
+  rows.readingFrom = on ? rows.fed : null;
+  return rows.fed;
+}
+
+function forgetOld(rows) {
+  const below = Math.min(rows.fed, rows.readingFrom ?? Infinity);
+  for (const [issueId, position] of rows.gone) {
+    if (position <= below) rows.gone.delete(issueId);
+  }
+  rows.pruneAt = Math.max(GONE_PRUNE_AT, 2 * rows.gone.size);
+}
+
+function remember(rows, issueId, position) {
+  rows.gone.set(issueId, Math.max(position, rows.gone.get(issueId) ?? 0));
+  if (rows.gone.size >= rows.pruneAt) forgetOld(rows);
 }
 
 function newer(rows, row) {
@@ -90,8 +122,9 @@ function newer(rows, row) {
 export function upsert(rows, row, filters) {
   if (!newer(rows, row)) return false;
   if (!inView(row, filters)) {
-    rows.gone.set(row.issue_id, row.position);
-    return rows.byId.delete(row.issue_id);
+    const dropped = rows.byId.delete(row.issue_id);
+    remember(rows, row.issue_id, row.position);
+    return dropped;
   }
   rows.gone.delete(row.issue_id);
   rows.byId.set(row.issue_id, row);
@@ -102,8 +135,9 @@ export function upsert(rows, row, filters) {
 export function drop(rows, left) {
   const had = rows.byId.get(left.issue_id);
   if (had && had.position > left.position) return false;
-  rows.gone.set(left.issue_id, Math.max(left.position, rows.gone.get(left.issue_id) ?? 0));
-  return rows.byId.delete(left.issue_id);
+  const dropped = rows.byId.delete(left.issue_id);
+  remember(rows, left.issue_id, left.position);
+  return dropped;
 }
 
 // A page of GET /api/issues: its items, and where the next one starts.

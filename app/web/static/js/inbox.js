@@ -2,7 +2,7 @@
 // GET /api/issues names them), counts from /api/stats, paging by the keyset cursor, kept
 // live by /api/stream from the position of the page loaded, worked from the keyboard.
 import { ApiError, get } from "./api.js";
-import { age, duration, label } from "./format.js";
+import { age, duration, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useMemo, useRef, useState } from "./html.js";
 import { mayBulk, mayTriage, sendAll, SNOOZE_SECONDS } from "./inbox-actions.js";
 import { FilterBar } from "./inbox-filters.js";
@@ -12,12 +12,15 @@ import {
   addPage,
   drop,
   emptyRows,
+  fedTo,
   parseFilters,
   pagePosition,
+  reading,
   streamQuery,
   upsert,
   visible,
 } from "./inbox-model.js";
+import { shortcutsOn, typing } from "./keys.js";
 import { openStream } from "./live.js";
 import { Link, navigate } from "./router.js";
 
@@ -31,13 +34,6 @@ function problem(error) {
     return `${body.detail || `HTTP ${error.status}`}${body.field ? ` (${body.field})` : ""}`;
   }
   return error.message;
-}
-
-function typing(target) {
-  if (!(target instanceof Element)) return false;
-  if (target.closest("textarea, select, [contenteditable=''], [contenteditable='true']")) return true;
-  const input = target.closest("input");
-  return Boolean(input) && !["checkbox", "radio", "button", "submit", "reset"].includes(input.type);
 }
 
 export function Inbox({ session, search }) {
@@ -140,7 +136,7 @@ function Queue({ session, filters, onChange }) {
   const [failure, setFailure] = useState(null);
   const [more, setMore] = useState({ busy: false, problem: null });
   const [live, setLive] = useState("connecting");
-  const [now, setNow] = useState(Date.now());
+  const [now, setNow] = useState(serverNow);
   const [activeId, setActiveState] = useState(null);
   // The keys may come faster than renders: they read the active row from here.
   const activeRef = useRef(null);
@@ -171,16 +167,16 @@ function Queue({ session, filters, onChange }) {
     const abort = new AbortController();
     let closeStream = null;
     let reopen = 0;
-    let fed = 0; // the newest position the feed (or the first page) has given
     const connect = () => {
-      closeStream = openStream(streamQuery(filters, fed), {
+      // From the newest position the feed (or the first page) has given.
+      closeStream = openStream(streamQuery(filters, rows.fed), {
         onIssue(issue) {
-          fed = Math.max(fed, issue.position);
+          fedTo(rows, issue.position);
           if (upsert(rows, issue, filters)) bump();
           onChange();
         },
         onLeft(left) {
-          fed = Math.max(fed, left.position);
+          fedTo(rows, left.position);
           if (drop(rows, left)) {
             setSelected((was) => {
               if (!was.has(left.issue_id)) return was;
@@ -207,7 +203,7 @@ function Queue({ session, filters, onChange }) {
       try {
         const page = await get("/api/issues", { ...filters, limit: PAGE_SIZE }, { signal: abort.signal });
         addPage(rows, page.data, filters);
-        fed = pagePosition(page.data, page.headers.get("Inbox-Position"));
+        fedTo(rows, pagePosition(page.data, page.headers.get("Inbox-Position")));
         setLoaded(true);
         setRevision((n) => n + 1);
         connect();
@@ -215,7 +211,7 @@ function Queue({ session, filters, onChange }) {
         if (error.name !== "AbortError") setFailure(problem(error));
       }
     })();
-    const clock = setInterval(() => setNow(Date.now()), 1000);
+    const clock = setInterval(() => setNow(serverNow()), 1000);
     return () => {
       abort.abort();
       clearInterval(clock);
@@ -241,7 +237,9 @@ function Queue({ session, filters, onChange }) {
   useEffect(() => {
     if (!active) return;
     if (replaced) setActiveId(active.issue_id);
-    const link = document.getElementById(`open-${active.issue_id}`);
+    // The newest active row (a key pressed before this render's effect ran may have moved
+    // it on), not this render's: else the older one takes focus, and the active row back.
+    const link = document.getElementById(`open-${activeRef.current}`);
     if (link && (focusNext.current || (replaced && document.activeElement === document.body))) {
       focusNext.current = false;
       link.focus();
@@ -251,13 +249,18 @@ function Queue({ session, filters, onChange }) {
 
   async function loadMore() {
     setMore({ busy: true, problem: null });
+    // Read at least as new as the feed is (the rows' `gone` relies on it).
+    const since = reading(rows, true);
     try {
-      const page = await get("/api/issues", { ...filters, limit: PAGE_SIZE, cursor: rows.cursor });
+      const query = { ...filters, limit: PAGE_SIZE, cursor: rows.cursor, min_position: since || undefined };
+      const page = await get("/api/issues", query);
       addPage(rows, page.data, filters);
       setRevision((n) => n + 1);
       setMore({ busy: false, problem: null });
     } catch (error) {
       setMore({ busy: false, problem: problem(error) });
+    } finally {
+      reading(rows, false);
     }
   }
 
@@ -309,8 +312,8 @@ function Queue({ session, filters, onChange }) {
   // The keys; read through a ref so the one listener sees this render's state.
   const keys = useRef(null);
   keys.current = (event) => {
-    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (document.querySelector("dialog[open]") || typing(event.target)) return;
+    if (!shortcutsOn() || event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (document.querySelector("dialog[open]") || typing(event)) return;
     const current = shown.find((row) => row.issue_id === activeRef.current) || active;
     const at = current ? shown.indexOf(current) : -1;
     const move = (by) => {

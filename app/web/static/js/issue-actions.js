@@ -2,7 +2,7 @@
 // send (CONTRACT §3, §6). Each goes through `run(command, body)`, which sends it with
 // If-Match of the version shown and says whether it was taken. What was typed lives in
 // `drafts` (the page's), so a conflict or a form that comes and goes never loses it.
-import { label } from "./format.js";
+import { label, serverNow } from "./format.js";
 import { html } from "./html.js";
 
 export const ACTIONS = ["contact_customer", "contact_venue", "contact_courier", "compensate", "reassign_courier", "cancel_order", "other"];
@@ -31,15 +31,23 @@ export function allowed(issue, session) {
   };
 }
 
+// Snooze times are on the server's clock (in a demo, order time), which judges them.
 function later(hours) {
-  return new Date(Date.now() + hours * 3600 * 1000);
+  return new Date(serverNow() + hours * 3600 * 1000);
 }
 
 function tomorrowMorning() {
-  const when = new Date();
+  const when = new Date(serverNow());
   when.setDate(when.getDate() + 1);
   when.setHours(9, 0, 0, 0);
   return when;
+}
+
+// A time as a datetime-local field writes it (the browser's time zone, to the minute).
+function fieldTime(ms) {
+  const when = new Date(ms);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${when.getFullYear()}-${two(when.getMonth() + 1)}-${two(when.getDate())}T${two(when.getHours())}:${two(when.getMinutes())}`;
 }
 
 export const SNOOZES = [
@@ -137,7 +145,7 @@ export function Actions({ issue, session, busy, run, drafts, setDraft, refs }) {
                 onClick=${() => run("snooze", { until: when().toISOString() }, `Snoozed (${name})`)}>${name}</button>`)}
           </div>
           <${Field} id="until" name="Or until">
-            <input id="until" type="datetime-local" value=${draft("until")} onInput=${input("until")} />
+            <input id="until" type="datetime-local" min=${fieldTime(serverNow())} value=${draft("until")} onInput=${input("until")} />
           <//>
           <button type="submit" disabled=${busy || !draft("until")}>Snooze until then</button>
         </form>`}

@@ -31,7 +31,7 @@ export function Audit({ id, latest, version, setVersion, events }) {
   useEffect(() => {
     let live = true;
     setProblem(null);
-    const at = (n) => get(`/api/issues/${id}/state`, { version: n }).then((r) => r.data);
+    const at = (n) => get(`/api/issues/${encodeURIComponent(id)}/state`, { version: n }).then((r) => r.data);
     Promise.all([at(version), version > 1 ? at(version - 1) : Promise.resolve(null)])
       .then(([now, before]) => live && setStates({ at: now, before, version }))
       .catch((failure) => {

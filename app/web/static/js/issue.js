@@ -2,11 +2,12 @@
 // full history, the commands its status allows (each sent with If-Match of the version
 // shown), a notice when someone else changes it, and for auditors its state at any version.
 import { ApiError, get, post } from "./api.js";
-import { dateTime, label } from "./format.js";
+import { clockSpeed, dateTime, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useRef, useState } from "./html.js";
 import { Actions, allowed } from "./issue-actions.js";
 import { AUDIT_ROLES, Audit } from "./issue-audit.js";
 import { Definitions, Sla, Timeline } from "./issue-parts.js";
+import { shortcutsOn, typing } from "./keys.js";
 import { openStream } from "./live.js";
 import { Link, navigate } from "./router.js";
 
@@ -21,11 +22,6 @@ const KEYS = [
   ["u / Esc", "back to the inbox"],
 ];
 
-function typing(target) {
-  if (!(target instanceof Element)) return false;
-  return target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName);
-}
-
 function failureText(failure) {
   if (failure instanceof ApiError) {
     const field = failure.body && failure.body.field ? ` (${failure.body.field})` : "";
@@ -38,9 +34,10 @@ function failureText(failure) {
 // least as new as its history: the history comes from the event store, the others from
 // read models, asked to catch up with the last position the history holds.
 async function read(id, minPosition) {
-  const history = (await get(`/api/issues/${id}/events`)).data.items;
+  const path = `/api/issues/${encodeURIComponent(id)}`;
+  const history = (await get(`${path}/events`)).data.items;
   const position = Math.max(minPosition, ...history.map((event) => event.position));
-  const shown = await get(`/api/issues/${id}`, { min_position: position });
+  const shown = await get(path, { min_position: position });
   const issue = shown.data;
   const version = shown.etag ? Number(shown.etag.replace(/^W\//, "").replaceAll('"', "")) : issue.version;
   let order = null;
@@ -70,10 +67,11 @@ export function Issue({ session, id }) {
   const [outcome, setOutcome] = useState(null); // {kind: "ok" | "conflict" | "error", text}
   const [stale, setStale] = useState(false);
   const [drafts, setDrafts] = useState({});
-  const [now, setNow] = useState(Date.now());
+  const [now, setNow] = useState(serverNow);
   const [auditVersion, setAuditVersion] = useState(null);
   const [feed, setFeed] = useState({ status: "connecting", heard: 0 }); // the feed, for tests too
   const shownAt = useRef({ version: 0, position: 0 });
+  const loadedAt = useRef(0); // the largest position of the history loaded: the feed's start
   const own = useRef({ versions: new Set(), positions: new Set() }); // what our commands made
   const foreign = useRef({ version: 0, position: 0 }); // the newest change heard of others
   const inFlight = useRef(false);
@@ -87,6 +85,7 @@ export function Issue({ session, id }) {
         const fresh = await read(id, minPosition);
         const before = shownAt.current.version;
         shownAt.current = { version: fresh.version, position: fresh.issue.position };
+        loadedAt.current = Math.max(loadedAt.current, ...fresh.history.map((event) => event.position));
         setShown(fresh);
         // A change heard while this was read may be newer than what it read.
         const other = foreign.current;
@@ -105,7 +104,8 @@ export function Issue({ session, id }) {
 
   useEffect(() => {
     load();
-    const tick = setInterval(() => setNow(Date.now()), 30000);
+    // Every 30 s of the server's clock (a demo's runs faster), at most once a second.
+    const tick = setInterval(() => setNow(serverNow()), Math.max(1000, 30000 / clockSpeed()));
     return () => clearInterval(tick);
   }, [load]);
 
@@ -134,7 +134,10 @@ export function Issue({ session, id }) {
       if (inFlight.current) heard.current.push(item);
       else judge(item);
     };
-    return openStream({ order_id: orderId, status: STATUSES }, {
+    // From the history the page read, not from the server's head: a change made between
+    // the reads and the feed's opening comes through it (then, Last-Event-ID resumes it).
+    const after = loadedAt.current > 0 ? loadedAt.current : undefined;
+    return openStream({ order_id: orderId, status: STATUSES, after }, {
       onIssue: heardOf,
       onLeft: heardOf,
       onStatus: (status) => setFeed((was) => ({ ...was, status })),
@@ -149,7 +152,7 @@ export function Issue({ session, id }) {
       inFlight.current = true;
       let taken = false;
       try {
-        const answer = (await post(`/api/issues/${id}/${command}`, body, { ifMatch: shown.version })).data;
+        const answer = (await post(`/api/issues/${encodeURIComponent(id)}/${command}`, body, { ifMatch: shown.version })).data;
         own.current.versions.add(answer.version);
         own.current.positions.add(answer.position);
         taken = true;
@@ -186,7 +189,7 @@ export function Issue({ session, id }) {
   keyState.current = { shown, busy, run };
   useEffect(() => {
     const press = (event) => {
-      if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+      if (!shortcutsOn() || event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || typing(event)) return;
       const { shown: current, busy: working, run: send } = keyState.current;
       const may = current ? allowed(current.issue, session) : {};
       const focus = (ref) => ref.current && ref.current.focus();
@@ -202,6 +205,11 @@ export function Issue({ session, id }) {
     window.addEventListener("keydown", press);
     return () => window.removeEventListener("keydown", press);
   }, [session]);
+
+  const kind = shown?.issue.kind;
+  useEffect(() => {
+    if (kind) document.title = `Issue ${label(kind)} — Support Inbox`;
+  }, [kind]);
 
   const setDraft = useCallback((name, value) => setDrafts((all) => ({ ...all, [name]: value })), []);
 
@@ -280,7 +288,7 @@ export function Issue({ session, id }) {
               <h3>Other issues of this order</h3>
               ${others.length
                 ? html`<ul class="others" data-testid="other-issues">${others.map((one) => html`
-                    <li key=${one.issue_id}><${Link} href=${`/issues/${one.issue_id}`}>${label(one.kind)}<//>
+                    <li key=${one.issue_id}><${Link} href=${`/issues/${encodeURIComponent(one.issue_id)}`}>${label(one.kind)}<//>
                       <span class="help"> · ${one.severity} · ${label(one.status)}</span></li>`)}</ul>`
                 : html`<p class="help">None.</p>`}`}
           </section>

@@ -1,9 +1,11 @@
 // The page's entry: who is logged in (GET /api/session), then the page the URL names.
 import { endSession, currentSession, startSession } from "./api.js";
 import { Dashboard } from "./dashboard.js";
-import { html, render, useEffect, useState } from "./html.js";
+import { setServerClock } from "./format.js";
+import { html, render, useEffect, useRef, useState } from "./html.js";
 import { Inbox } from "./inbox.js";
 import { Issue } from "./issue.js";
+import { setShortcutsOn, shortcutsOn } from "./keys.js";
 import { Login } from "./login.js";
 import { Link, navigate, route, useLocation } from "./router.js";
 
@@ -19,6 +21,20 @@ function takeTicket() {
   return ticket;
 }
 
+// Each page's name in the window's title (the issue page adds the issue's kind once read).
+const TITLES = { inbox: "Inbox", issue: "Issue", dashboard: "Detection", missing: "Not found" };
+const title = (name) => `${name} — Support Inbox`;
+
+// WCAG 2.1.4: the pages' single-character keys can be switched off (they are on at first).
+function ShortcutsSwitch() {
+  const [on, setOn] = useState(shortcutsOn);
+  const change = (event) => {
+    setShortcutsOn(event.currentTarget.checked);
+    setOn(shortcutsOn());
+  };
+  return html`<label class="switch"><input type="checkbox" checked=${on} onChange=${change} /> Single-key shortcuts</label>`;
+}
+
 function Shell({ session, onLogout, children }) {
   const where = useLocation();
   const current = (page) => (route(where.path).page === page ? "page" : undefined);
@@ -30,6 +46,7 @@ function Shell({ session, onLogout, children }) {
         <${Link} href="/" aria-current=${current("inbox")}>Inbox<//>
         ${DASHBOARD_ROLES.has(session.role) && html`<${Link} href="/dashboard" aria-current=${current("dashboard")}>Detection<//>`}
       </nav>
+      <${ShortcutsSwitch} />
       <span class="who" data-testid="who">${session.name || session.sub} · ${session.role}</span>
       <button type="button" class="quiet" onClick=${onLogout}>Log out</button>
     </header>
@@ -37,7 +54,12 @@ function Shell({ session, onLogout, children }) {
 }
 
 function App() {
-  const [session, setSession] = useState(undefined); // undefined: asking; null: none
+  const [session, setSessionState] = useState(undefined); // undefined: asking; null: none
+  // A session brings the server's clock: the page's "now" from then on (format.js).
+  const setSession = (value) => {
+    if (value) setServerClock(value);
+    setSessionState(value);
+  };
   const [problem, setProblem] = useState(null);
   const where = useLocation();
 
@@ -63,6 +85,18 @@ function App() {
     })();
     return () => window.removeEventListener("inbox:unauthorized", gone);
   }, []);
+
+  // A client-side page change names the page and takes focus to it (as a page load would
+  // for a screen reader); the first page keeps the browser's own start.
+  const shownPath = useRef(where.path);
+  const loggedIn = Boolean(session);
+  useEffect(() => {
+    if (!loggedIn) return;
+    document.title = title(TITLES[route(where.path).page]);
+    if (shownPath.current === where.path) return;
+    shownPath.current = where.path;
+    document.getElementById("main")?.focus();
+  }, [where.path, loggedIn]);
 
   async function logout() {
     await endSession();

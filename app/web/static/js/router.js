@@ -22,10 +22,22 @@ export function useLocation() {
   return where;
 }
 
+// An issue's id is a UUID (CONTRACT §2): anything else in its place is no issue's page,
+// and never goes into an API path.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export function route(path) {
   if (path === "/" || path === "/login") return { page: "inbox" };
   const issue = path.match(/^\/issues\/([^/]+)$/);
-  if (issue) return { page: "issue", id: decodeURIComponent(issue[1]) };
+  if (issue) {
+    let id;
+    try {
+      id = decodeURIComponent(issue[1]);
+    } catch {
+      return { page: "missing" }; // a malformed escape is no id either
+    }
+    return UUID.test(id) ? { page: "issue", id } : { page: "missing" };
+  }
   if (path === "/dashboard") return { page: "dashboard" };
   return { page: "missing" };
 }
