@@ -1,10 +1,8 @@
 // The page's entry: who is logged in (GET /api/session), then the page the URL names.
 import { endSession, currentSession, startSession } from "./api.js";
-import { Dashboard } from "./dashboard.js";
 import { setServerClock } from "./format.js";
 import { html, render, useEffect, useRef, useState } from "./html.js";
 import { Inbox } from "./inbox.js";
-import { Issue } from "./issue.js";
 import { setShortcutsOn, shortcutsOn } from "./keys.js";
 import { Login } from "./login.js";
 import { Link, navigate, route, useLocation } from "./router.js";
@@ -53,6 +51,25 @@ function Shell({ session, onLogout, children }) {
     <main id="main" tabindex="-1">${children}</main>`;
 }
 
+// The issue page and the dashboard are fetched when first shown: the inbox, where agents
+// land, loads only its own modules (index.html preloads exactly what this file imports).
+const LAZY = {
+  issue: () => import("./issue.js").then((module) => module.Issue),
+  dashboard: () => import("./dashboard.js").then((module) => module.Dashboard),
+};
+
+function useLazyPage(name) {
+  const [pages, setPages] = useState({});
+  const [failed, setFailed] = useState(null);
+  useEffect(() => {
+    if (!LAZY[name] || pages[name]) return;
+    LAZY[name]()
+      .then((component) => setPages((was) => ({ ...was, [name]: component })))
+      .catch((failure) => setFailed(`This page could not be loaded (${failure.message}): reload to try again.`));
+  }, [name]);
+  return { component: pages[name], failed };
+}
+
 function App() {
   const [session, setSessionState] = useState(undefined); // undefined: asking; null: none
   // A session brings the server's clock: the page's "now" from then on (format.js).
@@ -98,6 +115,8 @@ function App() {
     document.getElementById("main")?.focus();
   }, [where.path, loggedIn]);
 
+  const lazyPage = useLazyPage(route(where.path).page);
+
   async function logout() {
     await endSession();
     setSession(null);
@@ -111,8 +130,17 @@ function App() {
   const page = route(where.path);
   let view;
   if (page.page === "inbox") view = html`<${Inbox} session=${session} search=${where.search} />`;
-  else if (page.page === "issue") view = html`<${Issue} session=${session} id=${page.id} key=${page.id} />`;
-  else if (page.page === "dashboard") view = html`<${Dashboard} session=${session} />`;
+  else if (LAZY[page.page] && !lazyPage.component) {
+    view = lazyPage.failed
+      ? html`<p class="error" role="alert">${lazyPage.failed}</p>`
+      : html`<p class="loading" role="status">Loading…</p>`;
+  } else if (page.page === "issue") {
+    const Issue = lazyPage.component;
+    view = html`<${Issue} session=${session} id=${page.id} key=${page.id} />`;
+  } else if (page.page === "dashboard") {
+    const Dashboard = lazyPage.component;
+    view = html`<${Dashboard} session=${session} />`;
+  }
   else view = html`<h1>Not found</h1><p>No page here. <${Link} href="/">Back to the inbox<//></p>`;
   return html`<${Shell} session=${session} onLogout=${logout}>${view}<//>`;
 }
