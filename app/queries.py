@@ -382,7 +382,12 @@ class Positions:
             await self._conn.add_listener(POSITIONS_CHANNEL, self._on_notify)
             # What the models had reached before this process listened (after LISTEN, so
             # no position between the two is missed).
-            for row in await self._conn.fetch("SELECT name, position FROM projection_positions"):
+            try:
+                rows = await self._conn.fetch("SELECT name, position FROM projection_positions")
+            except asyncpg.UndefinedTableError:
+                log.warning("no projection_positions table (not migrated): positions start at 0")
+                rows = []
+            for row in rows:
                 self._advance(row["name"], row["position"])
         except postgres.CONNECTION_ERRORS as exc:
             # Readers still poll; they just wake a little later.

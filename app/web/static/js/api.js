@@ -66,12 +66,36 @@ export async function request(method, path, { query, body, ifMatch, signal } = {
 }
 
 export const get = (path, query, options = {}) => request("GET", path, { ...options, query });
+
+// Reads started before the page's code needs them (main.js, as the first page loads), so
+// they run while the modules evaluate and the first render happens: each is taken once,
+// by the first read of exactly that path and query within a few seconds; a failed one is
+// forgotten (a page that was not logged in asks again once it is).
+const early = new Map();
+const EARLY_MS = 10_000;
+
+export function prefetch(path, query = {}) {
+  const key = url(path, query).href;
+  const pending = get(path, query);
+  pending.catch(() => {
+    if (early.get(key)?.pending === pending) early.delete(key);
+  });
+  early.set(key, { pending, at: Date.now() });
+}
+
+export function prefetched(path, query = {}) {
+  const key = url(path, query).href;
+  const entry = early.get(key);
+  early.delete(key);
+  return entry && Date.now() - entry.at < EARLY_MS ? entry.pending : undefined;
+}
+
 export const post = (path, body, options = {}) => request("POST", path, { ...options, body });
 
 // The session: who this browser is logged in as (null when it is not).
 export async function currentSession() {
   try {
-    return (await get("/api/session")).data;
+    return (await (prefetched("/api/session") ?? get("/api/session"))).data;
   } catch (error) {
     if (error instanceof ApiError && [401, 404, 405].includes(error.status)) return null;
     throw error;

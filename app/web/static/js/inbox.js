@@ -1,7 +1,7 @@
 // The inbox: the queue of issues in priority order, its filters in the URL (named as
 // GET /api/issues names them), counts from /api/stats, paging by the keyset cursor, kept
 // live by /api/stream from the position of the page loaded, worked from the keyboard.
-import { ApiError, get } from "./api.js";
+import { ApiError, get, prefetched } from "./api.js";
 import { age, duration, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useMemo, useRef, useState } from "./html.js";
 import { mayBulk, mayTriage, sendAll, SNOOZE_SECONDS } from "./inbox-actions.js";
@@ -47,7 +47,8 @@ export function Inbox({ session, search }) {
     const abort = new AbortController();
     (async () => {
       try {
-        setStats((await get("/api/stats", filters, { signal: abort.signal })).data);
+        const asked = prefetched("/api/stats", filters) ?? get("/api/stats", filters, { signal: abort.signal });
+        setStats((await asked).data);
         setStatsProblem(null);
       } catch (error) {
         if (error.name !== "AbortError") setStatsProblem(problem(error));
@@ -201,7 +202,8 @@ function Queue({ session, filters, onChange }) {
     };
     (async () => {
       try {
-        const page = await get("/api/issues", { ...filters, limit: PAGE_SIZE }, { signal: abort.signal });
+        const query = { ...filters, limit: PAGE_SIZE };
+        const page = await (prefetched("/api/issues", query) ?? get("/api/issues", query, { signal: abort.signal }));
         addPage(rows, page.data, filters);
         fedTo(rows, pagePosition(page.data, page.headers.get("Inbox-Position")));
         setLoaded(true);

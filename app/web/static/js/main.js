@@ -1,8 +1,9 @@
 // The page's entry: who is logged in (GET /api/session), then the page the URL names.
-import { endSession, currentSession, startSession } from "./api.js";
+import { currentSession, endSession, prefetch, startSession } from "./api.js";
 import { setServerClock } from "./format.js";
 import { html, render, useEffect, useRef, useState } from "./html.js";
 import { Inbox } from "./inbox.js";
+import { PAGE_SIZE, parseFilters } from "./inbox-model.js";
 import { setShortcutsOn, shortcutsOn } from "./keys.js";
 import { Login } from "./login.js";
 import { Link, navigate, route, useLocation } from "./router.js";
@@ -143,6 +144,17 @@ function App() {
   }
   else view = html`<h1>Not found</h1><p>No page here. <${Link} href="/">Back to the inbox<//></p>`;
   return html`<${Shell} session=${session} onLogout=${logout}>${view}<//>`;
+}
+
+// The first page's reads start now, not after the first render: who is logged in and, on
+// the inbox, its first page and counts (inbox.js takes them; a login link asks nothing yet).
+if (!location.hash.includes("ticket=")) {
+  prefetch("/api/session");
+  if (route(location.pathname).page === "inbox") {
+    const filters = parseFilters(location.search);
+    prefetch("/api/issues", { ...filters, limit: PAGE_SIZE });
+    prefetch("/api/stats", filters);
+  }
 }
 
 render(html`<${App} />`, document.getElementById("app"));
