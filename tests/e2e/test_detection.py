@@ -16,33 +16,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import wait_until
-
-
-def event(order_id: str, kind: str, ago_minutes: float, **data: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": kind,
-        "order_id": order_id,
-        "occurred_at": (datetime.now(UTC) - timedelta(minutes=ago_minutes)).isoformat(),
-        "vertical": "restaurant",
-        "country": "FI",
-        "city": "Helsinki",
-        "data": data,
-    }
-
-
-def placed(order_id: str, ago_minutes: float) -> dict[str, Any]:
-    promise = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
-    return event(
-        order_id,
-        "order_placed",
-        ago_minutes,
-        venue_id="v",
-        customer_id="c",
-        promised_delivery_at=promise,
-        amount=2500,
-        currency="EUR",
-    )
+from tests.e2e.orders import event, placed
 
 
 def issues_of(http: httpx.Client, order_id: str, status: str | None = None) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import pytest
 from app.bootstrap import Endpoints
 from tests.api_process import running_api
 from tests.conftest import wait_until
-from tests.e2e.test_detection import event, placed
+from tests.e2e.orders import event, placed
 from tests.e2e.test_issue_api import command, report
 from tests.tokens import AGENT, headers_for
 

@@ -18,39 +18,15 @@ from app.principal import Role
 from app.settings import Settings
 from tests.conftest import wait_until
 from tests.e2e.browser import NARROW, WIDE, describe, log_in, screenshot, serious_violations
+from tests.e2e.orders import event, placed
 from tests.e2e.test_issue_api import report
 from tests.tokens import headers_for
 
 # Markets no other test uses: the lead's scope holds only this test's issues.
 MARKETS = ["IS", "LU"]
+# Where the detector's orders of this test are (in the lead's scope, away from other tests).
+MARKET = {"country": "IS", "city": "Reykjavik"}
 CHARTS = ["chart-raised", "chart-kpi", "chart-lead", "chart-overdue", "chart-rules"]
-
-
-def _event(order_id: str, kind: str, ago_minutes: float, **data: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": kind,
-        "order_id": order_id,
-        "occurred_at": (datetime.now(UTC) - timedelta(minutes=ago_minutes)).isoformat(),
-        "vertical": "restaurant",
-        "country": "IS",
-        "city": "Reykjavik",
-        "data": data,
-    }
-
-
-def _placed(order_id: str, ago_minutes: float) -> dict[str, Any]:
-    promise = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
-    return _event(
-        order_id,
-        "order_placed",
-        ago_minutes,
-        venue_id="v",
-        customer_id="c",
-        promised_delivery_at=promise,
-        amount=2500,
-        currency="EUR",
-    )
 
 
 def _raise(http: httpx.Client, kind: str, country: str, severity: str = "high") -> str:
@@ -87,7 +63,10 @@ async def _setup(http: httpx.Client, settings: Settings, lead: httpx.Client) -> 
     _resolve(http, raised[1], "fixed")
     _resolve(http, raised[4], "no_action_needed")
     orders = [f"ord-dash-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    http.post("/api/order-events", json=[_placed(order, 20) for order in orders])
+    http.post(
+        "/api/order-events",
+        json=[placed(order, 20, **MARKET) for order in orders],
+    )
 
     def detected() -> bool:
         rules = lead.get("/api/detection/rules", params=_window()).json()
@@ -95,14 +74,17 @@ async def _setup(http: httpx.Client, settings: Settings, lead: httpx.Client) -> 
         return venue.get("raised") == 2
 
     wait_until(detected, timeout=20, what="the detector's issues")
-    contact = _event(orders[0], "customer_contacted_support", 0, channel="chat")
+    contact = event(orders[0], "customer_contacted_support", 0, **MARKET, channel="chat")
     http.post("/api/order-events", json=contact)
     wait_until(
         lambda: lead.get("/api/detection/kpi").json()["detected"] == 1,
         timeout=20,
         what="the detected contact",
     )
-    http.post("/api/order-events", json=[_event(o, "venue_accepted", 0) for o in orders])
+    http.post(
+        "/api/order-events",
+        json=[event(o, "venue_accepted", 0, **MARKET) for o in orders],
+    )
 
     def settled() -> dict[str, Any] | None:
         rules: dict[str, Any] = lead.get("/api/detection/rules", params=_window()).json()

@@ -19,22 +19,10 @@ from playwright.async_api import BrowserContext, Dialog, Page, Route, expect
 from app.principal import Role
 from tests.conftest import wait_until
 from tests.e2e.browser import NARROW, WIDE, describe, log_in, screenshot, serious_violations
+from tests.e2e.orders import event
 from tests.tokens import token_for
 
 DEADLINE_MS = 10_000
-
-
-def _order_event(order_id: str, kind: str, ago_minutes: float, **data: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": kind,
-        "order_id": order_id,
-        "occurred_at": (datetime.now(UTC) - timedelta(minutes=ago_minutes)).isoformat(),
-        "vertical": "restaurant",
-        "country": "FI",
-        "city": "Helsinki",
-        "data": data,
-    }
 
 
 def js_text(value: Any) -> str:
@@ -50,7 +38,7 @@ def detected_issue(http: httpx.Client) -> dict[str, Any]:
     """An issue the detector raised from real order events: an order placed 20 minutes ago
     that no venue accepted (venue_acceptance_delayed, with the detector's evidence)."""
     order_id = f"ord-{uuid.uuid4().hex[:10]}"
-    placed = _order_event(
+    placed = event(
         order_id,
         "order_placed",
         20,
