@@ -217,6 +217,25 @@ async def test_live_changes_from_another_client_appear_move_and_leave(
         await expect(rows(page)).to_have_count(1)
 
 
+async def test_the_counts_asked_after_a_live_change_wait_for_it(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    # The counts model is written by another follower than the inbox's: asked without
+    # min_position, the counts after a change can still miss it (seen in a demo: 5 rows,
+    # "3 issues") and nothing asks again.
+    here = city()
+    raise_issue(http, here, "medium")
+    page = await opened(context, f"/?city={here}")
+    await expect(page.get_by_test_id("live")).to_have_text("Live")
+    async with page.expect_request(
+        lambda request: "/api/stats" in request.url and "min_position" in request.url
+    ) as asked:
+        raised = raise_issue(http, here, "high")
+    query = httpx.URL((await asked.value).url).params
+    assert int(query["min_position"]) >= raised["position"]
+    await expect(rows(page)).to_have_count(2)
+
+
 async def test_no_change_is_lost_while_the_feed_is_down(
     context: BrowserContext, http: httpx.Client
 ) -> None:

@@ -42,12 +42,17 @@ export function Inbox({ session, search }) {
   const [statsProblem, setStatsProblem] = useState(null);
   const [recount, setRecount] = useState(0);
   const settling = useRef(0);
+  // The newest position a live change came with: the counts asked again after it wait
+  // until the counts model has it (min_position), or they would miss the change that
+  // asked for them (the two models are written by different followers).
+  const heard = useRef(0);
 
   useEffect(() => {
     const abort = new AbortController();
     (async () => {
       try {
-        const asked = prefetched("/api/stats", filters) ?? get("/api/stats", filters, { signal: abort.signal });
+        const query = heard.current ? { ...filters, min_position: heard.current } : filters;
+        const asked = prefetched("/api/stats", query) ?? get("/api/stats", query, { signal: abort.signal });
         setStats((await asked).data);
         setStatsProblem(null);
       } catch (error) {
@@ -59,7 +64,8 @@ export function Inbox({ session, search }) {
   useEffect(() => () => clearTimeout(settling.current), []);
 
   // A live change asks for the counts again, at most once per STATS_SETTLE_MS.
-  const changed = useCallback(() => {
+  const changed = useCallback((position) => {
+    heard.current = Math.max(heard.current, position || 0);
     if (settling.current) return;
     settling.current = setTimeout(() => {
       settling.current = 0;
@@ -174,7 +180,7 @@ function Queue({ session, filters, onChange }) {
         onIssue(issue) {
           fedTo(rows, issue.position);
           if (upsert(rows, issue, filters)) bump();
-          onChange();
+          onChange(issue.position);
         },
         onLeft(left) {
           fedTo(rows, left.position);
@@ -187,7 +193,7 @@ function Queue({ session, filters, onChange }) {
             });
             bump();
           }
-          onChange();
+          onChange(left.position);
         },
         onStatus(status) {
           setLive(status);
