@@ -1,24 +1,10 @@
 // The inbox's state without the page: its filters as the URL names them (the names and
 // values of GET /api/issues), the priority order, and the rows kept by issue_id, each
 // change applied once (an issue's row position only grows, so the newer one wins).
+import { STATUSES } from "./vocabulary.js";
 
-export const STATUSES = ["open", "acknowledged", "snoozed", "resolved"];
-export const SEVERITIES = ["critical", "high", "medium", "low"];
-export const VERTICALS = ["restaurant", "grocery", "retail", "parcel"];
-export const KINDS = [
-  "venue_acceptance_delayed",
-  "venue_rejected",
-  "no_courier_assigned",
-  "courier_waiting_at_venue",
-  "ready_not_picked_up",
-  "eta_slipped",
-  "delivery_overdue",
-  "courier_stationary",
-  "courier_reassigned_repeatedly",
-  "payment_failed",
-  "order_stale",
-];
-export const RESOLUTIONS = ["fixed", "compensated", "no_action_needed", "false_positive", "duplicate", "other"];
+export { KINDS, RESOLUTIONS, SEVERITIES, STATUSES, VERTICALS } from "./vocabulary.js";
+
 // GET /api/issues's filters, in the order the URL writes them.
 export const FILTERS = ["status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id"];
 // Without a status filter the inbox leaves resolved issues out (CONTRACT §5).

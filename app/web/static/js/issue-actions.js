@@ -3,10 +3,9 @@
 // If-Match of the version shown and says whether it was taken. What was typed lives in
 // `drafts` (the page's), so a conflict or a form that comes and goes never loses it.
 import { label, serverNow } from "./format.js";
+import { ACTIONS, RESOLUTIONS } from "./vocabulary.js";
 import { html } from "./html.js";
 
-export const ACTIONS = ["contact_customer", "contact_venue", "contact_courier", "compensate", "reassign_courier", "cancel_order", "other"];
-export const RESOLUTIONS = ["fixed", "compensated", "no_action_needed", "false_positive", "duplicate", "other"];
 export const MAX_TEXT = 4000; // domain.values.MAX_TEXT_LENGTH
 
 const TRIAGE = new Set(["agent", "lead", "admin"]);

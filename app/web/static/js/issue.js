@@ -10,9 +10,9 @@ import { Definitions, Sla, Timeline } from "./issue-parts.js";
 import { shortcutsOn, typing } from "./keys.js";
 import { openStream } from "./live.js";
 import { Link, navigate } from "./router.js";
+import { STATUSES } from "./vocabulary.js";
 
 // Every status (domain/values.py): the feed of this order's issues, resolved ones included.
-const STATUSES = ["open", "acknowledged", "snoozed", "resolved"];
 
 const KEYS = [
   ["m", "assign to me"],
