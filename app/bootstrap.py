@@ -41,6 +41,7 @@ from app.history import History
 from app.ports import LoginTickets
 from app.principal import Role
 from app.queries import Positions, ReadModels
+from app.rules_source import RulesSource
 from app.service import IssueApplication, IssueService
 from app.settings import Settings
 from app.simulator import simulate
@@ -221,7 +222,7 @@ def _detector(
         store=PostgresWatchStore(pool),
         dead_letters=PostgresDeadLetters(pool),
         issues=issues,
-        thresholds=rules_config.load(settings.rules_file),
+        rules=RulesSource(rules_config.load(settings.rules_file)),
         clock=clock,
         command_batch_size=settings.command_batch_size,
     )

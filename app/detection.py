@@ -54,12 +54,13 @@ from app.ports import (
     WatchStore,
     WatchUpdate,
 )
+from app.rules_source import RulesSource
 from app.service import CommandResult
 from domain.detection import Action, IssueSnapshot, contact_escalations, plan
 from domain.issue import OrderIssue, issue_id_for
 from domain.order import OrderEvent, OrderState, apply, fold, sort_key
-from domain.rules import RULES, evaluate, next_check
-from domain.thresholds import Thresholds
+from domain.rules import evaluate, next_check
+from domain.ruleset import RuleSet
 from domain.values import SYSTEM_ACTOR, storable
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,9 @@ class _Visit:
 
 
 @lru_cache(maxsize=1 << 16)
-def _issue_ids(order_id: str) -> Mapping[str, UUID]:
+def _issue_ids(order_id: str, kinds: frozenset[str]) -> Mapping[str, UUID]:
     """The id each kind's issue of the order has (or would have)."""
-    return MappingProxyType({kind: issue_id_for(order_id, kind) for kind in RULES})
+    return MappingProxyType({kind: issue_id_for(order_id, kind) for kind in kinds})
 
 
 def _visit_of(row: WatchRow, new: list[OrderEvent]) -> _Visit:
@@ -164,7 +165,7 @@ class Detector:
         store: WatchStore,
         dead_letters: DeadLetterStore,
         issues: IssueCommands,
-        thresholds: Thresholds,
+        rules: RulesSource,
         clock: Clock,
         command_batch_size: int = 100,
         cached_issues: int = 100_000,
@@ -177,14 +178,16 @@ class Detector:
         self._snapshots: LRUCache[UUID, tuple[int, IssueSnapshot]] = LRUCache(cached_issues)
         self._command_batch_size = command_batch_size
         self._issues = issues
-        self._thresholds = thresholds
+        self._rules = rules
         self._clock = clock
-        self._clear_for = timedelta(seconds=thresholds.clear_for_seconds)
         # The order-event consumer is behind on its stream (set by it from each fetch):
         # a condition found clear is not backdated meanwhile (domain/detection.py plan).
         self.behind = False
-        # The thresholds of each (vertical, country), merged once.
-        self._tiers = lru_cache(maxsize=4096)(thresholds.rules_for)
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules events are validated and judged with now."""
+        return self._rules.current
 
     async def ingest(self, events: list[OrderEvent]) -> Ingested:
         """Apply validated events in one transaction: every order they name is locked (in
@@ -264,7 +267,7 @@ class Detector:
         replayed = still_invalid = 0
         for letter in await self.dead_letters(limit):
             try:
-                event = decode(letter.payload)
+                event = decode(letter.payload, self.rules)
             except InvalidEvent as exc:
                 still_invalid += 1
                 log.info("dead letter %s still invalid: %s", letter.id, exc)
@@ -307,7 +310,7 @@ class Detector:
         stored: dict[str, list[OrderEvent]] = defaultdict(list)
         for row in await batch.events_of(list(due)):
             try:
-                stored[row.order_id].append(validate(msgspec.json.decode(row.body)))
+                stored[row.order_id].append(validate(msgspec.json.decode(row.body), None))
             except (msgspec.DecodeError, InvalidEvent):
                 # Stored only after validation: a corrupt row, say so loudly.
                 log.exception("detector: a stored event of order %s is corrupt", row.order_id)
@@ -320,8 +323,9 @@ class Detector:
         """Evaluate and plan every visited order; record its customer contacts; send all
         their issue commands as one batch; write every watch row back."""
         now = self._clock.now()
+        rules = self.rules  # one set for the whole batch, whatever a reload does meanwhile
         for visit in visits:
-            self._evaluate(visit, now)
+            self._evaluate(visit, now, rules)
         evaluated = [v for v in visits if v.outcome is None]
         current = await self._issues_of(
             batch, [issue_id for v in evaluated for issue_id in v.issue_ids.values()]
@@ -338,16 +342,17 @@ class Detector:
                 if (issue := current.get(issue_id)) is not None
             }
             snapshots = {kind: self._snapshot(issue) for kind, issue in issues.items()}
-            clear_for_kind = self._tiers(state.vertical, state.country).clear_for
+            order_rules = rules.rules_for(state.vertical, state.country)
             decided = plan(
                 state,
                 visit.checks,
                 snapshots,
                 visit.clear_since,
                 now,
-                self._clear_for,
-                clear_for_kind,
+                rules.clear_for,
+                order_rules.clear_for,
                 backdate=not self.behind,
+                settled=order_rules.settled,
             )
             actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]
@@ -416,7 +421,7 @@ class Detector:
         self._snapshots[issue.id] = (issue.version, snapshot)
         return snapshot
 
-    def _evaluate(self, visit: _Visit, now: datetime) -> None:
+    def _evaluate(self, visit: _Visit, now: datetime, rules: RuleSet) -> None:
         """The rules' checks of the order now, or its outcome when there is nothing to
         evaluate (a corrupt row, no events) or evaluating failed."""
         if visit.broken:
@@ -426,14 +431,14 @@ class Detector:
             visit.outcome = ({}, None)
             return
         try:
-            thresholds = self._tiers(visit.state.vertical, visit.state.country)
+            thresholds = rules.rules_for(visit.state.vertical, visit.state.country)
             visit.checks = evaluate(visit.state, now, thresholds)
         except (ValueError, KeyError, TypeError, AssertionError):
             # A bug: log it, keep the order's events, look again in a while.
             log.exception("detector: evaluating order %s failed", visit.order_id)
             visit.outcome = (visit.clear_since, now + _RETRY_BROKEN)
             return
-        visit.issue_ids = _issue_ids(visit.order_id)
+        visit.issue_ids = _issue_ids(visit.order_id, rules.kinds)
 
     async def _send(
         self, commands: list[tuple[_Visit, Action]], current: dict[UUID, OrderIssue]

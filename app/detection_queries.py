@@ -18,11 +18,10 @@ import asyncpg
 from eventsourcing.utils import get_topic
 
 from adapters import postgres
-from app.edge import QueryText
+from app.edge import Name, QueryText
 from app.queries import CONTACTS, in_scope
 from app.scope import EVERYWHERE, Scope
 from domain.issue import OrderIssue
-from domain.values import Kind, Vertical
 
 # An issue the system resolved within this long of raising it flapped: its condition
 # cleared almost at once, which says the rule fires on noise (or its clear-for is short).
@@ -44,8 +43,8 @@ class DetectionFilters:
     ``GET /api/issues`` names them), and the caller's scope. ``kind`` filters issues only:
     a support contact has no kind."""
 
-    kind: tuple[Kind, ...] = ()
-    vertical: tuple[Vertical, ...] = ()
+    kind: tuple[Name, ...] = ()
+    vertical: tuple[Name, ...] = ()
     country: tuple[QueryText, ...] = ()
     scope: Scope = field(default=EVERYWHERE, metadata={"query": False})
 

@@ -30,6 +30,7 @@ from domain.values import (
     COUNTRY_PATTERN,
     EARLIEST_TIME,
     LATEST_TIME,
+    NAME_PATTERN,
     STORABLE_TEXT_PATTERN,
     UNSTORABLE_TEXT_REASON,
     check_time,
@@ -45,6 +46,9 @@ Aware = Annotated[datetime, msgspec.Meta(tz=True, extra_json_schema={"pattern": 
 # An ISO 3166-1 alpha-2 code, as every decoder and schema takes it (domain.values checks
 # it for other callers).
 Country = Annotated[str, msgspec.Meta(pattern=COUNTRY_PATTERN)]
+# A vertical's, a kind's or an event type's name (which ones there are, the rules file
+# says: the application checks that).
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # The longest value of a repeatable filter (a city, an order id: ids are at most 200 too).
 MAX_QUERY_TEXT_LENGTH = 200
 # What a text may hold, as the documents say it: STORABLE_TEXT_PATTERN less its surrogates,

@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.edge import DOCUMENTED_TEXT_PATTERN, Aware, Checked, Country, field_of
+from app.edge import DOCUMENTED_TEXT_PATTERN, Aware, Checked, Country, Name, field_of
 from domain.errors import InvalidValue
-from domain.order import OrderEvent, OrderEventType
-from domain.values import INT64_MAX, Vertical
+from domain.order import ORDER_EVENT_TYPES, OrderEvent
+from domain.ruleset import EventType, RuleSet
+from domain.values import INT64_MAX
 
 # Each text one PostgreSQL can store (Checked checks it; the schemas say it).
 _STORABLE = {"pattern": DOCUMENTED_TEXT_PATTERN}
@@ -32,10 +33,10 @@ MAX_EVENT_BYTES = 64 * 1024
 
 class Envelope(Checked):
     event_id: Id
-    type: OrderEventType
+    type: Name
     order_id: Id
     occurred_at: Aware
-    vertical: Vertical
+    vertical: Name
     country: Country
     city: City
     data: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -124,7 +125,33 @@ class InvalidEvent(Exception):
         super().__init__(f"event {event_id or '?'}: {reason}")
 
 
-def decode(payload: bytes) -> OrderEvent:
+# What each type of a declared event's data field takes (``domain/ruleset.FIELD_TYPES``).
+_DECLARED_FIELD: dict[str, Any] = {
+    "text": FreeText,
+    "time": Aware,
+    "integer": Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)],
+    "number": float,
+    "boolean": bool,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def declared_data(event_type: EventType) -> type[msgspec.Struct]:
+    """The Struct a declared event type's ``data`` is validated with (its fields, each
+    required unless marked optional; unknown fields are refused, as a typo would be)."""
+    required = [(f.name, _DECLARED_FIELD[f.type]) for f in event_type.fields if f.required]
+    optional = [
+        (f.name, _DECLARED_FIELD[f.type] | None, None) for f in event_type.fields if not f.required
+    ]
+    return msgspec.defstruct(
+        f"{event_type.name}_data",
+        [*required, *optional],
+        bases=(_Data,),
+        forbid_unknown_fields=True,
+    )
+
+
+def decode(payload: bytes, rules: RuleSet) -> OrderEvent:
     """One message body → a domain OrderEvent, or InvalidEvent however it fails: over
     ``MAX_EVENT_BYTES``, malformed JSON, nested too deep for the decoder, or invalid."""
     if len(payload) > MAX_EVENT_BYTES:
@@ -135,11 +162,18 @@ def decode(payload: bytes) -> OrderEvent:
         raise InvalidEvent(None, f"malformed JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent(None, "the JSON is nested too deeply") from None
-    return validate(raw)
+    return validate(raw, rules)
 
 
-def validate(raw: Any) -> OrderEvent:
-    """One decoded JSON object → a domain OrderEvent, or InvalidEvent naming the field."""
+def validate(raw: Any, rules: RuleSet | None) -> OrderEvent:
+    """One decoded JSON object → a domain OrderEvent, or InvalidEvent naming the field: its
+    vertical must be one ``rules`` declares, and its type a built-in one or one that
+    vertical declares, with that type's data.
+
+    ``rules`` None: an event read back from ``order_events``, validated when it came. The
+    rules may have changed since (a vertical or an event type no longer declared): it is
+    checked as it was stored, its declared data kept as it is, so an order's history
+    never becomes unreadable by a change of the rules file."""
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
     named = str(event_id)[:200] if event_id else None
     try:
@@ -148,8 +182,11 @@ def validate(raw: Any) -> OrderEvent:
         raise InvalidEvent(named, str(exc), field_of(str(exc))) from None
     except InvalidValue as exc:
         raise InvalidEvent(named, f"{exc.reason} - at `$.{exc.field}`", exc.field) from None
+    schema = DATA.get(envelope.type) if rules is None else _schema_of(envelope, rules, named)
+    if schema is None:  # stored, of a type declared when it came
+        return _event(envelope, envelope.data)
     try:
-        data = msgspec.convert(envelope.data, DATA[envelope.type])
+        data = msgspec.convert(envelope.data, schema)
     except msgspec.ValidationError as exc:
         reason = str(exc).replace("`$", "`$.data")
         field = field_of(reason)
@@ -158,6 +195,10 @@ def validate(raw: Any) -> OrderEvent:
         raise InvalidEvent(named, reason, field) from None
     except InvalidValue as exc:
         raise InvalidEvent(named, f"{exc.reason} - at `$.{exc.field}`", exc.field) from None
+    return _event(envelope, msgspec.structs.asdict(data))
+
+
+def _event(envelope: Envelope, data: dict[str, Any]) -> OrderEvent:
     return OrderEvent(
         event_id=envelope.event_id,
         type=envelope.type,
@@ -166,7 +207,33 @@ def validate(raw: Any) -> OrderEvent:
         vertical=envelope.vertical,
         country=envelope.country,
         city=envelope.city,
-        data=msgspec.structs.asdict(data),
+        data=data,
+    )
+
+
+def _schema_of(envelope: Envelope, rules: RuleSet, named: str | None) -> type[msgspec.Struct]:
+    """The Struct of the event's data: its type's, if ``rules`` declare its vertical and
+    the type is built in or declared by it; else InvalidEvent naming the field."""
+    vertical = rules.vertical(envelope.vertical)
+    if vertical is None:
+        declared = ", ".join(sorted(rules.verticals))
+        raise InvalidEvent(
+            named,
+            f"vertical {envelope.vertical!r} is not declared in the rules file "
+            f"(rules {rules.version}; declared: {declared}) - at `$.vertical`",
+            "vertical",
+        )
+    if envelope.type in ORDER_EVENT_TYPES:
+        return DATA[envelope.type]
+    declared_type = vertical.events.get(envelope.type)
+    if declared_type is not None:
+        return declared_data(declared_type)
+    known = ", ".join(sorted(vertical.event_types()))
+    raise InvalidEvent(
+        named,
+        f"event type {envelope.type!r} is neither built in nor declared by vertical "
+        f"{vertical.name!r} (known: {known}) - at `$.type`",
+        "type",
     )
 
 
@@ -185,7 +252,7 @@ def order_event_types() -> dict[str, type[msgspec.Struct]]:
                 ("type", Literal[kind]),
                 ("order_id", Id),
                 ("occurred_at", Aware),
-                ("vertical", Vertical),
+                ("vertical", Name),
                 ("country", Country),
                 ("city", City),
                 ("data", data, msgspec.field(default_factory=data)) if optional else ("data", data),

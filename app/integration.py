@@ -22,10 +22,10 @@ from uuid import UUID
 import msgspec
 
 from adapters.nats import Outgoing
-from app.edge import Country
+from app.edge import Country, Name
 from app.ingest import order_event_schemas
 from domain.issue import EVENT_NAMES, OrderIssue
-from domain.values import Action, Kind, Resolution, ResolvedBy, Severity, Vertical
+from domain.values import Action, Resolution, ResolvedBy, Severity
 
 # Attributes of every stored event that the item carries in its own fields.
 _ENVELOPE = frozenset(
@@ -134,8 +134,8 @@ class IssueEventV1(msgspec.Struct, kw_only=True):
 
     issue_id: UUID
     order_id: str
-    kind: Kind
-    vertical: Vertical
+    kind: Name
+    vertical: Name
     country: Country
     city: str
     version: Annotated[int, msgspec.Meta(ge=1)]
@@ -239,8 +239,8 @@ class IssueFacts:
     """What every event of one issue repeats: from its Detected event."""
 
     order_id: str
-    kind: Kind
-    vertical: Vertical
+    kind: Name
+    vertical: Name
     country: str
     city: str
 

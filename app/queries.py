@@ -19,10 +19,10 @@ import asyncpg
 import msgspec
 
 from adapters import postgres
-from app.edge import QueryText
+from app.edge import Name, QueryText
 from app.scope import EVERYWHERE, Scope
 from domain.order import OrderState
-from domain.values import Kind, Severity, Status, Vertical
+from domain.values import Severity, Status
 from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS as INBOX_COLUMNS
 
@@ -69,8 +69,8 @@ class Filters:
 
     status: tuple[Status, ...] = ()
     severity: tuple[Severity, ...] = ()
-    kind: tuple[Kind, ...] = ()
-    vertical: tuple[Vertical, ...] = ()
+    kind: tuple[Name, ...] = ()
+    vertical: tuple[Name, ...] = ()
     country: tuple[QueryText, ...] = ()
     city: tuple[QueryText, ...] = ()
     assignee: tuple[QueryText, ...] = ()

@@ -47,6 +47,7 @@ class Action:
     severity: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    tier: float | None = None  # the threshold of the tier that fired (detect, escalate)
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,12 @@ def plan(
     clear_for_kind: Mapping[str, timedelta] | None = None,
     *,
     backdate: bool = True,
+    settled: frozenset[str] = frozenset(),
 ) -> Plan:
     """The actions for one order; ``clear_for`` is how long a condition must stay clear
-    before its issue resolves, unless ``clear_for_kind`` names the kind.
+    before its issue resolves, unless ``clear_for_kind`` names the kind; ``settled``
+    kinds (declared waiting rules: their end event cannot be undone) resolve at once, as
+    ``SETTLED_WHEN_CLEAR`` do.
 
     ``backdate``: the detector has every event up to now (it is not behind on the
     stream), so a condition found clear has been clear since the order's facts became
@@ -84,7 +88,9 @@ def plan(
         if check.holds and not order.finished:
             assert check.severity is not None
             if issue is None:
-                actions.append(Action(kind, "detect", check.severity, check.evidence))
+                actions.append(
+                    Action(kind, "detect", check.severity, check.evidence, tier=check.tier)
+                )
                 continue
             if issue.status == "resolved":
                 if issue.resolved_by != "system":
@@ -93,7 +99,9 @@ def plan(
                     continue
                 actions.append(Action(kind, "reopen", reason="the condition recurred"))
             if SEVERITY_RANK[check.severity] > SEVERITY_RANK[issue.severity]:
-                actions.append(Action(kind, "escalate", check.severity, check.evidence))
+                actions.append(
+                    Action(kind, "escalate", check.severity, check.evidence, tier=check.tier)
+                )
         elif issue is not None and issue.status != "resolved":
             if check.lingers and not order.finished:
                 continue  # not clear: the clear-for moment starts again when it is
@@ -104,7 +112,7 @@ def plan(
             facts = _facts_since(order, now)
             since = _clear_since(clear_since.get(kind), facts, now, backdate=backdate)
             window = clear_for_kind.get(kind, clear_for) if clear_for_kind else clear_for
-            if kind in SETTLED_WHEN_CLEAR or now - since >= window:
+            if kind in SETTLED_WHEN_CLEAR or kind in settled or now - since >= window:
                 actions.append(Action(kind, "resolve", reason="the condition cleared"))
             else:
                 still_clear[kind] = since

@@ -37,7 +37,7 @@ STATIONARY_RADIUS_METRES = 50.0
 
 # Bumped whenever :func:`apply` changes meaning: a state folded by another version is
 # folded again from the events.
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,12 @@ class OrderState:
     last_moved_at: datetime | None = None
     moved_from: tuple[float, float] | None = None  # where the courier was when last moved
     contacts: tuple[datetime, ...] = ()
+    # When each event type last happened, built-in or declared by the vertical (the
+    # rules file's [vertical.V.events]): what a declared waiting rule is judged on.
+    seen: dict[str, datetime] = field(default_factory=dict)
+    # The data of the latest event of each type the vertical declared (evidence, and
+    # GET /api/orders/{id}).
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -153,6 +159,10 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:  # noqa: P
         changes.update(payment_failed_at=at)
     elif kind == "customer_contacted_support":
         changes.update(contacts=(*state.contacts, at))
+    elif kind not in ORDER_EVENT_TYPES:  # declared by the vertical: validated already
+        changes.update(facts={**state.facts, kind: data})
+    if state.seen.get(kind) != at:
+        changes.update(seen={**state.seen, kind: at})
     return _with(state, changes)
 
 

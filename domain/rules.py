@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from domain.order import OrderState
 
@@ -35,6 +35,8 @@ class Check:
     recheck_at: datetime | None = None
     # Below the first threshold but within its clear margin: not held, not clear either.
     lingers: bool = False
+    # The threshold of the tier that holds (minutes, or a count): recorded with the rule.
+    tier: float | None = None
 
     @property
     def holds(self) -> bool:
@@ -56,6 +58,9 @@ class Tuning:
     reassignment_grace_minutes: float = 0.0
     # Per rule: how far below its first threshold a condition must drop to be clear.
     clear_margins: Mapping[str, float] = field(default_factory=dict)
+    # A courier is due as soon as the order is accepted (nothing to prepare: parcels),
+    # not at the venue's ready time.
+    courier_due_at_acceptance: bool = False
 
 
 DEFAULT_TUNING = Tuning()
@@ -83,7 +88,7 @@ def tiered(
     if severity is None:
         return Check(None, {}, recheck_at)
     shown = {**evidence(), "minutes": round(elapsed_minutes, 1), "threshold_minutes": threshold}
-    return Check(severity, shown, recheck_at)
+    return Check(severity, shown, recheck_at, tier=threshold)
 
 
 def _minutes(now: datetime, since: datetime) -> float:
@@ -121,6 +126,7 @@ def venue_rejected(
         check.severity,
         {"rejected_at": order.rejected_at.isoformat(), "reason": order.rejection_reason},
         check.recheck_at,
+        tier=check.tier,
     )
 
 
@@ -133,9 +139,9 @@ def no_courier_assigned(
     courier assigned at acceptance would wait at the venue, unpaid): a venue order's
     courier is due at the venue's estimated ready time (``estimated_ready_at`` of
     ``venue_accepted``; without one, acceptance plus the vertical's typical preparation
-    time). A parcel waits for no kitchen: its courier is due as soon as the sender has
-    accepted (within a minute of placement; a courier cannot be sent before, and that
-    wait is venue_acceptance_delayed's). After an
+    time). A parcel waits for no kitchen (its vertical's ``courier_due = "accepted"``):
+    its courier is due as soon as the sender has accepted (within a minute of placement;
+    a courier cannot be sent before, and that wait is venue_acceptance_delayed's). After an
     unassignment a replacement is due no sooner than the reassignment grace: swapping a
     courier who declined within minutes is routine dispatch, not a missing courier."""
     if order.courier_id is not None or order.picked_up_at is not None:
@@ -143,7 +149,7 @@ def no_courier_assigned(
     due: datetime | None
     if order.accepted_at is None:
         return CLEAR  # the venue's own wait is venue_acceptance_delayed
-    if order.vertical == "parcel":
+    if tuning.courier_due_at_acceptance:
         due = order.accepted_at
     else:
         due = order.estimated_ready_at or order.accepted_at + timedelta(
@@ -190,7 +196,7 @@ def eta_slipped(
         },
         tuning.clear_margins.get("eta_slipped", 0.0),
     )
-    return LINGERS if check.lingers else Check(check.severity, check.evidence, None)
+    return LINGERS if check.lingers else Check(check.severity, check.evidence, tier=check.tier)
 
 
 def delivery_overdue(
@@ -221,11 +227,11 @@ def courier_reassigned_repeatedly(
     """Tiers count unassignments here, not minutes."""
     if order.finished:
         return CLEAR
-    severity = None
+    severity = tier = None
     for count, tier_severity in tiers:
         if order.unassignments >= count:
-            severity = tier_severity
-    return Check(severity, {"unassignments": order.unassignments} if severity else {})
+            severity, tier = tier_severity, count
+    return Check(severity, {"unassignments": order.unassignments} if severity else {}, tier=tier)
 
 
 def payment_failed(
@@ -235,7 +241,10 @@ def payment_failed(
         return CLEAR
     check = tiered(_minutes(now, order.payment_failed_at), order.payment_failed_at, tiers)
     return Check(
-        check.severity, {"failed_at": order.payment_failed_at.isoformat()}, check.recheck_at
+        check.severity,
+        {"failed_at": order.payment_failed_at.isoformat()},
+        check.recheck_at,
+        tier=check.tier,
     )
 
 
@@ -264,15 +273,25 @@ RULES: Mapping[str, Rule] = {
 }
 
 
+class Declared(Protocol):
+    """A rule declared in the rules file (``domain/ruleset.WaitingRule``)."""
+
+    def check(self, order: OrderState, now: datetime, tiers: Tiers) -> Check: ...
+
+
 @dataclass(frozen=True)
 class OrderRules:
     """Everything the rules of one order are judged with: each kind's tiers (merged for
-    its vertical and country), the tuning, and per kind the minutes of order time a
-    condition must stay clear before its issue resolves (kinds not named: the default)."""
+    its vertical and country; only the kinds that apply to it), the tuning, per kind the
+    minutes of order time a condition must stay clear before its issue resolves (kinds
+    not named: the default), the declared rules among the kinds, and the kinds whose
+    condition cannot come back once cleared (their issues resolve at once)."""
 
     tiers: Mapping[str, Tiers]
     tuning: Tuning = DEFAULT_TUNING
     clear_for: Mapping[str, timedelta] = field(default_factory=dict)
+    waiting: Mapping[str, Declared] = field(default_factory=dict)
+    settled: frozenset[str] = frozenset()
 
 
 def evaluate(
@@ -280,12 +299,18 @@ def evaluate(
 ) -> dict[str, Check]:
     """Every enabled rule's check of one order (a kind without tiers is disabled)."""
     if isinstance(thresholds, OrderRules):
-        tiers_of, tuning = thresholds.tiers, thresholds.tuning
+        tiers_of, tuning, declared = thresholds.tiers, thresholds.tuning, thresholds.waiting
     else:
-        tiers_of, tuning = thresholds, DEFAULT_TUNING
-    return {
-        kind: RULES[kind](order, now, tiers, tuning) for kind, tiers in tiers_of.items() if tiers
-    }
+        tiers_of, tuning, declared = thresholds, DEFAULT_TUNING, {}
+    checks = {}
+    for kind, tiers in tiers_of.items():
+        if not tiers:
+            continue
+        rule = RULES.get(kind)
+        checks[kind] = (
+            rule(order, now, tiers, tuning) if rule else declared[kind].check(order, now, tiers)
+        )
+    return checks
 
 
 def next_check(checks: Mapping[str, Check]) -> datetime | None:

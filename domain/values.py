@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 
 from domain.errors import InvalidValue
 
+# The built-in kinds (domain/rules.py); the rules file may declare more (domain/ruleset.py).
 Kind = Literal[
     "venue_acceptance_delayed",
     "venue_rejected",
@@ -51,8 +52,11 @@ Action = Literal[
 ]
 ACTIONS: Final = frozenset(Action.__args__)  # type: ignore[attr-defined]
 
-Vertical = Literal["restaurant", "grocery", "retail", "parcel"]
-VERTICALS: Final = frozenset(Vertical.__args__)  # type: ignore[attr-defined]
+# Names of verticals, kinds and event types (the rules file declares which there are):
+# what a URL, a metric label and a column hold.
+NAME_PATTERN: Final = "^[a-z][a-z0-9_]{0,62}$"
+NAME_REASON: Final = "must be lower-case letters, digits and _, from a letter (at most 63)"
+_NAME = re.compile(NAME_PATTERN)
 
 SYSTEM_ACTOR: Final = "system"
 
@@ -104,6 +108,15 @@ def storable(text: str) -> str:
 def check_text(field: str, value: str) -> None:
     if not is_storable(value):
         raise InvalidValue(field, UNSTORABLE_TEXT_REASON)
+
+
+def is_name(text: str) -> bool:
+    return _NAME.fullmatch(text) is not None
+
+
+def check_name(field: str, value: str) -> None:
+    if not is_name(value):
+        raise InvalidValue(field, NAME_REASON)
 
 
 def is_country(text: str) -> bool:

@@ -99,7 +99,7 @@ class WatchStoreContract:
             assert await batch.insert_events(again) == {("e", again[1].event_id)}
             stored = await batch.events_of(["e", "nobody"])
         read = sorted(
-            (validate(msgspec.json.decode(s.body)) for s in stored), key=lambda e: e.event_id
+            (validate(msgspec.json.decode(s.body), None) for s in stored), key=lambda e: e.event_id
         )
         assert {s.order_id for s in stored} == {"e"}
         assert read == sorted([*first, again[1]], key=lambda e: e.event_id)

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar.params import HeaderParameter
 
-from app.edge import Aware, Checked
+from app.edge import Aware, Checked, Name
 from app.http.errors import BadRequest
-from domain.values import MAX_TEXT_LENGTH, Action, Kind, Resolution, Severity, Vertical
+from domain.values import MAX_TEXT_LENGTH, Action, Resolution, Severity
 
 AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 # The acting agent is the token's sub (CONTRACT §6): a body may repeat it or leave it out.
@@ -36,9 +36,9 @@ MAX_COMMAND_BODY = 256 * 1024
 
 class ReportIssue(Checked, forbid_unknown_fields=True):
     order_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    kind: Kind
+    kind: Name
     severity: Severity
-    vertical: Vertical
+    vertical: Name
     country: Country
     city: Annotated[str, msgspec.Meta(max_length=200)] = ""
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -21,6 +21,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from prometheus_client import Counter
 
 from app import commands as use_cases
+from app.detection import Detector
 from app.history import History
 from app.http import cache, openapi
 from app.http.access import may_assign_others
@@ -172,8 +173,15 @@ class IssueController(Controller):
         data: JSONBody[ReportIssue],
         bus: NamedDependency[Commands],
         caller: NamedDependency[Principal],
+        detector: NamedDependency[Detector],
     ) -> CommandAccepted:
         _check_object("evidence", data.evidence)
+        rules = detector.rules
+        if data.vertical not in rules.verticals:
+            declared = ", ".join(sorted(rules.verticals))
+            raise Unprocessable("vertical", f"not declared in the rules file; declared: {declared}")
+        if data.kind not in rules.kinds:
+            raise Unprocessable("kind", f"unknown; known: {', '.join(sorted(rules.kinds))}")
         return await _send(
             bus,
             use_cases.Report(

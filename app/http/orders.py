@@ -232,9 +232,10 @@ class OrderEventsController(Controller):
             raise Unprocessable("body", f"at most {MAX_EVENTS_PER_REQUEST} events per request")
         valid: list[tuple[int, OrderEvent]] = []
         rejected: list[Rejected] = []
+        rules = detector.rules
         for index, item in enumerate(items):
             try:
-                valid.append((index, validate(item)))
+                valid.append((index, validate(item, rules)))
             except InvalidEvent as exc:
                 if single:
                     await detector.park("http", [(exc.event_id, exc.reason, item)])

@@ -132,9 +132,10 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
     stored and acknowledged, and the consumer goes on."""
     valid: list[tuple[Msg, OrderEvent]] = []
     invalid: list[tuple[Msg, str | None, str]] = []
+    rules = detector.rules  # the batch is validated and judged by one version
     for message in messages:
         try:
-            valid.append((message, decode(message.data)))
+            valid.append((message, decode(message.data, rules)))
         except InvalidEvent as exc:
             invalid.append((message, exc.event_id, exc.reason))
         except Exception as exc:

@@ -37,6 +37,7 @@ from uuid import UUID
 from adapters import postgres
 from adapters.eventstore import eventstore_env
 from app.ingest import validate
+from app.rules_config import load as load_rules
 from app.service import IssueApplication, IssueService
 from app.simulator import Truth, order_story
 from domain.issue import issue_id_for
@@ -44,6 +45,8 @@ from domain.order import OrderEvent
 from domain.rules import RULES
 from tests.bench.common import RESULTS, scratch_database, servers
 from tests.integration import helpers
+
+SHIPPED_RULES = load_rules(None)
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLAP = timedelta(minutes=3)
@@ -107,7 +110,7 @@ def deliveries(
         story, truth = order_story(rng, order_id, placed)
         truths[order_id] = truth
         for at, body in story:
-            event = validate(json.loads(json.dumps(body)))
+            event = validate(json.loads(json.dumps(body)), SHIPPED_RULES)
             events += 1
             arrives = at + timedelta(seconds=rng.uniform(0, 5))
             if rng.random() < LATE:

@@ -44,7 +44,7 @@ from app.bootstrap import Endpoints
 from app.commands import Acknowledge, AddNote, Assign, Command, Escalate, Resolve
 from app.service import IssueApplication, IssueService
 from domain.issue import due_at, priority_of
-from domain.values import KINDS, RESOLUTIONS, SEVERITIES, VERTICALS
+from domain.values import KINDS, RESOLUTIONS, SEVERITIES
 from projections import PROJECTIONS
 from projections.follower import POSITIONS_CHANNEL
 from projections.inbox import COLUMNS
@@ -54,6 +54,8 @@ from tests.bench.bench_commands import _run_clients
 from tests.bench.common import Figure, figure, report, scratch_database, servers
 from tests.integration.helpers import report as report_issue
 from tests.tokens import headers_for
+
+VERTICALS = ("restaurant", "grocery", "retail", "parcel")
 
 CITIES = {
     "FI": ("Helsinki", "Espoo", "Tampere", "Turku", "Oulu"),

@@ -21,6 +21,7 @@ from adapters.watch import PostgresWatchStore
 from app import rules_config
 from app.commands import AddNote, Report
 from app.detection import Detector
+from app.rules_source import RulesSource
 from app.service import IssueApplication, IssueService
 from app.workers.detector import ConsumerConfigValues, consume_orders
 from tests.conftest import RUN_ID
@@ -46,7 +47,7 @@ def detector(
         store=PostgresWatchStore(pool),
         dead_letters=PostgresDeadLetters(pool),
         issues=issues,
-        thresholds=rules_config.load(rules),
+        rules=RulesSource(rules_config.load(rules)),
         clock=clock,
     )
 

@@ -29,12 +29,15 @@ from app.commands import Reopen
 from app.detection import Detector, Retention, Swept
 from app.errors import ConcurrentWrite
 from app.ingest import validate
+from app.rules_config import load as load_rules
 from app.service import IssueService
 from domain.issue import issue_id_for
 from domain.order import OrderEvent, OrderState, fold
 from tests.conftest import RUN_ID
 from tests.integration import helpers
 from tests.integration.helpers import consuming, handled
+
+SHIPPED_RULES = load_rules(None)
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -74,7 +77,7 @@ def ev(order_id: str, kind: str, minute: float, **data: Any) -> OrderEvent:
         "city": "Helsinki",
         "data": data,
     }
-    return validate(raw)
+    return validate(raw, SHIPPED_RULES)
 
 
 def placed(order_id: str, minute: float = 0, promise: float = 40) -> OrderEvent:

@@ -12,6 +12,7 @@ import pytest
 
 from app import rules_config
 from app.detection import Detector
+from app.rules_source import RulesSource
 from domain.issue import issue_id_for
 from tests.integration.test_detection import T0, Clock, ev, placed
 from tests.unit.fakes import FakeDeadLetters, FakeIssues, FakeWatchStore
@@ -41,7 +42,7 @@ def detector_on(
         store=store,
         dead_letters=FakeDeadLetters(),
         issues=issues,
-        thresholds=rules_config.load(None),
+        rules=RulesSource(rules_config.load(None)),
         clock=clock,
         command_batch_size=command_batch_size,
     )

@@ -10,9 +10,12 @@ import msgspec
 import pytest
 
 from app.ingest import MAX_EVENT_BYTES, InvalidEvent, decode, validate
+from app.rules_config import load as load_rules
 from domain.errors import InvalidValue
 from domain.issue import OrderIssue
 from domain.values import check_object, is_storable, storable
+
+SHIPPED_RULES = load_rules(None)
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 UNSTORABLE = ["a\x00b", "\ud800", "x\udfff"]
@@ -133,7 +136,7 @@ def test_an_order_event_names_the_field_it_is_refused_for(
     overrides: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidEvent) as refused:
-        validate(event(**overrides))
+        validate(event(**overrides), SHIPPED_RULES)
     assert refused.value.field == field
     assert field.rsplit(".", 1)[-1] in refused.value.reason
 
@@ -147,7 +150,7 @@ def test_an_order_placed_amount_past_int64_is_refused() -> None:
         "currency": "EUR",
     }
     with pytest.raises(InvalidEvent) as refused:
-        validate(event(type="order_placed", data=data))
+        validate(event(type="order_placed", data=data), SHIPPED_RULES)
     assert refused.value.field == "data.amount"
 
 
@@ -163,10 +166,10 @@ def test_an_order_placed_amount_past_int64_is_refused() -> None:
 )
 def test_a_payload_that_cannot_be_decoded_is_an_invalid_event(payload: bytes, reason: str) -> None:
     with pytest.raises(InvalidEvent) as refused:
-        decode(payload)
+        decode(payload, SHIPPED_RULES)
     assert reason in refused.value.reason
 
 
 def test_a_valid_payload_decodes() -> None:
-    decoded = decode(msgspec.json.encode(event()))
+    decoded = decode(msgspec.json.encode(event()), SHIPPED_RULES)
     assert decoded.data["estimated_delivery_at"] == AT + timedelta(minutes=30)

@@ -200,9 +200,9 @@ def test_system_resolution() -> None:
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"kind": "alien_invasion"}, "kind"),
+        ({"kind": "Alien invasion"}, "kind"),
         ({"severity": "apocalyptic"}, "severity"),
-        ({"vertical": "spaceship"}, "vertical"),
+        ({"vertical": "space ship"}, "vertical"),
         ({"country": "fin"}, "country"),
         ({"country": "fi"}, "country"),
         ({"order_id": " "}, "order_id"),

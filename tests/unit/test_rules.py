@@ -215,6 +215,7 @@ def test_the_most_specific_table_wins() -> None:
         """
         [defaults]
         order_stale = [[45, "medium"]]
+        [vertical.restaurant]
         [vertical.grocery]
         order_stale = [[50, "medium"]]
         [country.FI]
@@ -238,20 +239,37 @@ def test_the_most_specific_table_wins() -> None:
         ("[defaults]\norder_stale = [[1, 'high'], [3, 'low']]", "lower the severity"),
         ("[defaults]\norder_stale = 'soon'", "defaults"),
         ("[defaults\n", "rules"),
-        ("[detector]\nflap = 3", "unknown setting"),
+        ("[detector]\nflap = 3", "detector: Object contains unknown field `flap`"),
         ("[weather]\nrain = 1", "weather"),
-        ("[vertical.groccery]\norder_stale = [[1, 'low']]", "unknown vertical"),
+        (
+            "[vertical.grocery]\ndelivery = 'drone'",
+            "vertical.grocery: Invalid enum value 'drone' - at `\\$.delivery`",
+        ),
+        ("[vertical.grocery]\norder_stael = [[1, 'low']]", "vertical.grocery.order_stael: neither"),
+        (
+            "[vertical.florist]\ndelivery = 'own_staff'\nrules = ['courier_stationary']",
+            "vertical.florist.rules: courier_stationary judges the marketplace's couriers",
+        ),
+        ("[vertical.Flowers]", "vertical.Flowers: must be lower-case"),
+        ("[defaults]\norder_stale = [[1, 'low']]", "declare at least one vertical"),
         ("[country.fi]\norder_stale = [[1, 'low']]", "ISO 3166"),
         ("[vertical.grocery]\ncountry = 3", "must be a table"),
         ("[defaults]\ncourier_reassigned_repeatedly = [[0, 'low']]", ">= 1"),
         ("[detector]\nreassignment_grace_minutes = -1", "detector.reassignment_grace_minutes"),
         (
             "[detector]\nreassignment_grace_minutes = 'soon'",
-            "detector.reassignment_grace_minutes: Expected",
+            "detector: Expected `float`, got `str` - at `\\$.reassignment_grace_minutes`",
         ),
-        ("[preparation_minutes]\npizzeria = 12", "preparation_minutes.pizzeria: unknown vertical"),
-        ("[preparation_minutes]\ngrocery = -3", "preparation_minutes.grocery: must be >= 0"),
-        ("[preparation_minutes]\ngrocery = 'long'", "preparation_minutes.grocery: Expected"),
+        ("[preparation_minutes]\ngrocery = 12", "preparation_minutes: moved into each vertical"),
+        (
+            "[vertical.grocery]\npreparation_minutes = -3",
+            "vertical.grocery.preparation_minutes: must be >= 0",
+        ),
+        ("[vertical.grocery]\npreparation_minutes = 'long'", "vertical.grocery: Expected"),
+        (
+            "[vertical.grocery]\nsla_minutes = { high = 0 }",
+            "vertical.grocery.sla_minutes.high: must be > 0",
+        ),
         ("[clear]\neta_slip = { margin = 2 }", "clear.eta_slip: unknown rule"),
         ("[clear]\neta_slipped = { margin = -2 }", "clear.eta_slipped.margin: must be >= 0"),
         ("[clear]\neta_slipped = { for_minutes = -1 }", "clear.eta_slipped.for_minutes"),
