@@ -101,7 +101,7 @@ class Checked(msgspec.Struct):
 
 _PATTERN_MESSAGE = f"Expected `str` matching regex {STORABLE_TEXT_PATTERN!r}"
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
-_MISSING = re.compile(r"missing required field `([^`]*)`")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
 
 
 def explain(message: str) -> str:

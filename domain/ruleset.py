@@ -230,7 +230,7 @@ class RuleSet:
                 raise InvalidValue(where, "is a built-in rule; a declared rule needs its own name")
             if not rule.until:
                 raise InvalidValue(f"{where}.until", "name at least one event type")
-            _check_tiers(where, name, rule.tiers, kinds)
+            _check_tiers("waiting", name, rule.tiers, kinds)
         for where, table in [
             ("defaults", self.defaults),
             *((f"vertical.{v}.tiers", t) for v, t in self.by_vertical.items()),
