@@ -22,6 +22,7 @@ from app.edge import Name, QueryText
 from app.queries import CONTACTS, in_scope
 from app.scope import EVERYWHERE, Scope
 from domain.issue import OrderIssue
+from domain.values import Severity
 
 # An issue the system resolved within this long of raising it flapped: its condition
 # cleared almost at once, which says the rule fires on noise (or its clear-for is short).
@@ -40,17 +41,19 @@ _ESCALATED = get_topic(OrderIssue.Escalated)  # type: ignore[attr-defined]
 @dataclass(frozen=True)
 class DetectionFilters:
     """The inbox's filters the dashboard takes (a repeatable query parameter each, as
-    ``GET /api/issues`` names them), and the caller's scope. ``kind`` filters issues only:
-    a support contact has no kind."""
+    ``GET /api/issues`` names them), and the caller's scope. ``kind``, ``severity`` (the
+    issue's severity now) and ``city`` filter issues only: a support contact has none."""
 
     kind: tuple[Name, ...] = ()
     vertical: tuple[Name, ...] = ()
     country: tuple[QueryText, ...] = ()
+    city: tuple[QueryText, ...] = ()
+    severity: tuple[Severity, ...] = ()
     scope: Scope = field(default=EVERYWHERE, metadata={"query": False})
 
     def issues(self, params: list[Any], alias: str = "i") -> str:
         """A SQL condition on ``inbox_issues AS alias`` (appending its parameters)."""
-        return self._where(params, alias, ("kind", "vertical", "country"))
+        return self._where(params, alias, ("kind", "vertical", "country", "city", "severity"))
 
     def contacts(self, params: list[Any], alias: str = "c") -> str:
         """A SQL condition on ``support_contacts AS alias``: its vertical and country."""

@@ -160,6 +160,12 @@ async def test_each_rule_s_outcomes(scenario: Scenario, pool: asyncpg.Pool) -> N
     assert wider.by_kind["eta_slipped"].raised == 1
     only = DetectionFilters(kind=("payment_failed",), country=("SE", "DE"))
     assert (await DetectionQueries(pool).rules(*WINDOW, only)).total.raised == 2
+    high = DetectionFilters(severity=("high",))  # the flap, escalated
+    assert (await DetectionQueries(pool).rules(*WINDOW, high)).total.raised == 1
+    elsewhere = DetectionFilters(city=("Y",))
+    assert (await DetectionQueries(pool).rules(*WINDOW, elsewhere)).total.raised == 0
+    here = DetectionFilters(city=("X",), vertical=("parcel",))
+    assert (await DetectionQueries(pool).rules(*WINDOW, here)).total.raised == 1
     empty = await DetectionQueries(pool).rules(T0 + timedelta(hours=4), NOW, DetectionFilters())
     assert (empty.total.raised, empty.by_kind, empty.total.median_lead_minutes) == (0, {}, None)
 
