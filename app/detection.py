@@ -56,10 +56,10 @@ from app.ports import (
 )
 from app.rules_source import RulesSource
 from app.service import CommandResult
-from domain.detection import Action, IssueSnapshot, contact_escalations, plan
+from domain.detection import Action, IssueSnapshot, decide
 from domain.issue import OrderIssue, issue_id_for
 from domain.order import OrderEvent, OrderState, apply, fold, sort_key
-from domain.rules import evaluate, next_check
+from domain.rules import evaluate
 from domain.ruleset import RuleSet
 from domain.values import SYSTEM_ACTOR, storable
 
@@ -342,19 +342,18 @@ class Detector:
                 if (issue := current.get(issue_id)) is not None
             }
             snapshots = {kind: self._snapshot(issue) for kind, issue in issues.items()}
-            order_rules = rules.rules_for(state.vertical, state.country)
-            decided = plan(
+            decided = decide(
                 state,
                 visit.checks,
                 snapshots,
                 visit.clear_since,
                 now,
                 rules.clear_for,
-                order_rules.clear_for,
+                rules.rules_for(state.vertical, state.country),
                 backdate=not self.behind,
-                settled=order_rules.settled,
+                pending=visit.pending,
+                contacts=[c.event_id for c in visit.contacts],
             )
-            actions = list(decided.actions)
             open_issues = [i for i in issues.values() if i.status != "resolved"]
             for contact in visit.contacts:
                 contact_rows.append(
@@ -370,14 +369,10 @@ class Detector:
                 )
                 if not open_issues:
                     log.info("missed detection: order %s contacted support", state.order_id)
-            contacts = visit.pending + [c.event_id for c in visit.contacts if open_issues]
-            if contacts:
-                actions += contact_escalations(snapshots, contacts, decided.actions)
             visit.pending = []
-            visit.contacts_sent = contacts
-            commands += [(visit, action) for action in actions]
-            times = [t for t in (next_check(visit.checks), decided.recheck_at) if t is not None]
-            visit.outcome = (decided.clear_since, min(times) if times else None)
+            visit.contacts_sent = decided.contacts
+            commands += [(visit, action) for action in decided.actions]
+            visit.outcome = (decided.clear_since, decided.next_at)
         await batch.record_contacts(contact_rows)
         if commands:
             for visit in await self._send(commands, current):

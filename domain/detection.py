@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from domain.order import OrderState
-from domain.rules import Check
+from domain.rules import CLEAR, Check, OrderRules, next_check
 from domain.values import SEVERITIES, SEVERITY_RANK
 
 # Conditions that, once cleared, cannot come back for the order (the venue accepted, the
@@ -79,11 +79,14 @@ def plan(
     what they are (:func:`_facts_since`). Behind, more of the order's events may be
     on their way (one that makes the condition hold again would flap the issue): the
     moment counts from now, and the order is looked at again soon."""
+    if not issues and not any(check.severity is not None for check in checks.values()):
+        # Nothing holds and nothing is open (most looks at an order): nothing to do.
+        return Plan([], {}, None)
     actions: list[Action] = []
     still_clear: dict[str, datetime] = {}
     recheck: list[datetime] = []
     for kind in sorted(set(checks) | set(issues)):
-        check = checks.get(kind, Check())
+        check = checks.get(kind, CLEAR)
         issue = issues.get(kind)
         if check.holds and not order.finished:
             assert check.severity is not None
@@ -173,3 +176,54 @@ def contact_escalations(
             evidence = {"customer_contacted_support": True, "customer_contacts": counted}
             actions.append(Action(kind, "escalate", SEVERITIES[target], evidence))
     return actions
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the detector does to one order's issues on one look at it (:func:`decide`)."""
+
+    actions: list[Action]
+    clear_since: dict[str, datetime]
+    next_at: datetime | None  # the order's next timer
+    # The contact ids the escalations counted (passed again if their commands fail).
+    contacts: list[str]
+    # An issue of the order was open when the contacts came (else the inbox missed them).
+    detected: bool
+
+
+def decide(
+    order: OrderState,
+    checks: Mapping[str, Check],
+    issues: Mapping[str, IssueSnapshot],
+    clear_since: Mapping[str, datetime],
+    now: datetime,
+    clear_for: timedelta,
+    rules: OrderRules,
+    *,
+    backdate: bool,
+    pending: Sequence[str] = (),
+    contacts: Sequence[str] = (),
+) -> Decision:
+    """The one per-order decision, shared by the live detector (``app/detection.py``) and
+    the backtest (``domain/replay.py``), so that the two cannot disagree: :func:`plan` on
+    the rules' ``checks`` of ``order`` at ``now``, the escalations of the customer
+    ``contacts`` that came (and the ``pending`` ones not yet landed), and the next timer.
+    A contact counts only when an issue of the order is open as it comes."""
+    decided = plan(
+        order,
+        checks,
+        issues,
+        clear_since,
+        now,
+        clear_for,
+        rules.clear_for,
+        backdate=backdate,
+        settled=rules.settled,
+    )
+    actions = list(decided.actions)
+    detected = any(issue.status != "resolved" for issue in issues.values())
+    counted = [*pending, *(contacts if detected else ())]
+    if counted:
+        actions += contact_escalations(issues, counted, decided.actions)
+    times = [t for t in (next_check(checks), decided.recheck_at) if t is not None]
+    return Decision(actions, decided.clear_since, min(times) if times else None, counted, detected)
