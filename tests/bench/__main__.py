@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from tests.bench import (
+    bench_backtest,
     bench_commands,
     bench_detect,
     bench_page,
@@ -21,6 +22,7 @@ BENCHES = {
     "detect": bench_detect.main,
     "precision": bench_precision.main,
     "page": bench_page.main,
+    "backtest": bench_backtest.main,
 }
 
 
