@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Protocol
 
 from domain.order import OrderState
@@ -28,7 +29,7 @@ from domain.order import OrderState
 Tiers = tuple[tuple[float, str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Check:
     severity: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -185,6 +186,9 @@ def eta_slipped(
     if order.finished or order.estimated_delivery_at is None or order.promised_delivery_at is None:
         return CLEAR
     slip = (order.estimated_delivery_at - order.promised_delivery_at).total_seconds() / 60
+    margin = tuning.clear_margins.get("eta_slipped", 0.0)
+    if not tiers or slip < tiers[0][0] - margin:
+        return CLEAR  # the usual case, well within the promise (no timer: see above)
     promised, estimated = order.promised_delivery_at, order.estimated_delivery_at
     check = tiered(
         max(0.0, slip),
@@ -194,7 +198,7 @@ def eta_slipped(
             "promised_delivery_at": promised.isoformat(),
             "estimated_delivery_at": estimated.isoformat(),
         },
-        tuning.clear_margins.get("eta_slipped", 0.0),
+        margin,
     )
     return LINGERS if check.lingers else Check(check.severity, check.evidence, tier=check.tier)
 
@@ -293,24 +297,32 @@ class OrderRules:
     waiting: Mapping[str, Declared] = field(default_factory=dict)
     settled: frozenset[str] = frozenset()
 
+    @cached_property
+    def judges(self) -> tuple[tuple[str, Rule, Tiers], ...]:
+        """Each enabled rule (a kind without tiers is disabled) with its tiers, resolved
+        once: :func:`evaluate` runs for every look at every order."""
+        return tuple(
+            (kind, RULES.get(kind) or _declared(self.waiting[kind]), tiers)
+            for kind, tiers in self.tiers.items()
+            if tiers
+        )
+
+
+def _declared(rule: Declared) -> Rule:
+    def judge(order: OrderState, now: datetime, tiers: Tiers, tuning: Tuning) -> Check:
+        return rule.check(order, now, tiers)
+
+    return judge
+
 
 def evaluate(
     order: OrderState, now: datetime, thresholds: Mapping[str, Tiers] | OrderRules
 ) -> dict[str, Check]:
     """Every enabled rule's check of one order (a kind without tiers is disabled)."""
-    if isinstance(thresholds, OrderRules):
-        tiers_of, tuning, declared = thresholds.tiers, thresholds.tuning, thresholds.waiting
-    else:
-        tiers_of, tuning, declared = thresholds, DEFAULT_TUNING, {}
-    checks = {}
-    for kind, tiers in tiers_of.items():
-        if not tiers:
-            continue
-        rule = RULES.get(kind)
-        checks[kind] = (
-            rule(order, now, tiers, tuning) if rule else declared[kind].check(order, now, tiers)
-        )
-    return checks
+    if not isinstance(thresholds, OrderRules):
+        thresholds = OrderRules(thresholds)
+    tuning = thresholds.tuning
+    return {kind: rule(order, now, tiers, tuning) for kind, rule, tiers in thresholds.judges}
 
 
 def next_check(checks: Mapping[str, Check]) -> datetime | None:
