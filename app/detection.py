@@ -3,7 +3,8 @@
 For each order it keeps a watch row (``order_watch``): the state folded from the order's
 events, since when each open issue's condition has been clear, and the order's next
 timer; and its events (``order_events``, keyed by event id, so a repeated one changes
-nothing; location pings that cannot matter are trimmed). Events that arrive after the
+nothing; every event is kept until the order's retention sweep, which is what
+``inbox backtest`` replays). Events that arrive after the
 last one applied are applied to the stored state; an event that belongs before it (late,
 out of order) makes the detector fold the state again from all the events, in
 ``occurred_at`` order, so arrival order never changes the result.
