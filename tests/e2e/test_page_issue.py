@@ -117,10 +117,10 @@ async def test_an_issue_shows_its_evidence_the_order_its_other_issues_and_histor
     other = raised_issue(http, issue["order_id"])
     page = await opened(context, issue["issue_id"], "agent-pia", "agent", name="Pia Agent")
 
-    await expect(page.get_by_role("heading", level=1)).to_contain_text("venue acceptance delayed")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Venue acceptance delayed")
     facts = page.get_by_test_id("issue-facts")
     await expect(facts).to_contain_text("Helsinki")
-    await expect(facts).to_contain_text("restaurant")
+    await expect(facts).to_contain_text("Restaurant")
     await expect(facts).to_contain_text("FI")
     await expect(facts).to_contain_text("Due in")  # a critical one: 5 minutes from detection
     await expect(page.get_by_test_id("assignee")).to_have_text("nobody")
@@ -139,7 +139,7 @@ async def test_an_issue_shows_its_evidence_the_order_its_other_issues_and_histor
     await expect(order.locator("dt", has_text=re.compile(r"^stage$"))).to_be_visible()
     await expect(order).to_contain_text("placed")
     # The order's other issue, a link to its page.
-    link = page.get_by_test_id("other-issues").get_by_role("link", name="payment failed")
+    link = page.get_by_test_id("other-issues").get_by_role("link", name="Payment failed")
     await expect(link).to_have_attribute("href", f"/issues/{other}")
     # Its history: detected by the system, with the detector's evidence.
     await expect(timeline_entries(page)).to_have_count(1)
@@ -151,7 +151,7 @@ async def test_an_issue_shows_its_evidence_the_order_its_other_issues_and_histor
 
     await link.click()
     await expect(page).to_have_url(re.compile(f"/issues/{other}$"))
-    await expect(page.get_by_role("heading", level=1)).to_contain_text("payment failed")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Payment failed")
     await expect(page.get_by_test_id("evidence")).to_contain_text(
         '{"code":"declined","retry":false}'
     )
