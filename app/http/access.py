@@ -44,6 +44,9 @@ RULES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/stream"): READERS,
     ("GET", "/api/orders/{order_id}"): READERS,
     ("GET", "/api/detection/kpi"): READERS,
+    # The rules judged with now (verticals, kinds, declared rules): no issue data, and what
+    # every client needs to name what it sends or filters by, order services included.
+    ("GET", "/api/rules"): frozenset(ROLES),
     # The detection dashboard: how each rule does, and how the agents judged its issues
     # (false positives), over time; for who tunes rules and answers for the team (leads) and
     # who reviews them (auditors), not the queue's daily work.

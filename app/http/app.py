@@ -28,6 +28,7 @@ from app.http.events import EventLogController
 from app.http.health import HealthController
 from app.http.issues import IssueController
 from app.http.orders import OrderController, OrderEventsController, order_events_body
+from app.http.rules import RulesController
 from app.http.session import SessionController
 from app.http.stats import StatsController
 from app.http.stream import StreamController
@@ -103,6 +104,7 @@ def create_app(services: Services) -> Litestar:
             OrderController,
             OrderEventsController,
             DetectionController,
+            RulesController,
             EventLogController,
             SessionController,
             HealthController,

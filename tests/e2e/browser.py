@@ -67,3 +67,10 @@ async def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=False)
     return path
+
+
+def humanised(name: str) -> str:
+    """A kind or vertical as the page shows it (format.js ``humanise``):
+    "prescription_check_pending" → "Prescription check pending"."""
+    words = name.replace("_", " ")
+    return words[:1].upper() + words[1:]

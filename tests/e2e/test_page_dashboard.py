@@ -17,7 +17,15 @@ from playwright.async_api import BrowserContext, Page, expect
 from app.principal import Role
 from app.settings import Settings
 from tests.conftest import wait_until
-from tests.e2e.browser import NARROW, WIDE, describe, log_in, screenshot, serious_violations
+from tests.e2e.browser import (
+    NARROW,
+    WIDE,
+    describe,
+    humanised,
+    log_in,
+    screenshot,
+    serious_violations,
+)
 from tests.e2e.orders import event, placed
 from tests.e2e.test_issue_api import report
 from tests.tokens import headers_for
@@ -173,7 +181,7 @@ async def test_a_lead_sees_how_detection_is_doing(
         # The tables hold the API's numbers.
         by_kind = {row[0]: row[1:] for row in await _rows(page, "chart-rules")}
         for kind, stats in rules["by_kind"].items():
-            shown = by_kind[kind.replace("_", " ")]
+            shown = by_kind[humanised(kind)]
             expected = [
                 stats["raised"],
                 stats["escalated"],
@@ -182,8 +190,8 @@ async def test_a_lead_sees_how_detection_is_doing(
                 stats["false_positive"],
             ]
             assert shown[:5] == [str(n) for n in expected], (kind, shown)
-        assert by_kind["payment failed"][5] == "50%"  # one of two agents resolved
-        assert by_kind["venue acceptance delayed"][6] == "2"  # two flaps
+        assert by_kind["Payment failed"][5] == "50%"  # one of two agents resolved
+        assert by_kind["Venue acceptance delayed"][6] == "2"  # two flaps
         assert await _rows(page, "chart-overdue") == [["LU", "3"]]
         summary = (
             await page.get_by_test_id("chart-overdue").locator("canvas").get_attribute("aria-label")
@@ -211,6 +219,31 @@ async def test_a_lead_sees_how_detection_is_doing(
         violations = await serious_violations(page)
         assert not violations, describe(violations)
         await page.set_viewport_size(WIDE)  # type: ignore[arg-type]
+
+
+async def test_the_rules_files_kinds_and_verticals_show_in_the_tables(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """A kind and verticals that only the rules file declares (the pharmacy's prescription
+    check, the pharmacy, the own-staff florist) get their rows, in words, like any other."""
+    where = {"country": "MT", "city": "Valletta"}  # a market of this test alone
+    report(http, kind="prescription_check_pending", vertical="pharmacy", **where)
+    report(http, kind="prescription_check_pending", vertical="pharmacy", **where)
+    report(http, kind="venue_acceptance_delayed", vertical="florist", **where)
+    page = await context.new_page()
+    await _log_in_on(page, "/dashboard", "lead-malta", "lead", countries=["MT"])
+    await expect(page.get_by_test_id("chart-rules")).to_be_visible()
+    by_kind = {row[0]: row[1:] for row in await _rows(page, "chart-rules")}
+    assert by_kind == {
+        "Prescription check pending": ["2", "0", "0", "0", "0", "—", "0", "—"],
+        "Venue acceptance delayed": ["1", "0", "0", "0", "0", "—", "0", "—"],
+    }, by_kind
+    by_vertical = {row[0]: row[1] for row in await _rows(page, "table-verticals")}
+    assert by_vertical == {"Pharmacy": "2", "Florist": "1"}, by_vertical
+    heads = page.get_by_test_id("table-verticals").locator("thead th")
+    await expect(heads.first).to_have_text("Vertical")
+    violations = await serious_violations(page)
+    assert not violations, describe(violations)
 
 
 async def test_an_agent_is_told_the_dashboard_is_not_for_it(context: BrowserContext) -> None:

@@ -117,10 +117,10 @@ async def test_an_issue_shows_its_evidence_the_order_its_other_issues_and_histor
     other = raised_issue(http, issue["order_id"])
     page = await opened(context, issue["issue_id"], "agent-pia", "agent", name="Pia Agent")
 
-    await expect(page.get_by_role("heading", level=1)).to_contain_text("venue acceptance delayed")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Venue acceptance delayed")
     facts = page.get_by_test_id("issue-facts")
     await expect(facts).to_contain_text("Helsinki")
-    await expect(facts).to_contain_text("restaurant")
+    await expect(facts).to_contain_text("Restaurant")
     await expect(facts).to_contain_text("FI")
     await expect(facts).to_contain_text("Due in")  # a critical one: 5 minutes from detection
     await expect(page.get_by_test_id("assignee")).to_have_text("nobody")
@@ -139,7 +139,7 @@ async def test_an_issue_shows_its_evidence_the_order_its_other_issues_and_histor
     await expect(order.locator("dt", has_text=re.compile(r"^stage$"))).to_be_visible()
     await expect(order).to_contain_text("placed")
     # The order's other issue, a link to its page.
-    link = page.get_by_test_id("other-issues").get_by_role("link", name="payment failed")
+    link = page.get_by_test_id("other-issues").get_by_role("link", name="Payment failed")
     await expect(link).to_have_attribute("href", f"/issues/{other}")
     # Its history: detected by the system, with the detector's evidence.
     await expect(timeline_entries(page)).to_have_count(1)
@@ -151,7 +151,7 @@ async def test_an_issue_shows_its_evidence_the_order_its_other_issues_and_histor
 
     await link.click()
     await expect(page).to_have_url(re.compile(f"/issues/{other}$"))
-    await expect(page.get_by_role("heading", level=1)).to_contain_text("payment failed")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Payment failed")
     await expect(page.get_by_test_id("evidence")).to_contain_text(
         '{"code":"declined","retry":false}'
     )
@@ -437,6 +437,121 @@ async def test_an_auditor_steps_through_the_versions(
     await page.keyboard.press("End")
     await expect(where).to_contain_text("Version 4 of 4")
     await expect(audit.get_by_role("button", name="Next version")).to_be_disabled()
+
+
+def pharmacy_event(order_id: str, kind: str, ago_minutes: float, **data: Any) -> dict[str, Any]:
+    """An event of a pharmacy order (the rules file's vertical, with its own event types)."""
+    return {**event(order_id, kind, ago_minutes, **data), "vertical": "pharmacy"}
+
+
+def rule_line(rule: dict[str, Any]) -> str:
+    """What the history entry says of the rule behind it (issue-parts.js ``RuleRecord``)."""
+    tier = rule.get("tier")
+    version = str(rule["version"])
+    shown = f"rule {rule['name']}"
+    if tier:
+        shown += f", tier ≥ {js_text(tier['threshold'])} min → {tier['severity']}"
+    shown += f", rules {version[:7]}…" if len(version) > 7 else f", rules {version}"
+    return shown + (f" · {rule['reason']}" if rule.get("reason") else "")
+
+
+async def test_the_history_names_the_rule_and_tier_behind_the_detectors_events(
+    context: BrowserContext, http: httpx.Client
+) -> None:
+    """A pharmacy order whose prescription has waited 11 minutes: the detector raises
+    prescription_check_pending (tier 10 min, medium), and resolves it when the pharmacist
+    approves. Each of those entries names the rule, the tier and the rules version (the
+    `rule` of the event's data); an agent's entry names none. Where the API does not record
+    the rule yet, its answer is given one on the way to the page (the rules' own version)."""
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    promise = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    sent = http.post(
+        "/api/order-events",
+        json=[
+            pharmacy_event(
+                order_id,
+                "order_placed",
+                12,
+                venue_id="pharmacy-1",
+                customer_id="customer-1",
+                promised_delivery_at=promise,
+                amount=1800,
+                currency="EUR",
+            ),
+            pharmacy_event(order_id, "venue_accepted", 11.5),
+            pharmacy_event(order_id, "prescription_submitted", 11, prescription_id="rx-1"),
+        ],
+    )
+    assert sent.status_code == 202, sent.text
+    query = {"order_id": order_id, "kind": "prescription_check_pending"}
+
+    def raised() -> dict[str, Any] | None:
+        items: list[dict[str, Any]] = http.get("/api/issues", params=query).json()["items"]
+        return items[0] if items else None
+
+    issue = wait_until(raised, timeout=15, what="the prescription check's issue")
+    issue_id = issue["issue_id"]
+    assert issue["severity"] == "medium"
+    command(http, issue_id, "assign", {"assignee": "agent-pia"})
+    approved = pharmacy_event(
+        order_id, "prescription_approved", 0, prescription_id="rx-1", pharmacist_id="ph-1"
+    )
+    assert http.post("/api/order-events", json=approved).status_code == 202
+
+    def history() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = http.get(f"/api/issues/{issue_id}/events").json()["items"]
+        return items if items[-1]["type"] == "resolved" else None
+
+    events = wait_until(history, timeout=15, what="the issue resolved by the detector")
+    assert [e["type"] for e in events] == ["detected", "assigned", "resolved"]
+    version = http.get("/api/rules").json()["version"]
+    given = {
+        "detected": {
+            "version": version,
+            "name": "prescription_check_pending",
+            "tier": {"threshold": 10.0, "severity": "medium"},
+            "reason": "prescription_submitted 11 min ago, not yet approved or rejected",
+        },
+        "resolved": {
+            "version": version,
+            "name": "prescription_check_pending",
+            "tier": None,
+            "reason": "cleared: prescription_approved",
+        },
+    }
+    recorded = all("rule" in e["data"] for e in events if e["type"] in given)
+
+    async def with_rules(route: Route) -> None:
+        answer = await route.fetch()
+        body = await answer.json()
+        for item in body["items"]:
+            if item["type"] in given and "rule" not in item["data"]:
+                item["data"]["rule"] = given[item["type"]]
+        await route.fulfill(response=answer, json=body)
+
+    page = await context.new_page()
+    if not recorded:
+        await page.route(f"**/api/issues/{issue_id}/events", with_rules)
+    await opened(context, issue_id, "agent-pia", "agent", page=page)
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Prescription check pending")
+    await expect(page.get_by_test_id("issue-facts")).to_contain_text("Pharmacy")
+    await expect(page.get_by_test_id("evidence")).to_contain_text("rx-1")
+    entries = timeline_entries(page)
+    await expect(entries).to_have_count(3)
+    for n, shown in enumerate(events):
+        rule = shown["data"].get("rule") or given.get(shown["type"])
+        line = entries.nth(n).get_by_test_id("rule")
+        if rule is None:  # the agent's assignment: no rule, and nothing in its place
+            await expect(line).to_have_count(0)
+            await expect(entries.nth(n)).not_to_contain_text("rules ")
+            continue
+        await expect(line).to_have_text(rule_line(rule))
+        await expect(line).to_have_attribute("data-version", str(rule["version"]))
+        await expect(entries.nth(n)).not_to_contain_text('"threshold"')  # not as raw JSON
+    await expect(entries.nth(0).get_by_test_id("rule")).to_contain_text("tier ≥ 10 min → medium")
+    await expect(entries.nth(2).get_by_test_id("rule")).not_to_contain_text("tier")
+    violations = await serious_violations(page)
+    assert not violations, describe(violations)
 
 
 async def test_text_from_the_api_is_shown_as_text(

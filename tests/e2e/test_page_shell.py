@@ -163,7 +163,7 @@ async def test_moving_between_pages_names_the_page_and_moves_focus_to_it(
     await expect(page).to_have_title("Inbox — Support Inbox")
     assert await page.evaluate("document.activeElement === document.body")
     await page.get_by_role("link", name=order_id).first.click()
-    await expect(page).to_have_title("Issue payment failed — Support Inbox")
+    await expect(page).to_have_title("Issue Payment failed — Support Inbox")
     await expect(page.locator("main")).to_be_focused()
     await page.go_back()
     await expect(page).to_have_title("Inbox — Support Inbox")
@@ -175,7 +175,7 @@ async def test_moving_between_pages_names_the_page_and_moves_focus_to_it(
     await expect(page).to_have_title("Inbox — Support Inbox")
     await expect(page.locator("main")).to_be_focused()
     await page.goto(f"/issues/{issue_id}")
-    await expect(page).to_have_title("Issue payment failed — Support Inbox")
+    await expect(page).to_have_title("Issue Payment failed — Support Inbox")
 
 
 def test_the_page_is_sent_with_security_headers(api: str) -> None:

@@ -1,10 +1,11 @@
 // How detection is doing, for leads (and auditors): issues raised per hour by kind, the
-// detection KPI over time and its lead times, each rule's outcomes as agents judged them,
-// open issues past their SLA by country. Reads GET /api/detection/{overdue,rules,timeline,kpi};
+// detection KPI over time and its lead times, each rule's (and each vertical's) outcomes as
+// agents judged them, open issues past their SLA by country. Kinds and verticals are the
+// API's keys, so those the rules file adds show as they come. Reads GET /api/detection/{overdue,rules,timeline,kpi};
 // the window (?window=24h|7d) is kept in the URL.
 import { ApiError, get } from "./api.js";
 import { ChartFigure, PALETTE, loadChart } from "./dashboard-charts.js";
-import { label } from "./format.js";
+import { humanise } from "./format.js";
 import { html, useEffect, useMemo, useState } from "./html.js";
 import { navigate, useLocation } from "./router.js";
 
@@ -66,14 +67,14 @@ function RaisedChart({ timeline, long }) {
     data: {
       labels,
       datasets: kinds.map((kind, n) => ({
-        label: label(kind),
+        label: humanise(kind),
         data: timeline.raised[kind],
         backgroundColor: PALETTE[n % PALETTE.length],
       })),
     },
     options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } },
   }), [timeline]);
-  const byKind = kinds.map((kind) => `${label(kind)} ${timeline.raised[kind].reduce((a, b) => a + b, 0)}`);
+  const byKind = kinds.map((kind) => `${humanise(kind)} ${timeline.raised[kind].reduce((a, b) => a + b, 0)}`);
   const rows = timeline.starts
     .map((at, n) => [hourLabel(at, long), ...kinds.map((kind) => timeline.raised[kind][n])])
     .filter(([, ...counts]) => counts.some((count) => count > 0));
@@ -82,7 +83,7 @@ function RaisedChart({ timeline, long }) {
     title="Issues raised per hour, by kind"
     summary=${`Stacked bars: ${total} issues raised in ${labels.length} hours${byKind.length ? `; ${byKind.join(", ")}` : ""}.`}
     config=${config}
-    table=${html`<${Table} caption="Issues raised per hour (hours with none left out)" head=${["Hour", ...kinds.map(label)]} rows=${rows} />`}
+    table=${html`<${Table} caption="Issues raised per hour (hours with none left out)" head=${["Hour", ...kinds.map(humanise)]} rows=${rows} />`}
   />`;
 }
 
@@ -154,6 +155,10 @@ function LeadChart({ timeline, kpi }) {
   />`;
 }
 
+// What became of the issues of one kind (or vertical): the columns of the rules' tables.
+const OUTCOMES = ["Raised", "Escalated", "Resolved by system", "Resolved by agents", "False positive", "False positive share", "Flaps", "Median lead"];
+const outcomes = (r) => [r.raised, r.escalated, r.resolved_by_system, r.resolved_by_agents, r.false_positive, percent(r.false_positive_share), r.flaps, minutes(r.median_lead_minutes)];
+
 function RulesChart({ rules }) {
   const kinds = Object.keys(rules.by_kind);
   const series = [
@@ -165,7 +170,7 @@ function RulesChart({ rules }) {
   const config = useMemo(() => ({
     type: "bar",
     data: {
-      labels: kinds.map(label),
+      labels: kinds.map(humanise),
       datasets: series.map(([name, field, colour]) => ({
         label: name,
         data: kinds.map((kind) => rules.by_kind[kind][field]),
@@ -177,22 +182,35 @@ function RulesChart({ rules }) {
   const worst = kinds
     .filter((kind) => rules.by_kind[kind].false_positive_share != null)
     .sort((a, b) => rules.by_kind[b].false_positive_share - rules.by_kind[a].false_positive_share)[0];
-  const rows = kinds.map((kind) => {
-    const r = rules.by_kind[kind];
-    return [label(kind), r.raised, r.escalated, r.resolved_by_system, r.resolved_by_agents, r.false_positive, percent(r.false_positive_share), r.flaps, minutes(r.median_lead_minutes)];
-  });
+  const rows = kinds.map((kind) => [humanise(kind), ...outcomes(rules.by_kind[kind])]);
   const t = rules.total;
   return html`<${ChartFigure}
     id="chart-rules"
     title="Each rule: raised, resolved, false positives"
-    summary=${`Bars per kind of issue: ${t.raised} raised, ${t.resolved_by_system} resolved by the system, ${t.resolved_by_agents} by agents, ${t.false_positive} of those false positives (${percent(t.false_positive_share)})${worst ? `; most false positives: ${label(worst)} (${percent(rules.by_kind[worst].false_positive_share)})` : ""}.`}
+    summary=${`Bars per kind of issue: ${t.raised} raised, ${t.resolved_by_system} resolved by the system, ${t.resolved_by_agents} by agents, ${t.false_positive} of those false positives (${percent(t.false_positive_share)})${worst ? `; most false positives: ${humanise(worst)} (${percent(rules.by_kind[worst].false_positive_share)})` : ""}.`}
     config=${config}
     open=${true}
     table=${html`<${Table}
       caption=${`Issues raised in the window, by kind, and what became of them (a flap: resolved by the system within ${rules.flap_minutes} minutes)`}
-      head=${["Kind", "Raised", "Escalated", "Resolved by system", "Resolved by agents", "False positive", "False positive share", "Flaps", "Median lead"]}
+      head=${["Kind", ...OUTCOMES]}
       rows=${rows} />`}
   />`;
+}
+
+// The verticals the issues of the window came from (a vertical the rules file declares
+// shows here once it has issues), with what became of them.
+function VerticalsTable({ rules }) {
+  const rows = Object.entries(rules.by_vertical).map(([vertical, r]) => [humanise(vertical), ...outcomes(r)]);
+  return html`
+    <section class="chart" aria-labelledby="table-verticals-title" data-testid="table-verticals">
+      <h2 id="table-verticals-title">Each vertical: raised, resolved, false positives</h2>
+      <div class="table-scroll" tabindex="0" role="region" aria-label="Each vertical: the numbers">
+        <${Table}
+          caption="Issues raised in the window, by vertical, and what became of them"
+          head=${["Vertical", ...OUTCOMES]}
+          rows=${rows} />
+      </div>
+    </section>`;
 }
 
 function OverdueChart({ overdue }) {
@@ -272,6 +290,7 @@ export function Dashboard() {
         <${LeadChart} timeline=${data.timeline} kpi=${data.kpi} />
         <${OverdueChart} overdue=${data.overdue} />
         <${RulesChart} rules=${data.rules} />
+        <${VerticalsTable} rules=${data.rules} />
       </div>`;
   }
   return html`

@@ -57,3 +57,10 @@ export function dateTime(iso) {
 export function label(value) {
   return value == null ? "" : String(value).replaceAll("_", " ");
 }
+
+// A name of the rules file (a kind of issue, a vertical) as words:
+// "prescription_check_pending" → "Prescription check pending".
+export function humanise(name) {
+  const words = label(name);
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}

@@ -1,10 +1,12 @@
 // The inbox's filters: every change is a new URL (named as GET /api/issues names its
 // parameters), so a view can be bookmarked, shared and gone back to; the counts beside
-// each value come from GET /api/stats with the same filters.
+// each value come from GET /api/stats with the same filters. The verticals and kinds offered
+// are the rules file's (GET /api/rules), with any the URL or the counts name besides.
 import { html, useEffect, useState } from "./html.js";
-import { label } from "./format.js";
-import { KINDS, MAX_FILTER_LENGTH, SEVERITIES, STATUSES, VERTICALS, filtersHref } from "./inbox-model.js";
+import { humanise, label } from "./format.js";
+import { MAX_FILTER_LENGTH, SEVERITIES, STATUSES, choices, filtersHref } from "./inbox-model.js";
 import { Link, navigate } from "./router.js";
+import { useRules } from "./rules.js";
 
 // How many of the most frequent countries and cities are offered as one-click filters.
 const TOP = 8;
@@ -14,7 +16,9 @@ function apply(filters, changes) {
   navigate(filtersHref({ ...filters, ...changes }));
 }
 
-function Choices({ name, legend, values, filters, counts }) {
+// `declared`: the values the rules declare (null: every value is one, or the rules are not
+// read yet); a value they do not declare says so.
+function Choices({ name, legend, values, filters, counts, named = label, declared = null }) {
   const chosen = filters[name];
   const toggle = (value, on) =>
     apply(filters, { [name]: on ? [...chosen, value] : chosen.filter((one) => one !== value) });
@@ -28,7 +32,7 @@ function Choices({ name, legend, values, filters, counts }) {
           <span class="choice" key=${value}>
             <input type="checkbox" id=${id} checked=${chosen.includes(value)}
               onChange=${(event) => toggle(value, event.currentTarget.checked)} />
-            <label for=${id}>${label(value)}${count !== undefined && html` <span class="count">${count}</span>`}</label>
+            <label for=${id}>${named(value)}${declared && !declared.has(value) && html` <span class="muted">(not in the rules)</span>`}${count !== undefined && html` <span class="count">${count}</span>`}</label>
           </span>`;
       })}
     </fieldset>`;
@@ -52,6 +56,9 @@ function Frequent({ name, counts, filters, what }) {
 }
 
 export function FilterBar({ session, filters, stats }) {
+  const { rules, problem } = useRules();
+  const verticals = (rules?.verticals || []).map((one) => one.name);
+  const kinds = (rules?.kinds || []).map((one) => one.name);
   const [country, setCountry] = useState(filters.country.join(", "));
   const [city, setCity] = useState(filters.city.join(", "));
   useEffect(() => {
@@ -73,11 +80,14 @@ export function FilterBar({ session, filters, stats }) {
     <form class="filters" aria-label="Filters" onSubmit=${submit}>
       <${Choices} name="status" legend="Status" values=${STATUSES} filters=${filters} counts=${stats?.by_status} />
       <${Choices} name="severity" legend="Severity" values=${SEVERITIES} filters=${filters} counts=${stats?.by_severity} />
-      <${Choices} name="vertical" legend="Vertical" values=${VERTICALS} filters=${filters} counts=${stats?.by_vertical} />
+      <${Choices} name="vertical" legend="Vertical" values=${choices(verticals, filters.vertical, stats?.by_vertical)}
+        filters=${filters} counts=${stats?.by_vertical} named=${humanise} declared=${rules && new Set(verticals)} />
       <details class="kinds" open=${filters.kind.length > 0}>
         <summary>Kind${filters.kind.length ? ` (${filters.kind.length} chosen)` : ""}</summary>
-        <${Choices} name="kind" legend="Kind" values=${KINDS} filters=${filters} counts=${stats?.by_kind} />
+        <${Choices} name="kind" legend="Kind" values=${choices(kinds, filters.kind, stats?.by_kind)}
+          filters=${filters} counts=${stats?.by_kind} named=${humanise} declared=${rules && new Set(kinds)} />
       </details>
+      ${problem && html`<p class="error" data-testid="rules-problem">The rules file's verticals and kinds could not be read (${problem}): only those chosen or counted are offered.</p>`}
       <div class="texts">
         <span class="text-filter">
           <label for="filter-country">Country</label>

@@ -3,7 +3,7 @@
 // change applied once (an issue's row position only grows, so the newer one wins).
 import { STATUSES } from "./vocabulary.js";
 
-export { KINDS, RESOLUTIONS, SEVERITIES, STATUSES, VERTICALS } from "./vocabulary.js";
+export { RESOLUTIONS, SEVERITIES, STATUSES } from "./vocabulary.js";
 
 // GET /api/issues's filters, in the order the URL writes them.
 export const FILTERS = ["status", "severity", "kind", "vertical", "country", "city", "assignee", "order_id"];
@@ -32,6 +32,15 @@ export function filtersHref(filters) {
   }
   const query = params.toString();
   return query ? `/?${query}` : "/";
+}
+
+// The values a filter of the rules file's names (vertical, kind) offers: the declared ones in
+// the rules' order, then, sorted, any the URL chooses or the counts hold that the rules no
+// longer declare (a bookmarked view, issues raised under an older file), so each still shows.
+export function choices(declared, chosen = [], counts = {}) {
+  const known = new Set(declared);
+  const others = [...new Set([...chosen, ...Object.keys(counts || {})])].filter((value) => !known.has(value));
+  return [...declared, ...others.sort()];
 }
 
 // The query of the feed for this view: with the view's statuses spelled out, so that an

@@ -2,7 +2,7 @@
 // GET /api/issues names them), counts from /api/stats, paging by the keyset cursor, kept
 // live by /api/stream from the position of the page loaded, worked from the keyboard.
 import { ApiError, get, prefetched } from "./api.js";
-import { age, duration, label, serverNow } from "./format.js";
+import { age, duration, humanise, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useMemo, useRef, useState } from "./html.js";
 import { mayBulk, mayTriage, sendAll, SNOOZE_SECONDS } from "./inbox-actions.js";
 import { FilterBar } from "./inbox-filters.js";
@@ -102,11 +102,11 @@ function Row({ row, now, active, selectable, selected, onSelect, onActive }) {
             onChange=${(event) => onSelect(row.issue_id, event.currentTarget.checked)} />
         </td>`}
       <td><span class=${`sev sev-${row.severity}`}>${row.severity}</span></td>
-      <td>${label(row.kind)}</td>
+      <td>${humanise(row.kind)}</td>
       <th scope="row" class="order">
         <${Link} href=${`/issues/${encodeURIComponent(row.issue_id)}`} id=${`open-${row.issue_id}`}>${row.order_id}<//>
       </th>
-      <td>${row.vertical}</td>
+      <td>${humanise(row.vertical)}</td>
       <td>${row.city}</td>
       <td>${row.country}</td>
       <td class="when">${age(row.detected_at, now)}</td>

@@ -44,8 +44,27 @@ export function actor(data) {
 const SAID = { note_added: ["text"], reopened: ["reason"], resolved: ["note"] };
 // Who did it is in the entry's head; what every event of the issue repeats, in its facts.
 const HIDDEN = new Set(["by", "by_name", "order_id", "kind", "vertical", "country", "city"]);
+// Shown in a part of their own: the evidence, an action's details, the detector's rule.
+const SHOWN_APART = new Set(["evidence", "details", "rule"]);
 // Values that are names of the contract (action kinds, resolutions): shown as words.
 const NAMED = new Set(["action", "resolution", "resolved_by", "previous_status"]);
+
+// The rule behind an event the detector caused (its data's `rule`, where recorded): which
+// rule of which rules version, and the tier that fired, e.g. "rule prescription_check_pending,
+// tier ≥ 10 min → medium, rules 9cc5e3a…" (the whole version on hover and in data-version).
+// Nothing for an event without one (a person's, or one recorded before rules were).
+const COUNTED = { courier_reassigned_repeatedly: "unassignments" }; // the rest count minutes
+
+function RuleRecord({ rule }) {
+  if (!rule || typeof rule !== "object" || Array.isArray(rule)) return null;
+  const tier = rule.tier && typeof rule.tier === "object" ? rule.tier : null;
+  const version = rule.version == null ? "" : String(rule.version);
+  const short = version.length > 7 ? `${version.slice(0, 7)}…` : version;
+  const unit = COUNTED[rule.name] ?? "min";
+  return html`<p class="rule" data-testid="rule" data-version=${version}>
+    rule <code>${text(rule.name)}</code>${tier && `, tier ≥ ${text(tier.threshold)} ${unit} → ${text(tier.severity)}`}${version && html`, rules <code title=${version}>${short}</code>`}${rule.reason && ` · ${text(rule.reason)}`}
+  </p>`;
+}
 
 function EventData({ event }) {
   const data = event.data || {};
@@ -56,11 +75,12 @@ function EventData({ event }) {
     : given.length === 1 && typeof data.details.text === "string" ? { details: data.details.text } : data.details;
   const rest = Object.fromEntries(
     Object.entries(data)
-      .filter(([key]) => !HIDDEN.has(key) && !said.includes(key) && key !== "evidence" && key !== "details")
+      .filter(([key]) => !HIDDEN.has(key) && !said.includes(key) && !SHOWN_APART.has(key))
       .map(([key, value]) => [key, NAMED.has(key) ? label(value) : value]),
   );
   return html`
     ${said.map((key) => html`<p class="said" data-testid="said">${text(data[key])}</p>`)}
+    <${RuleRecord} rule=${data.rule} />
     ${Object.keys(rest).length > 0 && html`<${Definitions} value=${rest} className="facts small" />`}
     ${data.evidence && html`<details class="more"><summary>Evidence</summary>
       <${Definitions} value=${data.evidence} className="facts small" /></details>`}

@@ -2,7 +2,7 @@
 // full history, the commands its status allows (each sent with If-Match of the version
 // shown), a notice when someone else changes it, and for auditors its state at any version.
 import { ApiError, get, post } from "./api.js";
-import { clockSpeed, dateTime, label, serverNow } from "./format.js";
+import { clockSpeed, dateTime, humanise, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useRef, useState } from "./html.js";
 import { Actions, allowed } from "./issue-actions.js";
 import { AUDIT_ROLES, Audit } from "./issue-audit.js";
@@ -208,7 +208,7 @@ export function Issue({ session, id }) {
 
   const kind = shown?.issue.kind;
   useEffect(() => {
-    if (kind) document.title = `Issue ${label(kind)} — Support Inbox`;
+    if (kind) document.title = `Issue ${humanise(kind)} — Support Inbox`;
   }, [kind]);
 
   const setDraft = useCallback((name, value) => setDrafts((all) => ({ ...all, [name]: value })), []);
@@ -238,7 +238,7 @@ export function Issue({ session, id }) {
     <article class="issue-page" aria-labelledby="issue-title">
       <p class="back"><${Link} href="/">← Inbox<//></p>
       <h1 id="issue-title">
-        ${label(issue.kind)}
+        ${humanise(issue.kind)}
         <span class=${`badge severity-${issue.severity}`}>${issue.severity}</span>
         <span class=${`badge status-${issue.status}`} data-testid="status">${label(issue.status)}</span>
       </h1>
@@ -256,7 +256,7 @@ export function Issue({ session, id }) {
               <div><dt>Severity</dt><dd>${issue.severity}</dd></div>
               <div><dt>Assignee</dt><dd data-testid="assignee">${issue.assignee || "nobody"}</dd></div>
               <div><dt>SLA</dt><dd><${Sla} issue=${issue} now=${now} /></dd></div>
-              <div><dt>Vertical</dt><dd>${issue.vertical}</dd></div>
+              <div><dt>Vertical</dt><dd>${humanise(issue.vertical)}</dd></div>
               <div><dt>Country</dt><dd>${issue.country}</dd></div>
               <div><dt>City</dt><dd>${issue.city || "—"}</dd></div>
               <div><dt>Order</dt><dd>${issue.order_id}</dd></div>
@@ -288,7 +288,7 @@ export function Issue({ session, id }) {
               <h3>Other issues of this order</h3>
               ${others.length
                 ? html`<ul class="others" data-testid="other-issues">${others.map((one) => html`
-                    <li key=${one.issue_id}><${Link} href=${`/issues/${encodeURIComponent(one.issue_id)}`}>${label(one.kind)}<//>
+                    <li key=${one.issue_id}><${Link} href=${`/issues/${encodeURIComponent(one.issue_id)}`}>${humanise(one.kind)}<//>
                       <span class="help"> · ${one.severity} · ${label(one.status)}</span></li>`)}</ul>`
                 : html`<p class="help">None.</p>`}`}
           </section>

@@ -146,10 +146,12 @@ function App() {
   return html`<${Shell} session=${session} onLogout=${logout}>${view}<//>`;
 }
 
-// The first page's reads start now, not after the first render: who is logged in and, on
-// the inbox, its first page and counts (inbox.js takes them; a login link asks nothing yet).
+// The first page's reads start now, not after the first render: who is logged in, the
+// rules (rules.js takes them: the inbox's filters) and, on the inbox, its first page and
+// counts (inbox.js takes them; a login link asks nothing yet).
 if (!location.hash.includes("ticket=")) {
   prefetch("/api/session");
+  prefetch("/api/rules");
   if (route(location.pathname).page === "inbox") {
     const filters = parseFilters(location.search);
     prefetch("/api/issues", { ...filters, limit: PAGE_SIZE });
