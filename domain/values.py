@@ -55,6 +55,7 @@ ACTIONS: Final = frozenset(Action.__args__)  # type: ignore[attr-defined]
 # Names of verticals, kinds and event types (the rules file declares which there are):
 # what a URL, a metric label and a column hold.
 NAME_PATTERN: Final = "^[a-z][a-z0-9_]{0,62}$"
+MAX_NAME_LENGTH: Final = 63
 NAME_REASON: Final = "must be lower-case letters, digits and _, from a letter (at most 63)"
 _NAME = re.compile(NAME_PATTERN)
 

@@ -24,7 +24,7 @@ import msgspec
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from app.edge import DOCUMENTED_TEXT_PATTERN, MAX_QUERY_TEXT_LENGTH
+from app.edge import DOCUMENTED_TEXT_PATTERN, MAX_QUERY_TEXT_LENGTH, Name
 from app.errors import Unavailable
 from app.http import openapi
 from app.integration import IssueFields
@@ -35,7 +35,7 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
-from domain.values import INT64_MAX
+from domain.values import INT64_MAX, MAX_NAME_LENGTH, NAME_PATTERN
 
 # 0 (the default): answer from the read model as it is.
 MinPosition = Annotated[
@@ -95,12 +95,16 @@ def from_query(cls: type[F]) -> Callable[..., F]:
     for field in dataclasses.fields(cls):
         if field.name not in FILTER_NAMES:
             continue
-        enum = get_origin(get_args(hints[field.name])[0]) is Literal
-        marker = (
-            QueryParameter()
-            if enum  # documented with its values
-            else openapi.texts(max_length=MAX_QUERY_TEXT_LENGTH, pattern=DOCUMENTED_TEXT_PATTERN)
-        )
+        item = get_args(hints[field.name])[0]
+        marker: Any
+        if get_origin(item) is Literal:
+            marker = QueryParameter()  # documented with its values
+        elif item == Name:  # a vertical's or a kind's: the rules file says which there are
+            marker = openapi.texts(max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+        else:
+            marker = openapi.texts(
+                max_length=MAX_QUERY_TEXT_LENGTH, pattern=DOCUMENTED_TEXT_PATTERN
+            )
         parameters.append(
             inspect.Parameter(
                 field.name,
