@@ -111,10 +111,15 @@ class LogFollower:
             wake.set()
 
         await conn.add_listener(self.channel, on_notify)
+        # A connection lost while waiting ends the wait: LISTEN went with it, so no NOTIFY
+        # would come until the next poll (a step that reads elsewhere would not notice).
+        conn.add_termination_listener(on_notify)
         failures = 0
         try:
             while not stop.is_set():
                 wake.clear()  # before the read: a NOTIFY after it wakes the wait below
+                if conn.is_closed():
+                    raise asyncpg.InterfaceError("the connection was lost")  # reconnect
                 try:
                     more = await worker.step(conn)
                 except CONNECTION_ERRORS:
@@ -133,5 +138,6 @@ class LogFollower:
                 if not more:
                     await wait_any(wake, stop, self.poll_interval)
         finally:
+            conn.remove_termination_listener(on_notify)
             if not conn.is_closed():
                 await conn.remove_listener(self.channel, on_notify)

@@ -98,7 +98,6 @@ class RulesSource:
         self._lock = asyncio.Lock()
         self._reloading: set[asyncio.Task[None]] = set()
         self.last_error: RulesFailure | None = None
-        _show(rules.version)
 
     @classmethod
     def from_file(cls, path: Path | None, store: RulesStore | None = None) -> RulesSource:
@@ -141,6 +140,7 @@ class RulesSource:
                 self._current.version, self._text, self._source, by
             )
             self._generation = max(self._generation, activation.active.generation)
+        _show(self._current.version)
         if activation.changed:
             log.info(
                 "rules: activated %s from %s (was %s)",
@@ -248,7 +248,9 @@ class RulesSource:
 
 
 def _show(version: str) -> None:
-    INFO.clear()  # one version per process: the one it judges with
+    # One version per process: the one its started source judges with (a source made
+    # only to read a file, a tool's or a test's, shows nothing until it swaps).
+    INFO.clear()
     INFO.labels(version).set(1)
 
 
