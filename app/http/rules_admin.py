@@ -11,6 +11,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 
+from app.http import openapi
 from app.principal import Principal
 from app.rules_source import RulesSource
 
@@ -35,12 +36,6 @@ class ReloadResult(msgspec.Struct):
     changed: bool
 
 
-class ReloadRefused(msgspec.Struct):
-    status_code: int
-    detail: str
-    field: str
-
-
 def failure(rules: RulesSource) -> RulesFailureBody | None:
     error = rules.last_error
     return None if error is None else RulesFailureBody(error.message, error.at)
@@ -50,7 +45,11 @@ class RulesAdminController(Controller):
     path = "/api/rules"
     tags = ["rules"]
 
-    @get("/status", summary="The rules version here and the active one; why a reload failed")
+    @get(
+        "/status",
+        summary="The rules version here and the active one; why a reload failed",
+        responses=openapi.read(),
+    )
     async def status(self, rules_source: NamedDependency[RulesSource]) -> RulesStatus:
         active = await rules_source.active()
         return RulesStatus(
@@ -67,12 +66,14 @@ class RulesAdminController(Controller):
         status_code=200,
         summary="Read and validate the rules file; valid, make it the active version",
         responses={
+            # As any body-taking route (none is read: a body is ignored), with its own 422.
+            **openapi.ingest(),
             422: ResponseSpec(
-                ReloadRefused,
-                description="The file is invalid (the detail names the file, table and key);"
-                " the running rules stay",
+                openapi.ErrorBody,
+                description="The rules file is invalid (`detail` names the file, the table"
+                " and the key); the running rules stay",
                 generate_examples=False,
-            )
+            ),
         },
     )
     async def reload(

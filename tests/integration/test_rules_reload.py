@@ -452,3 +452,27 @@ async def test_sighup_makes_a_running_process_activate_the_changed_file(
         await async_wait_until(said_why, timeout=15, what="the refusal in the log")
         assert process.poll() is None, "a bad file does not stop the process"
         assert await activated(b_version, f"SIGHUP {pid}")
+
+
+async def test_sighup_leaves_a_process_that_judges_no_events_running(
+    db: str, endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """SIGHUP sent to every process (``kill -HUP`` to a group, say) reloads the ones that
+    judge events; a relay neither ends (the signal's default) nor touches the rules."""
+    live = variant(tmp_path / "live.toml", A_PAIR)
+    log = tmp_path / "relay.log"
+    with inbox_process("relay", db, endpoints.nats_url, live, log, stream_name()) as process:
+
+        async def logged(text: str) -> bool:
+            assert process.poll() is None, log.read_text()
+            return text in log.read_text()
+
+        await async_wait_until(lambda: logged(": active"), timeout=30, what="the relay active")
+        process.send_signal(signal.SIGHUP)
+        await async_wait_until(lambda: logged("no rules to reload"), timeout=10, what="SIGHUP")
+        assert process.poll() is None
+    conn = await postgres.connect(db)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM rules_active") == 0
+    finally:
+        await conn.close()
