@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from adapters.leadership import run_as_leader
+from adapters.leadership import run_connected
 from adapters.loops import backoff, wait_any, wait_or_stop
 from adapters.postgres import CONNECTION_ERRORS
 
@@ -68,24 +68,32 @@ class LogFollower:
     # A bounded wait on every query: a connection that went silent is replaced rather
     # than waited on for ever.
     command_timeout: float = 60.0
+    # What wakes a step besides the poll (the event store's inserts, unless told).
+    channel: str = EVENTS_CHANNEL
 
     async def run(
-        self, worker: LogWorker, stop: asyncio.Event, *, retrying: Retrying | None = None
+        self,
+        worker: LogWorker,
+        stop: asyncio.Event,
+        *,
+        retrying: Retrying | None = None,
+        elect: bool = True,
     ) -> None:
         """Stand by, follow while active, reconnect after losing the database; return when
-        ``stop`` is set."""
+        ``stop`` is set. ``elect=False``: follow on every process at once (no standby)."""
 
         async def work(conn: asyncpg.Connection) -> None:
             await worker.start(conn)
             await self.follow(conn, worker, stop, retrying=retrying)
 
-        await run_as_leader(
+        await run_connected(
             database_url=self.database_url,
             role=worker.role,
             stop=stop,
             work=work,
             max_backoff=self.max_backoff,
             command_timeout=self.command_timeout,
+            elect=elect,
         )
 
     async def follow(
@@ -102,11 +110,16 @@ class LogFollower:
         def on_notify(*_: Any) -> None:
             wake.set()
 
-        await conn.add_listener(EVENTS_CHANNEL, on_notify)
+        await conn.add_listener(self.channel, on_notify)
+        # A connection lost while waiting ends the wait: LISTEN went with it, so no NOTIFY
+        # would come until the next poll (a step that reads elsewhere would not notice).
+        conn.add_termination_listener(on_notify)
         failures = 0
         try:
             while not stop.is_set():
                 wake.clear()  # before the read: a NOTIFY after it wakes the wait below
+                if conn.is_closed():
+                    raise asyncpg.InterfaceError("the connection was lost")  # reconnect
                 try:
                     more = await worker.step(conn)
                 except CONNECTION_ERRORS:
@@ -125,5 +138,6 @@ class LogFollower:
                 if not more:
                     await wait_any(wake, stop, self.poll_interval)
         finally:
+            conn.remove_termination_listener(on_notify)
             if not conn.is_closed():
-                await conn.remove_listener(EVENTS_CHANNEL, on_notify)
+                await conn.remove_listener(self.channel, on_notify)

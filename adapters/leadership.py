@@ -31,12 +31,35 @@ async def run_as_leader(
     """Connect, win the advisory lock of ``role``, run ``work`` on that connection; on a
     lost connection reconnect with a bounded backoff (logged each time); return when
     ``stop`` is set. Any other error propagates."""
+    await run_connected(
+        database_url=database_url,
+        role=role,
+        stop=stop,
+        work=work,
+        max_backoff=max_backoff,
+        command_timeout=command_timeout,
+        elect=True,
+    )
+
+
+async def run_connected(
+    *,
+    database_url: str,
+    role: str,
+    stop: asyncio.Event,
+    work: Callable[[asyncpg.Connection], Awaitable[None]],
+    max_backoff: float,
+    command_timeout: float,
+    elect: bool = False,
+) -> None:
+    """:func:`run_as_leader`'s loop; ``elect=False``: on every process at once (no lock),
+    for what each process must do itself (follow the active rules version)."""
     failures = 0
     while not stop.is_set():
         conn: asyncpg.Connection | None = None
         try:
             conn = await postgres.connect(database_url, name=role, command_timeout=command_timeout)
-            if await _elect(conn, role, stop):
+            if not elect or await _elect(conn, role, stop):
                 failures = 0
                 await work(conn)
         except postgres.CONNECTION_ERRORS as exc:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,9 +33,9 @@ from adapters.eventlog import EventLog
 from adapters.eventstore import eventstore_env
 from adapters.follow import LogFollower
 from adapters.login_tickets import PostgresLoginTickets
+from adapters.rules_store import PostgresRulesStore
 from adapters.tokens import mint, mint_ticket
 from adapters.watch import PostgresWatchStore
-from app import rules_config
 from app.bus import CommandBus
 from app.detection import Detector, Retention
 from app.history import History
@@ -192,6 +193,7 @@ class Container:
     positions: Positions
     detector: Detector
     login_tickets: LoginTickets
+    rules: RulesSource
 
 
 def _record_batch(size: int, seconds: float) -> None:
@@ -216,16 +218,32 @@ async def _event_store(
 
 
 def _detector(
-    settings: Settings, pool: asyncpg.Pool, issues: IssueService, clock: Clock
+    settings: Settings, pool: asyncpg.Pool, issues: IssueService, clock: Clock, rules: RulesSource
 ) -> Detector:
     return Detector(
         store=PostgresWatchStore(pool),
         dead_letters=PostgresDeadLetters(pool),
         issues=issues,
-        rules=RulesSource(rules_config.load(settings.rules_file)),
+        rules=rules,
         clock=clock,
         command_batch_size=settings.command_batch_size,
     )
+
+
+def who(what: str) -> str:
+    """Who activates a rules version: ``what`` (start, SIGHUP, ...) in this process."""
+    return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
+
+
+@contextlib.asynccontextmanager
+async def _following(rules: RulesSource, database_url: str, poll: float) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(rules.follow(database_url, stop, poll_interval=poll))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 @contextlib.asynccontextmanager
@@ -234,8 +252,13 @@ async def container(
     endpoints: Endpoints,
     *,
     clock: Clock | None = None,
+    follow_rules: bool = False,
 ) -> AsyncIterator[Container]:
     """Build the container; close everything it opened on exit, in reverse order.
+
+    ``follow_rules``: what a process that judges order events does (``inbox api``,
+    ``detect``, ``up``): make its rules file the active version if it is not, and follow
+    the active version until the container closes (app/rules_source.py).
 
     ``clock`` is every part's clock: the demo's compressed order time (``inbox up
     --speed``, ``INBOX_DEMO_SPEED``) runs detection, commands (``detected_at``,
@@ -261,6 +284,14 @@ async def container(
         positions = Positions(endpoints.database_url, read_models)
         await positions.start()
         stack.push_async_callback(positions.close)
+        rules = RulesSource.from_file(
+            settings.rules_file, PostgresRulesStore(pool, settings.orders_stream)
+        )
+        if follow_rules:
+            await rules.start(by=who("start"))
+            await stack.enter_async_context(
+                _following(rules, endpoints.database_url, settings.rules_poll_seconds)
+            )
         yield Container(
             settings=settings,
             endpoints=endpoints,
@@ -273,8 +304,9 @@ async def container(
             history=History(pool, issues.app.mapper),
             read_models=read_models,
             positions=positions,
-            detector=_detector(settings, pool, issues, clock),
+            detector=_detector(settings, pool, issues, clock, rules),
             login_tickets=PostgresLoginTickets(pool),
+            rules=rules,
         )
 
 
@@ -286,7 +318,8 @@ async def dead_letters(settings: Settings, endpoints: Endpoints) -> AsyncIterato
     pool = await postgres.create_pool(endpoints.database_url, max_size=settings.db_pool_size)
     try:
         async with _event_store(settings, endpoints, clock) as issues:
-            yield _detector(settings, pool, issues, clock)
+            rules = RulesSource.from_file(settings.rules_file)
+            yield _detector(settings, pool, issues, clock, rules)
     finally:
         await pool.close()
 

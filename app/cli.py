@@ -69,7 +69,9 @@ async def _serve(
     demo_token: str | None = None,
     login_ticket: str | None = None,
 ) -> None:
-    async with container(settings, endpoints, clock=clock) as built:
+    async with container(settings, endpoints, clock=clock, follow_rules=True) as built:
+        # SIGHUP reloads the rules file (uvicorn takes SIGTERM and SIGINT, not this one).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_rules, built)
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(_supervise(w.__name__.strip("_"), w, built, stop)) for w in workers
@@ -107,16 +109,29 @@ async def _work(
     worker: Worker,
     *,
     clock: ScaledClock | None = None,
+    judges: bool = False,
 ) -> None:
-    """One worker alone in its process, until SIGTERM/SIGINT."""
+    """One worker alone in its process, until SIGTERM/SIGINT. ``judges``: it judges order
+    events (``inbox detect``), so it follows the active rules and SIGHUP reloads them."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.http_host)
-    async with container(settings, endpoints, clock=clock) as built:
+    async with container(settings, endpoints, clock=clock, follow_rules=judges) as built:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload_rules if judges else _no_rules, built)
         await worker(built, stop)
+
+
+def _reload_rules(built: Container) -> None:
+    built.rules.reload_soon(bootstrap.who("SIGHUP"))
+
+
+def _no_rules(_built: Container) -> None:
+    # Not SIGHUP's default (the process ends): a HUP sent to every process reloads the
+    # ones that judge events and leaves the others running.
+    log.info("SIGHUP: this process judges no order events; no rules to reload")
 
 
 async def _rebuild(settings: Settings, endpoints: Endpoints, name: str, *, swap: bool) -> None:
@@ -385,7 +400,15 @@ def _run_command(  # noqa: PLR0912 (a case per command)
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
     elif args.command == "detect":
-        asyncio.run(_work(settings, endpoints, bootstrap.run_detector, clock=_demo_clock(settings)))
+        asyncio.run(
+            _work(
+                settings,
+                endpoints,
+                bootstrap.run_detector,
+                clock=_demo_clock(settings),
+                judges=True,
+            )
+        )
     elif args.command == "project":
         asyncio.run(_work(settings, endpoints, bootstrap.run_projections))
     elif args.command == "rebuild":

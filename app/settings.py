@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     rules_file: Path | None = None
+    # How often a process reads the active rules version when no NOTIFY woke it (a lost
+    # notification, a connection being replaced): the most a replica can lag a reload.
+    rules_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     migrations_dir: Path = _REPO_ROOT / "migrations"
 
     # asyncpg pool of the read side (queries, health). Below the number of concurrent

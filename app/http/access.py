@@ -71,6 +71,10 @@ RULES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/issues"): LEADS,
     # Order services feed the detector.
     ("POST", "/api/order-events"): SERVICES,
+    # The rules: which version runs here and everywhere, why a reload was refused (who
+    # tunes and reviews them); making the deployed file live is an operator's act.
+    ("GET", "/api/rules/status"): LEADS | AUDITORS,
+    ("POST", "/api/rules/reload"): frozenset({"admin"}),
 }
 
 

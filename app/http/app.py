@@ -29,6 +29,7 @@ from app.http.health import HealthController
 from app.http.issues import IssueController
 from app.http.orders import OrderController, OrderEventsController, order_events_body
 from app.http.rules import RulesController
+from app.http.rules_admin import RulesAdminController
 from app.http.session import SessionController
 from app.http.stats import StatsController
 from app.http.stream import StreamController
@@ -106,6 +107,7 @@ def create_app(services: Services) -> Litestar:
             DetectionController,
             RulesController,
             EventLogController,
+            RulesAdminController,
             SessionController,
             HealthController,
             MetricsController,

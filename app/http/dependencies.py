@@ -20,6 +20,7 @@ from app.history import History
 from app.http.reads import filters
 from app.ports import LoginTickets
 from app.queries import Positions, ReadModels
+from app.rules_source import RulesSource
 from app.service import IssueService
 from app.settings import Settings
 
@@ -47,6 +48,8 @@ class Services(Protocol):
     def detector(self) -> Detector: ...
     @property
     def login_tickets(self) -> LoginTickets: ...
+    @property
+    def rules(self) -> RulesSource: ...
 
 
 def _value(value: object) -> Provide:
@@ -69,5 +72,6 @@ def provide(services: Services) -> dict[str, Provide]:
         "positions": _value(services.positions),
         "detector": _value(services.detector),
         "login_tickets": _value(services.login_tickets),
+        "rules_source": _value(services.rules),
         "filters": Provide(filters, sync_to_thread=False),
     }

@@ -27,6 +27,7 @@ from app.errors import (
 )
 from app.http.headers import SECURITY
 from app.queries import InvalidQuery
+from app.rules_config import RulesError
 from domain.errors import InvalidValue, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ def exception_to_response(  # noqa: PLR0911, PLR0912 (one case per error kind)
             return _body(409, str(exc))
         case AnsweredBefore():
             return _body(exc.status_code, **exc.body)
+        case RulesError():
+            # A reload of an invalid rules file: the running rules stay (app/rules_source.py).
+            return _body(422, str(exc), field="INBOX_RULES_FILE")
         case KeyReused():
             return _body(422, str(exc), field="Idempotency-Key")
         case Unavailable():

@@ -8,6 +8,11 @@ reports on has stopped making progress: the relay is halted, or a projection is
 every poll, so a projection with nothing to do, or one that was idle until a moment ago,
 is never stalled; nor is one that no follower ever ran while nothing was written.
 
+The rules (``rules``): the version this process judges with, and why the last reload
+was refused. A refused reload leaves the running rules, which are valid, so it does not
+make the process unready (every replica would leave service for one bad file): it is
+shown here, in the log and in ``inbox_rules_last_reload_failed``.
+
 Events a projection skipped (projections/quarantine.py) do not make it unready: the
 model goes on with every other event, and taking every API replica out of service for
 one issue's row would be worse. ``/ready`` shows how many there are and the latest few.
@@ -29,6 +34,7 @@ from nats.aio.client import Client as NATS
 
 from adapters.postgres import DatabaseUnavailable
 from app.queries import Progress, ReadModels
+from app.rules_source import RulesSource
 from app.settings import Settings
 from projections import PROJECTIONS
 
@@ -68,6 +74,13 @@ class ProjectionStatus(msgspec.Struct):
     latest_skipped: list[SkippedEvent] = msgspec.field(default_factory=list)
 
 
+class RulesReadiness(msgspec.Struct):
+    version: str  # the rules version this process judges with
+    source: str
+    last_error: str | None = None  # why the last reload was refused (the rules stayed)
+    failed_at: datetime | None = None
+
+
 class Readiness(msgspec.Struct):
     ready: bool
     database: bool
@@ -77,6 +90,17 @@ class Readiness(msgspec.Struct):
     projections: dict[str, ProjectionStatus] | None = None
     # Why it is not ready, one line each.
     problems: list[str] = msgspec.field(default_factory=list)
+    rules: RulesReadiness | None = None
+
+
+def rules_readiness(rules: RulesSource) -> RulesReadiness:
+    error = rules.last_error
+    return RulesReadiness(
+        rules.current.version,
+        rules.source,
+        error.message if error else None,
+        error.at if error else None,
+    )
 
 
 def projection_status(
@@ -116,6 +140,7 @@ class HealthController(Controller):
         read_models: NamedDependency[ReadModels],
         nats: NamedDependency[NATS],
         settings: NamedDependency[Settings],
+        rules_source: NamedDependency[RulesSource],
     ) -> Response[Readiness]:
         newest: int | None = None
         relay: RelayStatus | None = None
@@ -148,7 +173,16 @@ class HealthController(Controller):
         if not connected:
             problems.append("nats: not connected")
         return Response(
-            Readiness(not problems, database, connected, newest, relay, projections, problems),
+            Readiness(
+                not problems,
+                database,
+                connected,
+                newest,
+                relay,
+                projections,
+                problems,
+                rules_readiness(rules_source),
+            ),
             status_code=200 if not problems else 503,
         )
 

@@ -31,7 +31,7 @@ def _api_routes() -> list[tuple[str, str]]:
     services = SimpleNamespace(
         settings=Settings(jwt_secret=TEST_SECRET),
         **dict.fromkeys(("clock", "nats", "issues", "bus", "history")),
-        **dict.fromkeys(("read_models", "positions", "detector", "login_tickets")),
+        **dict.fromkeys(("read_models", "positions", "detector", "login_tickets", "rules")),
     )
     app = create_app(services)
     return sorted(

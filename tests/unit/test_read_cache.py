@@ -204,7 +204,9 @@ async def test_identical_reads_in_flight_make_one_query() -> None:
         settings=Settings(jwt_secret=TEST_SECRET),
         read_models=read_models,
         positions=positions,
-        **dict.fromkeys(("clock", "nats", "issues", "bus", "history", "detector", "login_tickets")),
+        **dict.fromkeys(
+            ("clock", "nats", "issues", "bus", "history", "detector", "login_tickets", "rules")
+        ),
     )
     transport = httpx.ASGITransport(app=create_app(services))  # type: ignore[arg-type]
     async with httpx.AsyncClient(
