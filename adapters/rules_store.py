@@ -39,7 +39,7 @@ class Activation:
         return self.previous != self.active.version
 
 
-_ACTIVE = (
+ACTIVE_RULES = _ACTIVE = (
     "SELECT a.version, v.text, v.source, a.generation, a.activated_at, a.activated_by"
     " FROM rules_active AS a JOIN rules_versions AS v USING (version)"
     " WHERE a.orders_stream = $1"

@@ -36,6 +36,7 @@ import asyncpg
 import msgspec
 
 from adapters import postgres
+from adapters.rules_store import ACTIVE_RULES
 from app import rules_config
 from app.detection_queries import FLAP_MINUTES
 from app.ingest import validate
@@ -53,10 +54,19 @@ _LEAD_BIN = 0.1
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F-]+$")
 
 
-def live_rules(rules_file: Path | None) -> RuleSet:
-    """The rules the running system judges with: the one place a backtest asks for them
-    (``INBOX_RULES_FILE``, or the shipped file)."""
-    return rules_config.load(rules_file)
+async def live_rules(database_url: str, orders_stream: str, rules_file: Path | None) -> RuleSet:
+    """The rules the running system judges with: the one place a backtest asks for them.
+    The version active in the database for the ``orders_stream`` deployment (what every
+    detector follows, app/rules_source.py), or, before any process activated one, the
+    rules file (``INBOX_RULES_FILE``, or the shipped file)."""
+    conn = await postgres.connect(database_url, name="inbox-backtest")
+    try:
+        row = await conn.fetchrow(ACTIVE_RULES, orders_stream)
+    finally:
+        await conn.close()
+    if row is None:
+        return rules_config.load(rules_file)
+    return rules_config.parse(row["text"], f"the active rules ({row['version']})")
 
 
 @dataclass(frozen=True)

@@ -318,7 +318,10 @@ async def dead_letters(settings: Settings, endpoints: Endpoints) -> AsyncIterato
     pool = await postgres.create_pool(endpoints.database_url, max_size=settings.db_pool_size)
     try:
         async with _event_store(settings, endpoints, clock) as issues:
-            rules = RulesSource.from_file(settings.rules_file)
+            rules = RulesSource.from_file(
+                settings.rules_file, PostgresRulesStore(pool, settings.orders_stream)
+            )
+            await rules.refresh()  # replayed with the version the detectors run
             yield _detector(settings, pool, issues, clock, rules)
     finally:
         await pool.close()

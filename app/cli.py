@@ -179,7 +179,12 @@ def _moment(text: str) -> datetime:
 
 
 async def _backtest(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> None:
-    live = backtest.live_rules(args.live_rules or settings.rules_file)
+    if args.live_rules:
+        live = load_rules(args.live_rules)
+    else:
+        live = await backtest.live_rules(
+            endpoints.database_url, settings.orders_stream, settings.rules_file
+        )
     candidate = load_rules(args.rules)
     until = min(args.until or backtest.now(), backtest.now())
     window = backtest.Window(

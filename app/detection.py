@@ -190,10 +190,11 @@ class Detector:
         """The rules events are validated and judged with now."""
         return self._rules.current
 
-    async def ingest(self, events: list[OrderEvent]) -> Ingested:
+    async def ingest(self, events: list[OrderEvent], rules: RuleSet | None = None) -> Ingested:
         """Apply validated events in one transaction: every order they name is locked (in
         order-id order, so replicas never deadlock), evaluated, and its issue commands are
-        sent in one batch."""
+        sent in one batch. ``rules``: the set the events were validated with (judged by
+        the same, whatever a reload does meanwhile); default the current one."""
         by_order: dict[str, list[OrderEvent]] = defaultdict(list)
         for event in events:
             by_order[event.order_id].append(event)
@@ -207,7 +208,7 @@ class Detector:
                     new[event.order_id].append(event)
             visits = [_visit_of(row, new[row.order_id]) for row in batch.rows]
             await self._refold(batch, visits)
-            await self._visit(batch, visits)
+            await self._visit(batch, visits, rules or self.rules)
         accepted = len(fresh)
         duplicates = len(events) - accepted
         ORDER_EVENTS.labels("accepted").inc(accepted)
@@ -215,7 +216,7 @@ class Detector:
         return Ingested(accepted, duplicates)
 
     async def ingest_each_order(
-        self, events: Sequence[OrderEvent]
+        self, events: Sequence[OrderEvent], rules: RuleSet | None = None
     ) -> tuple[Ingested, dict[str, Exception]]:
         """Ingest ``events`` one order at a time (after a batch of them failed), so that
         only the orders that fail are set aside: what was stored, and each failed order's
@@ -227,7 +228,7 @@ class Detector:
         failed: dict[str, Exception] = {}
         for order_id, group in by_order.items():
             try:
-                done = await self.ingest(group)
+                done = await self.ingest(group, rules)
             except Exception as exc:  # handed to the caller, which logs it
                 failed[order_id] = exc
                 continue
@@ -268,12 +269,13 @@ class Detector:
         replayed = still_invalid = 0
         for letter in await self.dead_letters(limit):
             try:
-                event = decode(letter.payload, self.rules)
+                rules = self.rules
+                event = decode(letter.payload, rules)
             except InvalidEvent as exc:
                 still_invalid += 1
                 log.info("dead letter %s still invalid: %s", letter.id, exc)
                 continue
-            await self.ingest([event])
+            await self.ingest([event], rules)
             await self._dead_letters.delete(letter.id)
             replayed += 1
         return replayed, still_invalid
@@ -284,7 +286,7 @@ class Detector:
         async with self._store.claim_due(self._clock.now(), limit) as batch:
             visits = [_visit_of(row, []) for row in batch.rows]
             await self._refold(batch, visits)
-            await self._visit(batch, visits)
+            await self._visit(batch, visits, self.rules)
         TIMERS.inc(len(visits))
         return len(visits)
 
@@ -320,11 +322,10 @@ class Detector:
             if not visit.broken:
                 visit.state = fold(stored[order_id])
 
-    async def _visit(self, batch: WatchBatch, visits: list[_Visit]) -> None:
+    async def _visit(self, batch: WatchBatch, visits: list[_Visit], rules: RuleSet) -> None:
         """Evaluate and plan every visited order; record its customer contacts; send all
         their issue commands as one batch; write every watch row back."""
         now = self._clock.now()
-        rules = self.rules  # one set for the whole batch, whatever a reload does meanwhile
         for visit in visits:
             self._evaluate(visit, now, rules)
         evaluated = [v for v in visits if v.outcome is None]

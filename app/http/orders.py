@@ -33,6 +33,7 @@ from app.queries import Positions, ReadModels
 from app.scope import Scope
 from app.settings import Settings
 from domain.order import OrderEvent, OrderState
+from domain.ruleset import RuleSet
 from domain.values import STORABLE_TEXT_PATTERN
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class OrderEventsController(Controller):
                 rejected.append(Rejected(index, exc.event_id, exc.reason))
         if rejected:
             await detector.park("http", [(r.event_id, r.reason, items[r.index]) for r in rejected])
-        done, failed = await _ingest(detector, valid, items)
+        done, failed = await _ingest(detector, valid, items, rules)
         rejected = sorted([*rejected, *failed], key=lambda r: r.index)
         return Response(
             IngestReport(done.accepted, done.duplicates, len(rejected), rejected), status_code=202
@@ -251,18 +252,18 @@ class OrderEventsController(Controller):
 
 
 async def _ingest(
-    detector: Detector, valid: list[tuple[int, OrderEvent]], items: list[Any]
+    detector: Detector, valid: list[tuple[int, OrderEvent]], items: list[Any], rules: RuleSet
 ) -> tuple[Ingested, list[Rejected]]:
     """Store the valid events; when that fails with anything but the database gone (a
     bug), order by order, parking (and naming) the events of the orders that fail."""
     events = [event for _, event in valid]
     try:
-        return await detector.ingest(events), []
+        return await detector.ingest(events, rules), []
     except DatabaseUnavailable:
         raise
     except Exception:
         log.exception("order events: a batch of %d failed; order by order", len(events))
-    done, failed = await detector.ingest_each_order(events)
+    done, failed = await detector.ingest_each_order(events, rules)
     for error in failed.values():
         if isinstance(error, DatabaseUnavailable):
             raise error

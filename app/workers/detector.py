@@ -28,6 +28,7 @@ from adapters.postgres import CONNECTION_ERRORS, DatabaseUnavailable
 from app.detection import Detector, Retention
 from app.ingest import InvalidEvent, decode
 from domain.order import OrderEvent
+from domain.ruleset import RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,12 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
                 await message.term()
         if valid:
             try:
-                await detector.ingest([event for _, event in valid])
+                await detector.ingest([event for _, event in valid], rules)
             except DATABASE_ERRORS:
                 raise
             except Exception:
                 log.exception("detector: a batch of %d events failed; order by order", len(valid))
-                await _order_by_order(detector, valid)
+                await _order_by_order(detector, valid, rules)
                 return
     except DATABASE_ERRORS as exc:
         log.warning("detector: database unavailable (%s); events will be redelivered", exc)
@@ -167,8 +168,10 @@ async def _handle(detector: Detector, messages: list[Msg], stop: asyncio.Event) 
         await message.ack()
 
 
-async def _order_by_order(detector: Detector, valid: list[tuple[Msg, OrderEvent]]) -> None:
-    _, failed = await detector.ingest_each_order([event for _, event in valid])
+async def _order_by_order(
+    detector: Detector, valid: list[tuple[Msg, OrderEvent]], rules: RuleSet
+) -> None:
+    _, failed = await detector.ingest_each_order([event for _, event in valid], rules)
     parked: dict[str, list[tuple[Msg, OrderEvent]]] = defaultdict(list)
     for message, event in valid:
         error = failed.get(event.order_id)

@@ -626,10 +626,10 @@ async def test_an_order_the_detector_fails_on_is_parked_and_the_rest_go_on(
     are parked (replayable), the others stored and acknowledged, the consumer goes on."""
 
     class Failing(Detector):
-        async def _visit(self, batch: Any, visits: Any) -> None:
+        async def _visit(self, batch: Any, visits: Any, rules: Any) -> None:
             if any(visit.order_id == "poison" for visit in visits):
                 raise RuntimeError("a bug in the rules")
-            await super()._visit(batch, visits)
+            await super()._visit(batch, visits, rules)
 
     clock.at = T0 + timedelta(minutes=20)
     detector = helpers.detector(pool, issues, clock, kind=Failing)

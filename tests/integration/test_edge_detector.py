@@ -96,10 +96,10 @@ async def test_a_list_over_http_is_judged_event_by_event_when_the_detector_fails
     the other events of the list are stored: 202, not 500."""
 
     class Failing(Detector):
-        async def _visit(self, batch: Any, visits: Any) -> None:
+        async def _visit(self, batch: Any, visits: Any, rules: Any) -> None:
             if any(visit.order_id == "http-poison" for visit in visits):
                 raise RuntimeError("a bug in the rules")
-            await super()._visit(batch, visits)
+            await super()._visit(batch, visits, rules)
 
     async with bootstrap.container(settings, endpoints) as built:
         built.detector = helpers.detector(built.pool, built.issues, built.clock, kind=Failing)
