@@ -10,6 +10,10 @@ to the command (``IssueNotFound``), and a new one cannot be raised there. Being 
 from many callers queue up and share one ``save()`` (``app/bus.py``). :data:`Command` is
 the closed union of them.
 
+What the detector sends also carries ``rule``: the record of the rule that fired, its
+tier and the rules version (``domain.issue.fired_rule``), and a :class:`Detect` the SLA
+minutes of the order's vertical; an agent's commands carry neither (None).
+
 Two shapes: :class:`Report` and :class:`Detect` raise a new issue (``create``); every
 other command ``apply``s itself to the issue as it stands, once the service has checked
 that the issue exists and is at the expected version. Both call the aggregate's own
@@ -51,6 +55,9 @@ class _Raise:
     country: str
     city: str
     evidence: dict[str, Any]
+    # The detector's (Detect): the rule that fired, and the vertical's SLA minutes.
+    rule: dict[str, Any] | None = None
+    sla_minutes: dict[str, float] | None = None
     request: Request | None = None
     scope: Scope = EVERYWHERE
 
@@ -70,6 +77,8 @@ class _Raise:
             at=at,
             by=self.actor,
             by_name=self.actor_name,
+            rule=self.rule,
+            sla_minutes=self.sla_minutes,
         )
 
 
@@ -109,6 +118,7 @@ class Escalate(_Change):
     name: ClassVar[str] = "escalate"
     severity: str
     evidence: dict[str, Any]
+    rule: dict[str, Any] | None = None  # the detector's: the rule and tier that fired
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
         issue.escalate(
@@ -117,6 +127,7 @@ class Escalate(_Change):
             at=at,
             by=self.actor,
             by_name=self.actor_name,
+            rule=self.rule,
         )
 
 
@@ -193,6 +204,7 @@ class Resolve(_Change):
     resolution: str
     note: str
     resolved_by: Literal["agent", "system"] = "agent"
+    rule: dict[str, Any] | None = None  # the detector's: the rule whose condition cleared
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
         issue.resolve(
@@ -202,6 +214,7 @@ class Resolve(_Change):
             by=self.actor,
             by_name=self.actor_name,
             resolved_by=self.resolved_by,
+            rule=self.rule,
         )
 
 
@@ -209,9 +222,12 @@ class Resolve(_Change):
 class Reopen(_Change):
     name: ClassVar[str] = "reopen"
     reason: str
+    rule: dict[str, Any] | None = None  # the detector's: the rule whose condition recurred
 
     def apply(self, issue: OrderIssue, at: datetime) -> None:
-        issue.reopen(reason=self.reason, at=at, by=self.actor, by_name=self.actor_name)
+        issue.reopen(
+            reason=self.reason, at=at, by=self.actor, by_name=self.actor_name, rule=self.rule
+        )
 
 
 RaiseIssue = Report | Detect

@@ -58,7 +58,7 @@ from app.ports import (
 from app.rules_source import RulesSource
 from app.service import CommandResult
 from domain.detection import Action, IssueSnapshot, decide
-from domain.issue import OrderIssue, issue_id_for
+from domain.issue import OrderIssue, fired_rule, issue_id_for
 from domain.order import OrderEvent, OrderState, apply, fold, sort_key
 from domain.rules import evaluate
 from domain.ruleset import RuleSet
@@ -377,7 +377,7 @@ class Detector:
             visit.outcome = (decided.clear_since, decided.next_at)
         await batch.record_contacts(contact_rows)
         if commands:
-            for visit in await self._send(commands, current):
+            for visit in await self._send(commands, current, rules):
                 # A command that did not land (a conflict, the store unavailable): look at
                 # the order again soon, from the issues as they will stand then.
                 assert visit.outcome is not None
@@ -438,7 +438,10 @@ class Detector:
         visit.issue_ids = _issue_ids(visit.order_id, rules.kinds)
 
     async def _send(
-        self, commands: list[tuple[_Visit, Action]], current: dict[UUID, OrderIssue]
+        self,
+        commands: list[tuple[_Visit, Action]],
+        current: dict[UUID, OrderIssue],
+        rules: RuleSet,
     ) -> set[_Visit]:
         """Every command, on the issues as just read, in saves of at most
         ``command_batch_size`` commands (the library hangs on a very large insert) that
@@ -447,7 +450,7 @@ class Detector:
         derives the rest from the issues as they then stand."""
         failed: set[_Visit] = set()
         for chunk in _chunks(commands, self._command_batch_size):
-            built = [self._command(visit, action) for visit, action in chunk]
+            built = [self._command(visit, action, rules) for visit, action in chunk]
             # What this batch read, or None for an issue known not to exist; an issue
             # left out (its state unknown after a failed save) is read again.
             preloaded: dict[UUID, OrderIssue | None] = {}
@@ -496,13 +499,24 @@ class Detector:
                 )
         await batch.store(updates, broken)
 
-    def _command(self, visit: _Visit, action: Action) -> Command:
+    def _command(self, visit: _Visit, action: Action, rules: RuleSet) -> Command:
+        """The command of one planned action, recording the rule behind it: the rules
+        version, the rule (the kind), the tier that fired and why (an auditor's answer to
+        "which thresholds raised or resolved this issue")."""
         state = visit.state
         assert state is not None
         issue_id = issue_id_for(state.order_id, action.kind)
+        rule = fired_rule(
+            rules.version,
+            action.kind,
+            _reason(action),
+            threshold=action.tier,
+            severity=action.severity if action.tier is not None else None,
+        )
         match action.op:
             case "detect":
                 assert action.severity is not None
+                spec = rules.vertical(state.vertical)
                 return Detect(
                     actor=SYSTEM_ACTOR,
                     order_id=state.order_id,
@@ -512,6 +526,8 @@ class Detector:
                     country=state.country,
                     city=state.city,
                     evidence=action.evidence,
+                    rule=rule,
+                    sla_minutes=None if spec is None else dict(spec.sla_minutes),
                 )
             case "escalate":
                 return Escalate(
@@ -519,9 +535,12 @@ class Detector:
                     actor=SYSTEM_ACTOR,
                     severity=action.severity or "low",
                     evidence=action.evidence,
+                    rule=rule,
                 )
             case "reopen":
-                return Reopen(issue_id=issue_id, actor=SYSTEM_ACTOR, reason=action.reason)
+                return Reopen(
+                    issue_id=issue_id, actor=SYSTEM_ACTOR, reason=action.reason, rule=rule
+                )
             case "resolve":
                 return Resolve(
                     issue_id=issue_id,
@@ -529,9 +548,24 @@ class Detector:
                     resolution="fixed",
                     note=action.reason,
                     resolved_by="system",
+                    rule=rule,
                 )
             case unknown:
                 assert_never(unknown)
+
+
+def _reason(action: Action) -> str:
+    """Why the detector acts, as its rule record says: the tier a condition reached, a
+    customer's contact, or the plan's own reason (a condition cleared or recurred, the
+    order ended)."""
+    if action.op in ("resolve", "reopen"):
+        return action.reason
+    if action.evidence.get("customer_contacted_support") is True and action.tier is None:
+        return "customer contacted support"
+    if action.tier is None:
+        return "the condition holds"
+    verb = "reached" if action.op == "detect" else "worsened to"
+    return f"the condition {verb} the {action.severity} tier (threshold {action.tier:g})"
 
 
 def _chunks(commands: list[tuple[_Visit, Action]], size: int) -> list[list[tuple[_Visit, Action]]]:

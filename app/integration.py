@@ -112,6 +112,12 @@ def event_item(position: int, event: Any) -> EventItem:
     data = {key: value for key, value in vars(event).items() if key not in _ENVELOPE}
     # Events stored before names were recorded have none: they show null, like the system.
     data.setdefault("by_name", None)
+    # Likewise the rule record of the events the detector causes (null for an agent's),
+    # and a Detected event's SLA minutes (null: the fixed table).
+    if name in _RULED:
+        data.setdefault("rule", None)
+    if name == "detected":
+        data.setdefault("sla_minutes", None)
     return EventItem(
         position=position,
         issue_id=event.originator_id,
@@ -127,6 +133,23 @@ def event_item(position: int, event: Any) -> EventItem:
 
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+# The events that may carry the rule behind them (the detector causes them).
+_RULED = frozenset({"detected", "escalated", "resolved", "reopened"})
+
+
+class RuleTierV1(msgspec.Struct, kw_only=True):
+    threshold: float  # minutes (unassignments for courier_reassigned_repeatedly)
+    severity: Severity
+
+
+class FiredRuleV1(msgspec.Struct, kw_only=True):
+    """The rule behind an event the detector caused: so an auditor can tell which
+    thresholds raised, escalated, reopened or resolved an issue."""
+
+    version: str  # the rules file's content hash (RuleSet.version)
+    name: Name  # the rule: the issue's kind
+    tier: RuleTierV1 | None  # the tier that fired; null for a resolve or a contact
+    reason: str
 
 
 class IssueEventV1(msgspec.Struct, kw_only=True):
@@ -149,11 +172,17 @@ class IssueEventV1(msgspec.Struct, kw_only=True):
 class IssueDetectedV1(IssueEventV1, kw_only=True):
     severity: Severity
     evidence: dict[str, Any]
+    # Null for an issue an agent raised, and for events stored before it was recorded.
+    rule: FiredRuleV1 | None = None
+    # The SLA minutes per severity of the order's vertical (due_at = occurred_at plus the
+    # issue's severity's); null: the fixed table (60, 30, 15, 5).
+    sla_minutes: dict[Severity, float] | None = None
 
 
 class IssueEscalatedV1(IssueEventV1, kw_only=True):
     severity: Severity
     evidence: dict[str, Any]
+    rule: FiredRuleV1 | None = None  # null for an agent's escalation
 
 
 class IssueAssignedV1(IssueEventV1, kw_only=True):
@@ -189,10 +218,12 @@ class IssueResolvedV1(IssueEventV1, kw_only=True):
     resolution: Resolution
     note: str
     resolved_by: ResolvedBy
+    rule: FiredRuleV1 | None = None  # null for an agent's resolve
 
 
 class IssueReopenedV1(IssueEventV1, kw_only=True):
     reason: str
+    rule: FiredRuleV1 | None = None  # null for an agent's reopen
 
 
 @dataclass(frozen=True)
@@ -271,9 +302,20 @@ def integration_event(event: Any, facts: IssueFacts) -> tuple[IntegrationEvent, 
         occurred_at=event.at,
         actor=event.by,
         actor_name=vars(event).get("by_name"),
-        **{name: getattr(event, name) for name in entry.own_fields},
+        **{name: _own_field(event, name) for name in entry.own_fields},
     )
     return entry, payload
+
+
+def _own_field(event: Any, name: str) -> Any:
+    """An event's own field as its payload carries it; the optional ones added since
+    (``rule``, ``sla_minutes``) are absent from events stored before them."""
+    if name == "rule":
+        rule = vars(event).get("rule")
+        return None if rule is None else msgspec.convert(rule, FiredRuleV1)
+    if name == "sla_minutes":
+        return vars(event).get("sla_minutes")
+    return getattr(event, name)
 
 
 _ENCODE = msgspec.json.Encoder().encode

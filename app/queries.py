@@ -163,7 +163,8 @@ def decode_cursor(cursor: str, sort: str) -> _Cursor:
     return decoded
 
 
-_SELECT = ", ".join(c for c in INBOX_COLUMNS if c != "status_before_snooze")
+# The columns the API shows (an issue's SLA minutes show as its due_at).
+_SELECT = ", ".join(c for c in INBOX_COLUMNS if c not in ("status_before_snooze", "sla_minutes"))
 
 
 @postgres.raises_unavailable

@@ -47,7 +47,8 @@ class Action:
     severity: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
-    tier: float | None = None  # the threshold of the tier that fired (detect, escalate)
+    # The threshold of the tier that fired (detect, escalate, reopen): its rule record.
+    tier: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,15 @@ def plan(
                     # An agent closed it while the condition held (false positive, handled
                     # elsewhere): their call stands; reopening would undo it on every ping.
                     continue
-                actions.append(Action(kind, "reopen", reason="the condition recurred"))
+                actions.append(
+                    Action(
+                        kind,
+                        "reopen",
+                        check.severity,
+                        reason="the condition recurred",
+                        tier=check.tier,
+                    )
+                )
             if SEVERITY_RANK[check.severity] > SEVERITY_RANK[issue.severity]:
                 actions.append(
                     Action(kind, "escalate", check.severity, check.evidence, tier=check.tier)

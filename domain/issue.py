@@ -5,7 +5,11 @@ Each public command checks the state machine, then calls a private method decora
 never re-run against history. Every event carries ``at`` (when it happened, given by the
 caller), ``by`` (who did it: an agent id or ``"system"``) and ``by_name`` (that agent's
 display name, the token's ``name`` claim; None for the system, for a token without one,
-and in every event stored before it was recorded).
+and in every event stored before it was recorded). The events the detector causes
+(Detected, Escalated, Resolved, Reopened) also carry ``rule``: which rule fired, at which
+tier, under which version of the rules file, and why (:func:`fired_rule`); None for an
+agent's, and for every event stored before it was recorded. Detected carries the SLA
+minutes of the order's vertical (``sla_minutes``) that ``due_at`` counts from.
 
 Statuses (CONTRACT §3)::
 
@@ -17,6 +21,8 @@ Statuses (CONTRACT §3)::
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -46,22 +52,94 @@ ISSUE_NAMESPACE = uuid5(NAMESPACE_URL, "https://support-inbox.invalid/order-issu
 
 # Priority is a number where higher is more urgent; severity decides it.
 _PRIORITY_BY_SEVERITY = {"low": 100, "medium": 200, "high": 300, "critical": 400}
-# How soon an agent should act on an issue of each severity (its SLA), from detection.
+# How soon an agent should act on an issue of each severity (its SLA), from detection:
+# for an issue whose Detected event names no SLA of its own (raised by hand, or stored
+# before the rules file's per-vertical SLA minutes were recorded).
 SLA_BY_SEVERITY = {
     "low": timedelta(minutes=60),
     "medium": timedelta(minutes=30),
     "high": timedelta(minutes=15),
     "critical": timedelta(minutes=5),
 }
+# The longest rules version (a content hash) and reason a rule record holds.
+MAX_RULE_VERSION_LENGTH = 200
 
 
 def priority_of(severity: str) -> int:
     return _PRIORITY_BY_SEVERITY[severity]
 
 
-def due_at(detected_at: datetime, severity: str) -> datetime:
-    """When an issue of this severity, detected then, should have been acted on."""
-    return detected_at + SLA_BY_SEVERITY[severity]
+def due_at(
+    detected_at: datetime, severity: str, sla_minutes: Mapping[str, float] | None = None
+) -> datetime:
+    """When an issue of this severity, detected then, should have been acted on: after its
+    vertical's SLA minutes (recorded on Detected), or the fixed table without them."""
+    if sla_minutes is None:
+        return detected_at + SLA_BY_SEVERITY[severity]
+    return detected_at + timedelta(minutes=sla_minutes[severity])
+
+
+def fired_rule(
+    version: str,
+    name: str,
+    reason: str,
+    *,
+    threshold: float | None = None,
+    severity: str | None = None,
+) -> dict[str, Any]:
+    """What an event the detector causes records of the rule behind it: the rules
+    version (the file's content hash), the rule's name (the issue's kind), the tier that
+    fired (its threshold and severity; None when no tier did: a resolve, a customer's
+    contact) and why."""
+    tier = None if threshold is None else {"threshold": float(threshold), "severity": severity}
+    return {"version": version, "name": name, "tier": tier, "reason": reason}
+
+
+def check_rule(rule: Any) -> None:
+    """A rule record as :func:`fired_rule` makes it, or None; refused naming the key."""
+    if rule is None:
+        return
+    if not isinstance(rule, dict) or set(rule) != {"version", "name", "tier", "reason"}:
+        raise InvalidValue("rule", "must hold exactly version, name, tier and reason")
+    version = rule["version"]
+    if not isinstance(version, str) or not 0 < len(version) <= MAX_RULE_VERSION_LENGTH:
+        raise InvalidValue("rule.version", f"must be 1 to {MAX_RULE_VERSION_LENGTH} characters")
+    check_text("rule.version", version)
+    if not isinstance(rule["name"], str):
+        raise InvalidValue("rule.name", "must be a rule name")
+    check_name("rule.name", rule["name"])
+    if not isinstance(rule["reason"], str):
+        raise InvalidValue("rule.reason", "must be text")
+    _check_text("rule.reason", rule["reason"])
+    tier = rule["tier"]
+    if tier is None:
+        return
+    if not isinstance(tier, dict) or set(tier) != {"threshold", "severity"}:
+        raise InvalidValue("rule.tier", "must hold exactly threshold and severity, or be null")
+    threshold = tier["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise InvalidValue("rule.tier.threshold", "must be a number")
+    if not math.isfinite(threshold):
+        raise InvalidValue("rule.tier.threshold", "must be a finite number")
+    if tier["severity"] not in SEVERITY_RANK:
+        raise InvalidValue("rule.tier.severity", f"must be one of {', '.join(SEVERITIES)}")
+
+
+def check_sla_minutes(sla_minutes: Any) -> None:
+    """Minutes for every severity, each a positive finite number, or None (the fixed
+    table)."""
+    if sla_minutes is None:
+        return
+    if not isinstance(sla_minutes, dict) or set(sla_minutes) != set(SEVERITIES):
+        raise InvalidValue("sla_minutes", f"must name exactly {', '.join(SEVERITIES)}")
+    for severity, minutes in sla_minutes.items():
+        if (
+            isinstance(minutes, bool)
+            or not isinstance(minutes, int | float)
+            or not math.isfinite(minutes)
+            or minutes <= 0
+        ):
+            raise InvalidValue(f"sla_minutes.{severity}", "must be a number of minutes > 0")
 
 
 @lru_cache(maxsize=1 << 16)
@@ -116,8 +194,11 @@ class OrderIssue(Aggregate):
         at: datetime,
         by: str = SYSTEM_ACTOR,
         by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
+        sla_minutes: dict[str, float] | None = None,
     ) -> OrderIssue:
-        """Raise a new issue (the detector, or an agent reporting one by hand)."""
+        """Raise a new issue (the detector, or an agent reporting one by hand: no
+        ``rule``, no ``sla_minutes``)."""
         _check_text("order_id", order_id)
         # Which kinds and verticals there are, the rules file says (the application
         # checks it): the aggregate holds any well-formed name, so a history stays
@@ -129,6 +210,8 @@ class OrderIssue(Aggregate):
         _check_text("city", city, required=False)
         check_object("evidence", evidence)
         _check_actor(by, by_name)
+        check_rule(rule)
+        check_sla_minutes(sla_minutes)
         return cls(
             order_id=order_id,
             kind=kind,
@@ -140,8 +223,12 @@ class OrderIssue(Aggregate):
             at=at,
             by=by,
             by_name=by_name,
+            rule=rule,
+            sla_minutes=None if sla_minutes is None else dict(sla_minutes),
         )
 
+    # ``rule=None``, ``sla_minutes=None``: what a Detected event stored before they were
+    # recorded replays with (see ``by_name`` below).
     @event("Detected")
     def __init__(
         self,
@@ -156,6 +243,8 @@ class OrderIssue(Aggregate):
         at: datetime,
         by: str,
         by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
+        sla_minutes: dict[str, float] | None = None,
     ) -> None:
         self.order_id = order_id
         self.kind = kind
@@ -165,6 +254,7 @@ class OrderIssue(Aggregate):
         self.city = city
         self.evidence = evidence
         self.detected_at = at
+        self.sla_minutes = None if sla_minutes is None else dict(sla_minutes)
         self.updated_at = at
         self.status = "open"
         self.status_before_snooze: str | None = None
@@ -186,7 +276,7 @@ class OrderIssue(Aggregate):
 
     @property
     def due_at(self) -> datetime:
-        return due_at(self.detected_at, self.severity)
+        return due_at(self.detected_at, self.severity, self.sla_minutes)
 
     @property
     def is_resolved(self) -> bool:
@@ -202,15 +292,19 @@ class OrderIssue(Aggregate):
         at: datetime,
         by: str,
         by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
     ) -> None:
         """Raise the severity as the condition worsens; new evidence adds to the old."""
         _check_severity(severity)
         check_object("evidence", evidence)
         _check_actor(by, by_name)
+        check_rule(rule)
         self._check_not_resolved("escalate")
         if SEVERITY_RANK[severity] <= SEVERITY_RANK[self.severity]:
             self._refuse("escalate", f"severity {severity} is not above {self.severity}")
-        self._escalated(severity=severity, evidence=evidence, at=at, by=by, by_name=by_name)
+        self._escalated(
+            severity=severity, evidence=evidence, at=at, by=by, by_name=by_name, rule=rule
+        )
 
     def assign(self, *, assignee: str, at: datetime, by: str, by_name: str | None = None) -> None:
         _check_actor(by, by_name)
@@ -281,8 +375,10 @@ class OrderIssue(Aggregate):
         by: str,
         by_name: str | None = None,
         resolved_by: str = "agent",
+        rule: dict[str, Any] | None = None,
     ) -> None:
         _check_actor(by, by_name)
+        check_rule(rule)
         if resolution not in RESOLUTIONS:
             raise InvalidValue("resolution", f"must be one of {', '.join(sorted(RESOLUTIONS))}")
         if resolved_by not in ("agent", "system"):
@@ -290,15 +386,30 @@ class OrderIssue(Aggregate):
         _check_text("note", note, required=False)
         self._check_not_resolved("resolve")
         self._resolved(
-            resolution=resolution, note=note, resolved_by=resolved_by, at=at, by=by, by_name=by_name
+            resolution=resolution,
+            note=note,
+            resolved_by=resolved_by,
+            at=at,
+            by=by,
+            by_name=by_name,
+            rule=rule,
         )
 
-    def reopen(self, *, reason: str, at: datetime, by: str, by_name: str | None = None) -> None:
+    def reopen(
+        self,
+        *,
+        reason: str,
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
+    ) -> None:
         _check_actor(by, by_name)
         _check_text("reason", reason)
+        check_rule(rule)
         if self.status != "resolved":
             self._refuse("reopen", "only a resolved issue can be reopened")
-        self._reopened(reason=reason, at=at, by=by, by_name=by_name)
+        self._reopened(reason=reason, at=at, by=by, by_name=by_name, rule=rule)
 
     # ---- checks ---------------------------------------------------------------------
 
@@ -312,8 +423,9 @@ class OrderIssue(Aggregate):
     # ---- events (these alone run on replay) -----------------------------------------
     #
     # ``by_name=None``: the default is what an event stored before names were recorded
-    # replays with. Triggering an event still needs every keyword-only argument (the
-    # library's rule): the commands above always pass ``by_name``.
+    # replays with; ``rule=None`` likewise for the rule record. Triggering an event still
+    # needs every keyword-only argument (the library's rule): the commands above always
+    # pass them.
 
     @event("Escalated")
     def _escalated(
@@ -324,6 +436,7 @@ class OrderIssue(Aggregate):
         at: datetime,
         by: str,
         by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
     ) -> None:
         self.severity = severity
         self.evidence = {**self.evidence, **evidence}
@@ -401,6 +514,7 @@ class OrderIssue(Aggregate):
         at: datetime,
         by: str,
         by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
     ) -> None:
         self.status = "resolved"
         self.resolution = resolution
@@ -411,7 +525,15 @@ class OrderIssue(Aggregate):
         self.updated_at = at
 
     @event("Reopened")
-    def _reopened(self, *, reason: str, at: datetime, by: str, by_name: str | None = None) -> None:
+    def _reopened(
+        self,
+        *,
+        reason: str,
+        at: datetime,
+        by: str,
+        by_name: str | None = None,
+        rule: dict[str, Any] | None = None,
+    ) -> None:
         self.status = "open"
         self.reopen_count += 1
         self.acknowledged_by = None

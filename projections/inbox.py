@@ -36,6 +36,7 @@ COLUMNS = (
     "detected_at",
     "updated_at",
     "due_at",
+    "sla_minutes",
     "resolved_at",
     "resolved_by",
     "resolution",
@@ -48,9 +49,10 @@ COLUMNS = (
     "position",
 )
 
-_JSON = frozenset({"evidence"})
+_JSON = frozenset({"evidence", "sla_minutes"})
 _RECORD = itemgetter(*COLUMNS)
 _EVIDENCE = COLUMNS.index("evidence")
+_SLA = COLUMNS.index("sla_minutes")
 _ENCODE_JSON = msgspec.json.Encoder().encode
 
 
@@ -68,6 +70,9 @@ def fold(row: Row | None, event: Any, position: int) -> Row:
             "resolution": None,
             "snoozed_until": None,
             "evidence": dict(event.evidence),
+            # The vertical's SLA minutes (None: raised by hand, or stored before they
+            # were recorded: the fixed table), for due_at as the aggregate computes it.
+            "sla_minutes": vars(event).get("sla_minutes"),
             "note_count": 0,
             "action_count": 0,
             "reopen_count": 0,
@@ -78,7 +83,7 @@ def fold(row: Row | None, event: Any, position: int) -> Row:
         row = dict(row)
         _transition(row, name, event)
     row["priority"] = priority_of(row["severity"])
-    row["due_at"] = due_at(row["detected_at"], row["severity"])
+    row["due_at"] = due_at(row["detected_at"], row["severity"], row["sla_minutes"])
     row["updated_at"] = event.at
     row["version"] = event.originator_version
     row["position"] = position
@@ -131,6 +136,8 @@ class InboxProjection:
     def record(self, row: Row) -> tuple[Any, ...]:
         values = list(_RECORD(row))
         values[_EVIDENCE] = _ENCODE_JSON(values[_EVIDENCE]).decode()
+        if values[_SLA] is not None:
+            values[_SLA] = _ENCODE_JSON(values[_SLA]).decode()
         return tuple(values)
 
     async def derive(self, conn: asyncpg.Connection, tables: dict[str, str]) -> None:

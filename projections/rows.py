@@ -28,7 +28,8 @@ async def load(
     for record in records:
         row = dict(record)
         for column in json_columns:
-            row[column] = json.loads(row[column])
+            if row[column] is not None:  # SQL NULL: a nullable JSON column left empty
+                row[column] = json.loads(row[column])
         rows[record["issue_id"]] = row
     return rows
 
@@ -50,7 +51,10 @@ async def upsert(
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
         f" ON CONFLICT (issue_id) DO UPDATE SET {updates}",
         [
-            tuple(json.dumps(row[c]) if c in json_columns else row[c] for c in columns)
+            tuple(
+                json.dumps(row[c]) if c in json_columns and row[c] is not None else row[c]
+                for c in columns
+            )
             for row in rows
         ],
     )

@@ -56,6 +56,14 @@ class OrderIssue(msgspec.Struct, kw_only=True):
     version: int
 
 
+class DeclaredFact(msgspec.Struct, kw_only=True):
+    """The latest event of a type the order's vertical declared (the rules file's
+    ``[vertical.V.events]``): when it happened and its data, as validated."""
+
+    at: datetime
+    data: dict[str, Any]
+
+
 class OrderFacts(msgspec.Struct, kw_only=True):
     """What the detector has folded from the order's events (times are ``occurred_at``)."""
 
@@ -77,6 +85,8 @@ class OrderFacts(msgspec.Struct, kw_only=True):
     customer_contacts: int
     last_event_at: datetime | None
     next_check_at: datetime | None  # the detector's timer for the order
+    # By event type: the latest of each type the vertical declared ({} when none came).
+    declared: dict[str, DeclaredFact] = msgspec.field(default_factory=dict)
 
 
 class OrderView(msgspec.Struct, kw_only=True):
@@ -117,6 +127,11 @@ def _facts(state: OrderState, next_check_at: datetime | None) -> OrderFacts:
         customer_contacts=len(state.contacts),
         last_event_at=state.last_event_at,
         next_check_at=next_check_at,
+        declared={
+            kind: DeclaredFact(at=state.seen[kind], data=data)
+            for kind, data in sorted(state.facts.items())
+            if kind in state.seen
+        },
     )
 
 

@@ -106,6 +106,7 @@ def _issue_rows(first: int, count: int, now: datetime) -> list[tuple[Any, ...]]:
                 detected,
                 updated,
                 due_at(detected, severity),
+                None,  # sla_minutes: the fixed table
                 updated if resolved else None,
                 random.choice(("agent", "system")) if resolved else None,
                 random.choice(resolutions) if resolved else None,

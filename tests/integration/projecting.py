@@ -18,12 +18,14 @@ from app.commands import (
     AddNote,
     Assign,
     Command,
+    Detect,
     Escalate,
     Reopen,
+    Report,
     Resolve,
 )
 from app.service import IssueService
-from domain.issue import OrderIssue
+from domain.issue import OrderIssue, fired_rule
 from projections import PROJECTIONS
 from tests.integration.helpers import note, report
 
@@ -92,6 +94,31 @@ def _mixed(issue_id: UUID, rng: random.Random) -> Command:
             return Assign(issue_id=issue_id, actor="ann", assignee=rng.choice(["bob", "eve"]))
 
 
+# The SLA minutes a detector records for a pharmacy's issue (the shipped rules file).
+PHARMACY_SLA = {"low": 30.0, "medium": 15.0, "high": 10.0, "critical": 5.0}
+
+
+def _raised(order_id: str, *, by_detector: bool) -> Report | Detect:
+    """Raised by hand (no SLA minutes: the fixed table), or by the detector with a rule
+    record and a pharmacy's SLA minutes."""
+    if not by_detector:
+        return report(order_id)
+    return Detect(
+        actor="system",
+        order_id=order_id,
+        kind="prescription_check_pending",
+        severity="medium",
+        vertical="pharmacy",
+        country="FI",
+        city="Helsinki",
+        evidence={},
+        rule=fired_rule(
+            "v1", "prescription_check_pending", "reached", threshold=10, severity="medium"
+        ),
+        sla_minutes=PHARMACY_SLA,
+    )
+
+
 def write_mixed(service: IssueService, issues: int, steps: int, seed: int = 7) -> list[UUID]:
     """``issues`` issues with ``steps`` random commands each (refused ones record nothing)."""
     rng = random.Random(seed)
@@ -99,7 +126,7 @@ def write_mixed(service: IssueService, issues: int, steps: int, seed: int = 7) -
     for start in range(0, issues, 25):
         created = service.execute_batch(
             [
-                report(f"mix-{seed}-{start + n}-{rng.random()}")
+                _raised(f"mix-{seed}-{start + n}-{rng.random()}", by_detector=n % 2 == 1)
                 for n in range(min(25, issues - start))
             ]
         )
@@ -139,6 +166,7 @@ async def assert_read_models_match(url: str, service: IssueService) -> None:
             issue.assignee,
         ), issue_id
         assert row["note_count"] == len(issue.notes)
+        assert row["due_at"] == issue.due_at, issue_id
         assert json.loads(row["evidence"]) == issue.evidence
         assert (orders[issue_id]["status"], orders[issue_id]["version"]) == (
             issue.status,

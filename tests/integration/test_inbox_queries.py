@@ -72,6 +72,7 @@ def issue_rows(draw: st.DrawFn) -> dict[str, Any]:
         "detected_at": detected,
         "updated_at": detected + timedelta(minutes=draw(st.integers(0, 3))),
         "due_at": detected,
+        "sla_minutes": None,
         "resolved_at": None,
         "resolved_by": None,
         "resolution": None,

@@ -44,6 +44,8 @@ def _detected(**overrides: Any) -> OrderIssue:
         # The library asks for every keyword-only argument when an event is triggered
         # (a default applies only on replay, to events stored without the attribute).
         "by_name": None,
+        "rule": None,
+        "sla_minutes": None,
     } | overrides
     return OrderIssue(**values)
 

@@ -310,6 +310,8 @@ async def test_an_event_no_read_model_can_store_is_published_as_it_is(
         at=at,
         by="system",
         by_name=None,
+        rule=None,
+        sla_minutes=None,
     )
     bad._assigned(assignee="b\x00b", at=at, by="ann", by_name=None)
     writer.app.save(bad)

@@ -33,7 +33,13 @@ COMMANDS = [
 ]
 
 
-def run(steps: list[int]) -> tuple[OrderIssue, list[Any]]:
+# A vertical's own SLA minutes (as the detector records them), or none (the fixed table).
+PHARMACY_SLA = {"low": 30.0, "medium": 15.0, "high": 10.0, "critical": 5.0}
+
+
+def run(
+    steps: list[int], sla_minutes: dict[str, float] | None = None
+) -> tuple[OrderIssue, list[Any]]:
     issue = OrderIssue.detect(
         order_id="o1",
         kind="eta_slipped",
@@ -43,6 +49,7 @@ def run(steps: list[int]) -> tuple[OrderIssue, list[Any]]:
         city="Malmö",
         evidence={"slip": 11},
         at=T0,
+        sla_minutes=sla_minutes,
     )
     for n, step in enumerate(steps, start=1):
         with contextlib.suppress(DomainError):  # refused commands record nothing
@@ -51,9 +58,14 @@ def run(steps: list[int]) -> tuple[OrderIssue, list[Any]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(COMMANDS) - 1), max_size=25))
-def test_the_inbox_row_is_the_aggregate(steps: list[int]) -> None:
-    issue, events = run(steps)
+@given(
+    st.lists(st.integers(0, len(COMMANDS) - 1), max_size=25),
+    st.sampled_from([None, PHARMACY_SLA]),
+)
+def test_the_inbox_row_is_the_aggregate(
+    steps: list[int], sla_minutes: dict[str, float] | None
+) -> None:
+    issue, events = run(steps, sla_minutes)
     row = None
     for position, event in enumerate(events, start=100):
         row = inbox.fold(row, event, position)
@@ -73,6 +85,7 @@ def test_the_inbox_row_is_the_aggregate(steps: list[int]) -> None:
         "detected_at": issue.detected_at,
         "updated_at": issue.updated_at,
         "due_at": issue.due_at,
+        "sla_minutes": issue.sla_minutes,
         "resolved_at": issue.resolved_at,
         "resolved_by": issue.resolved_by,
         "resolution": issue.resolution,
@@ -108,11 +121,17 @@ def test_stats_and_orders_follow_status_and_severity(steps: list[int]) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, len(COMMANDS) - 1), max_size=25))
-def test_a_rebuild_folds_and_records_each_issue_as_the_model_does(steps: list[int]) -> None:
+@given(
+    st.lists(st.integers(0, len(COMMANDS) - 1), max_size=25),
+    st.sampled_from([None, PHARMACY_SLA]),
+)
+def test_a_rebuild_folds_and_records_each_issue_as_the_model_does(
+    steps: list[int], sla_minutes: dict[str, float] | None
+) -> None:
     """What ``inbox rebuild`` COPYs for an issue: its row from the model's own fold, as a
-    record in the issue table's column order (the inbox's evidence as JSON)."""
-    _, events = run(steps)
+    record in the issue table's column order (the inbox's evidence and SLA minutes as
+    JSON, no SLA minutes as NULL)."""
+    _, events = run(steps, sla_minutes)
     folds: dict[str, Any] = {
         "inbox": inbox.fold,
         "stats": lambda row, event, _: stats.fold(row, event),
@@ -130,4 +149,9 @@ def test_a_rebuild_folds_and_records_each_issue_as_the_model_does(steps: list[in
         if name == "inbox":
             assert json.loads(values["evidence"]) == row["evidence"]
             values["evidence"] = row["evidence"]
+            if sla_minutes is None:
+                assert values["sla_minutes"] is None
+            else:
+                assert json.loads(values["sla_minutes"]) == sla_minutes == row["sla_minutes"]
+                values["sla_minutes"] = row["sla_minutes"]
         assert values == row
