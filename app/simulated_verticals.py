@@ -108,6 +108,7 @@ PICK_UP_WITHIN = {
     "florist": 20,
 }
 COURIER_WAITS_AT_MOST = 10
+COURIER_STILL_AT_MOST = 8  # courier_stationary's first tier
 LATE_AFTER = {
     "restaurant": 5,
     "grocery": 5,

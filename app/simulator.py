@@ -53,6 +53,7 @@ from app.simulated_verticals import (
     CONTACT_AFTER_PROBLEM,
     CONTACT_WITHOUT_PROBLEM,
     COUNTRIES,
+    COURIER_STILL_AT_MOST,
     COURIER_WAITS_AT_MOST,
     DELAYING,
     DEMO_VERTICALS,
@@ -377,7 +378,32 @@ def _story(
             Step(at, "customer_contacted_support", {"channel": rng.choice(["chat", "phone"])})
         )
         steps.sort(key=lambda s: s.minute)
+    # After the contact's draws, which it must not change (the classic stories stay
+    # draw for draw what they were before it was seen).
+    still = None if vertical in OWN_STAFF else _stood_still(steps)  # no courier to judge
+    if still is not None:
+        problems.setdefault("courier_stationary", still)
     return Story(vertical, country, city, steps, Truth(frozenset(fault), problems))
+
+
+def _stood_still(steps: list[Step]) -> float | None:
+    """The minute a courier who picked the order up had stood still for longer than
+    COURIER_STILL_AT_MOST minutes, if ever: on a healthy ride the pauses at lights and
+    doors now and then add up to that, by chance, and then it is a problem like any. (A
+    stop of exactly that long, ended by a ping on the minute, is a tie the detector may
+    call either way: pings come a whole number of minutes apart.)"""
+    moved = lat = None
+    for step in steps:
+        if step.type == "order_picked_up":
+            moved = step.minute
+        elif moved is None:
+            continue
+        elif step.type in ("courier_location", "order_delivered"):
+            if round(step.minute - moved, 6) > COURIER_STILL_AT_MOST:
+                return moved + COURIER_STILL_AT_MOST
+            if step.type == "courier_location" and step.data["lat"] != lat:
+                moved, lat = step.minute, step.data["lat"]
+    return None
 
 
 def _absolute(data: dict[str, Any], placed: datetime) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from app.simulated_verticals import (
     parse_verticals,
     simulated_verticals,
 )
-from app.simulator import Truth, order_story
+from app.simulator import Step, Truth, _stood_still, order_story
 from domain.ruleset import COURIER_RULES
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -298,3 +298,24 @@ def test_the_command_line_refuses_an_undeclared_vertical_before_starting_anythin
     rules.write_text("[vertical.restaurant]\nno_such_rule = []\n")
     assert main(["simulate"]) == 2
     assert capsys.readouterr().err.startswith("inbox: bad rules file:")
+
+
+def ride(still_minutes: int) -> list[Step]:
+    """Picked up at minute 10, a ping a minute from 11, standing still ``still_minutes``
+    from minute 12, then moving on until delivered at 30."""
+    steps = [Step(10, "order_picked_up", {"courier_id": "c"})]
+    lat = 60.0
+    for minute in range(11, 30):
+        if not 12 < minute < 12 + still_minutes:
+            lat += 0.003
+        steps.append(Step(minute, "courier_location", {"courier_id": "c", "lat": lat, "lon": 1}))
+    return [*steps, Step(30, "order_delivered", {})]
+
+
+def test_a_courier_who_stood_still_past_the_first_tier_is_a_problem_even_unplanned() -> None:
+    assert _stood_still(ride(9)) == 20  # moved at 12, still past 20
+    assert _stood_still(ride(8)) is None  # moved again on the 8th minute: a tie
+    assert _stood_still(ride(3)) is None
+    assert _stood_still(ride(8)[:-12]) is None  # no pick-up seen: no ride to judge
+    stuck = [*ride(0)[:5], Step(24, "order_delivered", {})]  # last ping 14, delivered at 24
+    assert _stood_still(stuck) == 22
