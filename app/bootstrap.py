@@ -45,6 +45,7 @@ from app.queries import Positions, ReadModels
 from app.rules_source import RulesSource
 from app.service import IssueApplication, IssueService
 from app.settings import Settings
+from app.simulated_verticals import DEMO_VERTICALS, Mix
 from app.simulator import simulate
 from app.workers.detector import ConsumerConfigValues, consume_orders, fire_timers, sweep_forever
 from app.workers.relay import Relay, RelayConfig
@@ -448,8 +449,15 @@ async def run_detector(built: Container, stop: asyncio.Event) -> None:
         group.create_task(waker.run(built.endpoints.database_url, stop))
 
 
-def simulator(orders: int | None, rate: float, seed: int, clock: ScaledClock) -> Worker:
-    """Publish simulated orders on ``clock`` (``--orders``, ``--rate``, ``--seed``)."""
+def simulator(
+    orders: int | None,
+    rate: float,
+    seed: int,
+    clock: ScaledClock,
+    verticals: Mix = DEMO_VERTICALS,
+) -> Worker:
+    """Publish simulated orders on ``clock`` (``--orders``, ``--rate``, ``--seed``,
+    ``--verticals``)."""
 
     async def run(built: Container, stop: asyncio.Event) -> None:
         settings = built.settings
@@ -468,6 +476,7 @@ def simulator(orders: int | None, rate: float, seed: int, clock: ScaledClock) ->
             seed=seed,
             clock=clock,
             stop=stop,
+            verticals=verticals,
         )
 
     run.__name__ = "simulator"

@@ -28,6 +28,7 @@ from app.principal import ROLES
 from app.rules_config import RulesError
 from app.rules_config import load as load_rules
 from app.settings import Settings, SettingsError, load_settings
+from app.simulated_verticals import Mix, VerticalsError, parse_verticals, simulated_verticals
 from app.workers.relay import RelayError
 from projections import PROJECTIONS
 from projections.rebuild import SUFFIX
@@ -233,6 +234,36 @@ def _simulation_options(parser: argparse.ArgumentParser, *, speed: float | None)
         help="time compression: simulated minutes per real minute (default "
         + (f"{speed:g})" if speed is not None else "INBOX_DEMO_SPEED, 1)"),
     )
+    parser.add_argument(
+        "--verticals",
+        type=_mix,
+        default=None,
+        metavar="NAME=WEIGHT,...",
+        help="the verticals to simulate, with relative weights, e.g. restaurant=0.6,pharmacy=0.1"
+        " (each declared in the rules file; default: restaurant, grocery, retail and parcel"
+        " at 90 %%, pharmacy and florist at 5 %% each)",
+    )
+
+
+def _mix(text: str) -> Mix:
+    try:
+        return parse_verticals(text)
+    except VerticalsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _resolve_verticals(args: argparse.Namespace, settings: Settings) -> bool:
+    """The simulator's ``--verticals`` (or the demo's mix) checked against the rules file
+    before any server starts, into ``args.verticals``; False, having said why, if not."""
+    if not (args.command == "simulate" or (args.command == "up" and args.simulate)):
+        return True
+    try:
+        args.verticals = simulated_verticals(args.verticals, settings.rules_file)
+    except (VerticalsError, RulesError) as exc:
+        what = "--verticals" if isinstance(exc, VerticalsError) else "bad rules file"
+        print(f"inbox: {what}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 async def _dead_letters(settings: Settings, endpoints: Endpoints, *, replay: bool) -> None:
@@ -373,7 +404,9 @@ def _run_command(  # noqa: PLR0912 (a case per command)
         clock = _demo_clock(settings)
         if args.simulate:
             clock = ScaledClock(args.speed, settings.demo_anchor)
-            workers.append(bootstrap.simulator(args.orders, args.rate, args.seed, clock))
+            workers.append(
+                bootstrap.simulator(args.orders, args.rate, args.seed, clock, args.verticals)
+            )
             print(
                 f"simulating {args.rate:g} orders per minute at {args.speed:g}x speed",
                 flush=True,
@@ -400,7 +433,7 @@ def _run_command(  # noqa: PLR0912 (a case per command)
                 f" INBOX_DEMO_ANCHOR={clock.anchor.isoformat()}",
                 flush=True,
             )
-        worker = bootstrap.simulator(args.orders, args.rate, args.seed, clock)
+        worker = bootstrap.simulator(args.orders, args.rate, args.seed, clock, args.verticals)
         asyncio.run(_work(settings, endpoints, worker))
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(settings, endpoints, replay=args.replay))
@@ -478,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (a case per com
             " that this process's order time is the simulator's (`inbox simulate` prints it)",
             file=sys.stderr,
         )
+        return 2
+    if not _resolve_verticals(args, settings):
         return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

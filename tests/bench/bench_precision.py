@@ -2,6 +2,7 @@
 detector, in compressed order time.
 
     ./dev bench precision [--orders 480] [--seed 11] [--rate 4] [--step 10]
+                          [--verticals classic|demo|NAME=WEIGHT,...] [--by-vertical]
 
 A seeded run of simulated orders (``app/simulator.py``: healthy ones with just-in-time
 dispatch, quick reassignments, wobbling ETAs and customer questions; faulty ones with the
@@ -15,6 +16,14 @@ It prints the share of healthy orders that got any issue, precision and recall p
 the issues resolved within three minutes of opening (flapping) as a share of issues, and
 the contact KPI (contacts preceded by an open issue, median lead time), next to the
 figures measured on the same seeds before the precision work (issue 11).
+
+``--verticals`` picks the simulated mix: ``classic`` (the default: restaurant, grocery,
+retail and parcel, the stories every figure in tests/bench/README.md was measured on,
+draw for draw), ``demo`` (``inbox simulate``'s: pharmacy and florist at 5 % each) or
+``name=weight,...``. With a mix other than the classic one, or ``--by-vertical``, it also
+prints each vertical's figures: its kinds' precision and recall (declared kinds such as
+``prescription_check_pending`` included), and the courier issues raised on the orders of
+a vertical whose merchant delivers itself (there must be none).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import statistics
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,10 +49,13 @@ from adapters.eventstore import eventstore_env
 from app.ingest import validate
 from app.rules_config import load as load_rules
 from app.service import IssueApplication, IssueService
+from app.simulated_verticals import CLASSIC_VERTICALS, DEMO_VERTICALS, Mix, check_verticals
+from app.simulated_verticals import parse_verticals as parse_mix
 from app.simulator import Truth, order_story
 from domain.issue import issue_id_for
 from domain.order import OrderEvent
 from domain.rules import RULES
+from domain.ruleset import COURIER_RULES, RuleSet
 from tests.bench.common import RESULTS, scratch_database, servers
 from tests.integration import helpers
 
@@ -95,10 +108,10 @@ class Episode:
 
 
 def deliveries(
-    orders: int, seed: int, rate: float
+    orders: int, seed: int, rate: float, verticals: Mix = CLASSIC_VERTICALS
 ) -> tuple[list[tuple[datetime, int, OrderEvent]], dict[str, Truth], int]:
-    """Every order's events with the time each arrives (a few twice, a few late), in
-    arrival order; each order's ground truth; the number of events."""
+    """Every order's events (of ``verticals``) with the time each arrives (a few twice, a
+    few late), in arrival order; each order's ground truth; the number of events."""
     rng = random.Random(seed)
     arrivals: list[tuple[datetime, int, OrderEvent]] = []
     truths: dict[str, Truth] = {}
@@ -107,7 +120,7 @@ def deliveries(
     events = 0
     for n in range(orders):
         order_id = f"prec-{seed}-{n}"
-        story, truth = order_story(rng, order_id, placed)
+        story, truth = order_story(rng, order_id, placed, verticals)
         truths[order_id] = truth
         for at, body in story:
             event = validate(json.loads(json.dumps(body)), SHIPPED_RULES)
@@ -162,11 +175,13 @@ async def run_detector(
 
 
 def episodes(
-    issues: IssueService, truths: dict[str, Truth]
+    issues: IssueService, truths: dict[str, Truth], kinds: Iterable[str] = RULES
 ) -> dict[tuple[str, str], list[Episode]]:
-    """Every issue's open stretches, by (order, kind), read back from the event store."""
+    """Every issue's open stretches, by (order, kind), read back from the event store
+    (``kinds``: every kind the rules can raise, declared ones included)."""
+    kinds = list(kinds)
     by_id: dict[UUID, tuple[str, str]] = {
-        issue_id_for(order_id, kind): (order_id, kind) for order_id in truths for kind in RULES
+        issue_id_for(order_id, kind): (order_id, kind) for order_id in truths for kind in kinds
     }
     found: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     recorder = issues.app.recorder
@@ -193,12 +208,6 @@ def measure(
 ) -> dict[str, Any]:
     healthy = {o for o, t in truths.items() if t.healthy}
     with_issue = {order_id for order_id, _ in found}
-    raised = Counter(kind for _, kind in found)
-    right = Counter(kind for order_id, kind in found if kind in truths[order_id].problems)
-    expected = Counter(kind for t in truths.values() for kind in t.problems)
-    caught = Counter(
-        kind for order_id, t in truths.items() for kind in t.problems if (order_id, kind) in found
-    )
     stretches = [e for es in found.values() for e in es]
     short = {
         (key, n)
@@ -215,14 +224,7 @@ def measure(
         for (order_id, kind), _ in short
         if kind not in truths[order_id].problems or len(found[order_id, kind]) > 1
     )
-    kinds = {}
-    for kind in RULES:
-        kinds[kind] = {
-            "raised": raised[kind],
-            "expected": expected[kind],
-            "precision": right[kind] / raised[kind] if raised[kind] else None,
-            "recall": caught[kind] / expected[kind] if expected[kind] else None,
-        }
+    kinds = by_kind(found, truths)
 
     def kpi(rows: list[Any]) -> dict[str, Any]:
         leads = [
@@ -253,6 +255,90 @@ def measure(
         "contacts_problem_orders": kpi([r for r in contacts if r["order_id"] not in healthy]),
         "contacts_healthy_orders": kpi([r for r in contacts if r["order_id"] in healthy]),
     }
+
+
+def by_kind(
+    found: dict[tuple[str, str], list[Episode]], truths: dict[str, Truth]
+) -> dict[str, dict[str, Any]]:
+    """Per kind: issues raised and expected, precision and recall; every built-in kind,
+    and a declared one (a waiting rule) where it was raised or expected."""
+    raised = Counter(kind for _, kind in found)
+    right = Counter(kind for order_id, kind in found if kind in truths[order_id].problems)
+    expected = Counter(kind for t in truths.values() for kind in t.problems)
+    caught = Counter(
+        kind for order_id, t in truths.items() for kind in t.problems if (order_id, kind) in found
+    )
+    declared = sorted((set(raised) | set(expected)) - set(RULES))
+    return {
+        kind: {
+            "raised": raised[kind],
+            "expected": expected[kind],
+            "precision": right[kind] / raised[kind] if raised[kind] else None,
+            "recall": caught[kind] / expected[kind] if expected[kind] else None,
+        }
+        for kind in [*RULES, *declared]
+    }
+
+
+def by_vertical(
+    found: dict[tuple[str, str], list[Episode]],
+    truths: dict[str, Truth],
+    verticals: dict[str, str],
+    rules: RuleSet,
+) -> dict[str, dict[str, Any]]:
+    """Each vertical's figures: its orders, healthy ones with an issue, its kinds (those
+    raised or expected), and the courier issues raised on its orders and on its healthy
+    ones (for a vertical that is not delivered by the marketplace's couriers: none)."""
+    out: dict[str, dict[str, Any]] = {}
+    for vertical in sorted(set(verticals.values())):
+        orders = {o for o, v in verticals.items() if v == vertical}
+        mine = {o: t for o, t in truths.items() if o in orders}
+        seen = {key: es for key, es in found.items() if key[0] in orders}
+        healthy = {o for o, t in mine.items() if t.healthy}
+        courier = [key for key in seen if key[1] in COURIER_RULES]
+        spec = rules.vertical(vertical)
+        out[vertical] = {
+            "delivery": spec.delivery if spec else None,
+            "orders": len(mine),
+            "healthy_orders": len(healthy),
+            "healthy_with_issue": len(healthy & {o for o, _ in seen}) / len(healthy)
+            if healthy
+            else None,
+            "courier_issues": len(courier),
+            "courier_issues_on_healthy_orders": sum(1 for o, _ in courier if o in healthy),
+            "kinds": {
+                kind: row
+                for kind, row in by_kind(seen, mine).items()
+                if row["raised"] or row["expected"]
+            },
+        }
+    return out
+
+
+def show_verticals(rows: dict[str, dict[str, Any]]) -> None:
+    for vertical, row in rows.items():
+        healthy = row["healthy_with_issue"]
+        print(
+            f"\n-- {vertical} (delivery {row['delivery']}): {row['orders']} orders,"
+            f" {row['healthy_orders']} healthy, with an issue"
+            f" {'-' if healthy is None else f'{healthy:.1%}'}; courier issues"
+            f" {row['courier_issues']} ({row['courier_issues_on_healthy_orders']} on healthy"
+            " orders)"
+        )
+        for kind, k in row["kinds"].items():
+            print(
+                f"   {kind:<30} {k['raised']:>6} {k['expected']:>8}"
+                f" {_share(k['precision']):>9} {_share(k['recall']):>7}"
+            )
+
+
+def mix_of(text: str) -> Mix:
+    """``--verticals``: ``classic``, ``demo`` or ``name=weight,...``."""
+    presets = {"classic": CLASSIC_VERTICALS, "demo": DEMO_VERTICALS}
+    try:
+        return presets[text] if text in presets else parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def explain(found: dict[tuple[str, str], list[Episode]], truths: dict[str, Truth]) -> None:
@@ -295,7 +381,7 @@ def show(result: dict[str, Any], before: dict[str, Any] | None) -> None:
     )
     print(f"{'kind':<30} {'raised':>6} {'expected':>8} {'precision':>9} {'recall':>7}   before")
     for kind, row in result["kinds"].items():
-        was = before["kinds"][kind] if before else None
+        was = before["kinds"].get(kind) if before else None
         then = f"p {_share(was['precision'])} r {_share(was['recall'])}" if was else ""
         print(
             f"{kind:<30} {row['raised']:>6} {row['expected']:>8}"
@@ -331,26 +417,48 @@ async def main(argv: list[str]) -> None:
     parser.add_argument(
         "--explain", action="store_true", help="list false positives, misses and flapping"
     )
+    parser.add_argument(
+        "--verticals",
+        type=mix_of,
+        default=CLASSIC_VERTICALS,
+        metavar="classic|demo|NAME=WEIGHT,...",
+        help="the simulated mix (default: classic, the four verticals of every figure so far)",
+    )
+    parser.add_argument(
+        "--by-vertical", dest="per_vertical", action="store_true", help="each vertical's figures"
+    )
     args = parser.parse_args(argv)
-    arrivals, truths, events = deliveries(args.orders, args.seed, args.rate)
+    rules = load_rules(args.rules)
+    try:
+        check_verticals(args.verticals, rules.verticals)
+    except ValueError as exc:
+        parser.error(f"--verticals: {exc}")
+    classic = args.verticals == CLASSIC_VERTICALS
+    arrivals, truths, events = deliveries(args.orders, args.seed, args.rate, args.verticals)
+    verticals = {event.order_id: event.vertical for _, _, event in arrivals}
     with servers() as endpoints:
         async with scratch_database(endpoints.database_url) as url:
             issues, contacts, seconds = await run_detector(url, arrivals, args.rules, args.step)
             try:
-                found = episodes(issues, truths)
+                found = episodes(issues, truths, rules.kinds)
             finally:
                 issues.app.close()
     result = measure(found, truths, contacts)
+    if args.per_vertical or not classic:
+        result["by_vertical"] = by_vertical(found, truths, verticals, rules)
     if args.explain:
         explain(found, truths)
-    defaults = (args.orders, args.seed, args.rate, args.step, args.rules) == (
+    defaults = (args.orders, args.seed, args.rate, args.step, args.rules, classic) == (
         480,
         11,
         4.0,
         10.0,
         None,
+        True,
     )
     show(result, BEFORE if defaults and BEFORE else None)
+    if "by_vertical" in result:
+        show_verticals(result["by_vertical"])
     print(
         f"{events} events ({len(arrivals) - events} delivered twice) in {seconds:.0f} s"
         f" of wall-clock time (run {uuid.uuid4().hex[:6]})"
@@ -360,7 +468,8 @@ async def main(argv: list[str]) -> None:
     out.write_text(
         json.dumps(
             {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **vars(args)}
-            | {"rules": str(args.rules) if args.rules else None, **result},
+            | {"rules": str(args.rules) if args.rules else None, **result}
+            | {"verticals": dict(args.verticals)},
             indent=2,
         )
     )
