@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import nats
 
@@ -31,7 +29,6 @@ from app.settings import Settings
 from tests.conftest import wait_until
 from tests.e2e.orders import event, placed
 
-REPO = Path(__file__).resolve().parents[2]
 PENDING = "prescription_check_pending"
 COURIER_KINDS = {
     "no_courier_assigned",
@@ -246,19 +243,23 @@ def test_the_own_staff_florist_raises_no_courier_issue(
     assert not COURIER_KINDS & {k for found in kinds.values() for k in found}
 
 
-def dead_letters(endpoints: Endpoints) -> str:
-    """What ``inbox dead-letters`` lists (one line per parked event: id, time, source,
-    event id, reason)."""
-    listed = subprocess.run(
-        [sys.executable, "-m", "app.cli", "dead-letters"],
-        cwd=REPO,
-        env={**os.environ, "INBOX_DATABASE_URL": endpoints.database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return listed.stdout
+def parked_reasons(endpoints: Endpoints, event_ids: list[str]) -> dict[str, str]:
+    """The reasons the events ``event_ids`` were parked from NATS for (``dead_letters``,
+    read directly: ``inbox dead-letters`` lists the oldest 1,000 of a session's many)."""
+
+    async def read() -> dict[str, str]:
+        conn = await asyncpg.connect(endpoints.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT event_id, reason FROM dead_letters"
+                " WHERE source = 'nats' AND event_id = ANY($1::text[])",
+                event_ids,
+            )
+        finally:
+            await conn.close()
+        return {row["event_id"]: row["reason"] for row in rows}
+
+    return asyncio.run(read())
 
 
 def test_an_undeclared_vertical_type_or_data_field_is_refused_naming_it(
@@ -270,11 +271,8 @@ def test_an_undeclared_vertical_type_or_data_field_is_refused_naming_it(
     asyncio.run(publish(settings, [spaceship, alien_type]))
 
     def parked() -> dict[str, str] | None:
-        lines = [line.split("\t") for line in dead_letters(endpoints).splitlines()]
-        found = {f[3]: f[4] for f in lines if len(f) == 5 and f[2] == "nats"}
-        if spaceship["event_id"] in found and alien_type["event_id"] in found:
-            return found
-        return None
+        found = parked_reasons(endpoints, [spaceship["event_id"], alien_type["event_id"]])
+        return found if len(found) == 2 else None
 
     found = wait_until(parked, timeout=30, what="both parked as dead letters")
     assert "vertical 'spaceship' is not declared" in found[spaceship["event_id"]]
