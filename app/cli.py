@@ -339,14 +339,17 @@ def _parser() -> argparse.ArgumentParser:
         "--live-rules",
         type=Path,
         default=None,
-        help="the rules to compare with (default: the running system's, INBOX_RULES_FILE)",
+        help="the rules to compare with (default: the version active in the database, else"
+        " INBOX_RULES_FILE)",
     )
-    tried.add_argument("--since", type=_moment, default=None, help="orders placed from (RFC 3339)")
+    tried.add_argument(
+        "--since", type=_moment, default=None, help="orders whose first event is from (RFC 3339)"
+    )
     tried.add_argument(
         "--until",
         type=_moment,
         default=None,
-        help="orders placed before, and time stops (default: now)",
+        help="orders whose first event is before, and time stops (default: now)",
     )
     tried.add_argument("--vertical", action="append", default=[], help="only these (repeatable)")
     tried.add_argument("--country", action="append", default=[], help="only these (repeatable)")

@@ -55,7 +55,7 @@ class _Raise:
     country: str
     city: str
     evidence: dict[str, Any]
-    # The detector's (Detect): the rule that fired, and the vertical's SLA minutes.
+    # The rule that fired (the detector's, Detect), and the vertical's SLA minutes.
     rule: dict[str, Any] | None = None
     sla_minutes: dict[str, float] | None = None
     request: Request | None = None

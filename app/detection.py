@@ -430,7 +430,7 @@ class Detector:
         try:
             thresholds = rules.rules_for(visit.state.vertical, visit.state.country)
             visit.checks = evaluate(visit.state, now, thresholds)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        except (ArithmeticError, ValueError, KeyError, TypeError, AssertionError):
             # A bug: log it, keep the order's events, look again in a while.
             log.exception("detector: evaluating order %s failed", visit.order_id)
             visit.outcome = (visit.clear_since, now + _RETRY_BROKEN)

@@ -195,7 +195,11 @@ def validate(raw: Any, rules: RuleSet | None) -> OrderEvent:
         raise InvalidEvent(named, reason, field) from None
     except InvalidValue as exc:
         raise InvalidEvent(named, f"{exc.reason} - at `$.{exc.field}`", exc.field) from None
-    return _event(envelope, msgspec.structs.asdict(data))
+    if envelope.type in DATA:  # the fold reads these fields, times as times
+        return _event(envelope, msgspec.structs.asdict(data))
+    # A declared type's data is only kept and shown (facts, evidence): as JSON has it, the
+    # same whether folded now or read back from the watch row, and storable as evidence.
+    return _event(envelope, msgspec.to_builtins(data))
 
 
 def _event(envelope: Envelope, data: dict[str, Any]) -> OrderEvent:

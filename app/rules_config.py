@@ -133,6 +133,8 @@ def parse(text: str, source: str = "rules") -> RuleSet:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise RulesError(f"{source}: nested too deeply") from None
     if "preparation_minutes" in raw:
         raise RulesError(
             f"{source}: preparation_minutes: moved into each vertical: "

@@ -39,6 +39,7 @@ from domain.values import (
     SEVERITY_RANK,
     SYSTEM_ACTOR,
     check_country,
+    check_minutes,
     check_name,
     check_object,
     check_text,
@@ -133,13 +134,7 @@ def check_sla_minutes(sla_minutes: Any) -> None:
     if not isinstance(sla_minutes, dict) or set(sla_minutes) != set(SEVERITIES):
         raise InvalidValue("sla_minutes", f"must name exactly {', '.join(SEVERITIES)}")
     for severity, minutes in sla_minutes.items():
-        if (
-            isinstance(minutes, bool)
-            or not isinstance(minutes, int | float)
-            or not math.isfinite(minutes)
-            or minutes <= 0
-        ):
-            raise InvalidValue(f"sla_minutes.{severity}", "must be a number of minutes > 0")
+        check_minutes(f"sla_minutes.{severity}", minutes, positive=True)
 
 
 @lru_cache(maxsize=1 << 16)

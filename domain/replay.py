@@ -118,12 +118,13 @@ def replay_order(
         if state is not None:
             for sim in sims:
                 sim.timers_before(state, at)
+        before = state
         for event in group:
             state = apply(state, event)
         assert state is not None
         pings = all(e.type == PING for e in group)
         for sim in sims:
-            if not (pings and sim.idle_at(at)):
+            if not (pings and sim.idle_at(at, before)):
                 sim.look(state, at, group)
     assert state is not None
     for sim in sims:
@@ -160,14 +161,19 @@ class _Simulation:
             for rule in order_rules.waiting.values()
         )
 
-    def idle_at(self, at: datetime) -> bool:
-        """Whether a look at a ping at ``at`` would change nothing, so it can be left out
-        (the replay's one shortcut; tests/integration/test_backtest.py holds it to the
-        live detector, which looks at every event):
+    def idle_at(self, at: datetime, before: OrderState | None) -> bool:
+        """Whether a look at a ping at ``at`` (onto the state ``before`` it) would change
+        nothing, so it can be left out (the replay's one shortcut; tests/unit/test_replay.py
+        and tests/integration/test_backtest.py hold it to the live detector, which looks at
+        every event):
 
-        - a ping can only clear a condition (it moves the courier: courier_stationary;
-          it is news of the order: order_stale) or leave it as it was; no built-in rule
-          comes to hold by one, nor does a declared one that does not wait on pings;
+        - the order has been looked at before, and its clocks a ping moves were running
+          already: its news (``last_progress_at``: order_stale) and, once picked up, its
+          courier's last move (``last_moved_at``: none yet after a hand-over to another
+          courier, whose first ping starts courier_stationary's clock);
+        - then a ping can only clear a condition (it moves the courier; it is news of the
+          order) or leave it as it was; no built-in rule comes to hold by one, nor does a
+          declared one that does not wait on pings;
         - every threshold a condition crosses between two events is a timer, and every
           timer due before ``at`` has had its look; one due at ``at`` needs this look;
         - with no issue open there is nothing to resolve, escalate or count a clear-since
@@ -178,6 +184,10 @@ class _Simulation:
           state, changes nothing and sets the later one."""
         return (
             self._pings_inert
+            and self.looks > 0
+            and before is not None
+            and before.last_progress_at is not None
+            and (before.picked_up_at is None or before.last_moved_at is not None)
             and (self.next_at is None or self.next_at > at)
             and not any(issue.open for issue in self.issues.values())
         )

@@ -31,7 +31,7 @@ from domain.rules import (
     Tuning,
     tiered,
 )
-from domain.values import SEVERITIES, SEVERITY_RANK, check_name
+from domain.values import SEVERITIES, SEVERITY_RANK, check_minutes, check_name
 
 DeliveryModel = Literal["marketplace", "own_staff", "pickup"]
 DELIVERY_MODELS: Final = frozenset(DeliveryModel.__args__)  # type: ignore[attr-defined]
@@ -220,7 +220,7 @@ class RuleSet:
 
     # ---- validation -----------------------------------------------------------------
 
-    def check(self) -> None:  # noqa: PLR0912
+    def check(self) -> None:
         """Raise InvalidValue naming the table and key of the first fault."""
         kinds = self.kinds
         for name, rule in self.waiting.items():
@@ -244,10 +244,8 @@ class RuleSet:
                 raise InvalidValue(f"vertical.{vertical}", "not a declared vertical")
         for name, spec in self.verticals.items():
             self._check_vertical(name, spec, kinds)
-        if self.clear_for_seconds < 0:
-            raise InvalidValue("detector.clear_for_seconds", "must be >= 0")
-        if self.reassignment_grace_minutes < 0:
-            raise InvalidValue("detector.reassignment_grace_minutes", "must be >= 0")
+        check_minutes("detector.clear_for_seconds", self.clear_for_seconds / 60)
+        check_minutes("detector.reassignment_grace_minutes", self.reassignment_grace_minutes)
         for setting, values in (
             ("margin", self.clear_margins),
             ("for_minutes", self.clear_for_minutes),
@@ -255,8 +253,7 @@ class RuleSet:
             for kind, value in values.items():
                 if kind not in kinds:
                     raise InvalidValue(f"clear.{kind}", f"unknown rule; known: {_known(kinds)}")
-                if value < 0:
-                    raise InvalidValue(f"clear.{kind}.{setting}", "must be >= 0")
+                check_minutes(f"clear.{kind}.{setting}", value)
         if not self.verticals:
             raise InvalidValue(
                 "vertical", "declare at least one vertical, e.g. [vertical.restaurant]"
@@ -279,13 +276,13 @@ class RuleSet:
                 )
         for severity in SEVERITIES:
             minutes = spec.sla_minutes.get(severity)
-            if minutes is None or minutes <= 0:
-                raise InvalidValue(f"{where}.sla_minutes.{severity}", "must be > 0")
+            if minutes is None:
+                raise InvalidValue(f"{where}.sla_minutes.{severity}", "must be set")
+            check_minutes(f"{where}.sla_minutes.{severity}", minutes, positive=True)
         for named in spec.sla_minutes:
             if named not in SEVERITY_RANK:
                 raise InvalidValue(f"{where}.sla_minutes.{named}", "unknown severity")
-        if spec.preparation_minutes < 0:
-            raise InvalidValue(f"{where}.preparation_minutes", "must be >= 0")
+        check_minutes(f"{where}.preparation_minutes", spec.preparation_minutes)
         _check_events(where, spec)
         self._check_waiting(name, spec)
 
@@ -331,6 +328,7 @@ def _check_tiers(where: str, kind: str, tiers: Tiers, kinds: frozenset[str]) -> 
         raise InvalidValue(where, f"unknown rule {kind!r}; known: {_known(kinds)}")
     previous_threshold, previous_rank = -1.0, -1
     for threshold, severity in tiers:
+        check_minutes(f"{where}.{kind}", threshold)
         if severity not in SEVERITY_RANK:
             raise InvalidValue(f"{where}.{kind}", f"unknown severity {severity!r}")
         if kind == "courier_reassigned_repeatedly" and threshold < 1:

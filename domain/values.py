@@ -82,6 +82,22 @@ INT64_MAX: Final = 2**63 - 1
 EARLIEST_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_TIME: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
+# The most minutes a threshold, a window or an SLA may count (ten years): no order waits
+# longer, and added to a time it stays far inside Python's datetime range.
+MAX_MINUTES: Final = 10 * 366 * 24 * 60
+
+
+def check_minutes(field: str, value: float, *, positive: bool = False) -> None:
+    """A number of minutes (or a count) a rule is judged with: finite, >= 0 (> 0 when
+    ``positive``) and at most ``MAX_MINUTES``; NaN and infinity are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidValue(field, "must be a finite number")
+    if value < 0 or (positive and value == 0):
+        raise InvalidValue(field, "must be > 0" if positive else "must be >= 0")
+    if value > MAX_MINUTES:
+        raise InvalidValue(field, f"must be at most {MAX_MINUTES} (ten years of minutes)")
+
+
 # How deep a free-form JSON object (evidence, action details) may nest.
 MAX_OBJECT_DEPTH: Final = 16
 

@@ -194,6 +194,7 @@ class IssueController(Controller):
                 country=data.country,
                 city=data.city,
                 evidence=data.evidence,
+                sla_minutes=dict(rules.verticals[data.vertical].sla_minutes),
             ),
         )
 

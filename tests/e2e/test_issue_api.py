@@ -411,3 +411,14 @@ def test_concurrent_commands_on_one_issue_with_if_match_one_wins(http: httpx.Cli
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         codes = sorted(pool.map(note, range(10)))
     assert codes == [200] + [412] * 9
+
+
+def test_an_issue_raised_by_hand_is_due_by_its_verticals_sla(http: httpx.Client) -> None:
+    """The shipped pharmacy acts on a high issue within 10 minutes, a restaurant within 15."""
+    for vertical, minutes in (("pharmacy", 10), ("restaurant", 15)):
+        created = report(http, vertical=vertical, kind="payment_failed", severity="high")
+        shown = http.get(
+            f"/api/issues/{created['issue_id']}", params={"min_position": created["position"]}
+        ).json()
+        due = datetime.fromisoformat(shown["due_at"]) - datetime.fromisoformat(shown["detected_at"])
+        assert due == timedelta(minutes=minutes), vertical

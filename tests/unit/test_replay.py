@@ -174,3 +174,27 @@ def test_repeated_events_are_replayed_once_in_order_time() -> None:
     assert one(order).events == 2
     with pytest.raises(ValueError, match="at least one event"):
         one(order, until=at(-1))
+
+
+def _ping(order: str, minute: float, lat: float = 60.17) -> OrderEvent:
+    return ev(order, "courier_location", minute, courier_id="c2", lat=lat, lon=24.94)
+
+
+def test_a_ping_that_starts_the_stationary_clock_is_looked_at() -> None:
+    """A courier assigned after the pick-up (a hand-over) has not moved yet: the first ping
+    starts courier_stationary's clock, which no standing timer covers."""
+    events = [
+        placed("handover", promise=30),
+        ev("handover", "venue_accepted", 1),
+        ev("handover", "courier_assigned", 2, courier_id="c1"),
+        ev("handover", "order_picked_up", 9, courier_id="c1"),
+        ev("handover", "courier_assigned", 10, courier_id="c2"),
+        _ping("handover", 11),
+    ]
+    replay = one(events, until=at(34))
+    assert replay.issues["courier_stationary"].detected_at == at(19)
+
+
+def test_an_order_whose_first_news_is_a_ping_goes_stale() -> None:
+    replay = one([_ping("pinged", 0)], until=at(50))
+    assert replay.issues["order_stale"].detected_at == at(45)

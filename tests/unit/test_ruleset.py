@@ -164,6 +164,19 @@ def test_a_few_lines_of_toml_declare_a_vertical_its_events_and_its_rule() -> Non
             "vertical.pharmacy.rules: unknown rule 'chek'",
         ),
         (PHARMACY.replace("[vertical.pharmacy]", "[vertical.pharmacy]\nsurge = 2"), "surge"),
+        # Numbers a datetime cannot take, or that no comparison orders: refused, not a
+        # detector that fails on every order once a reload makes them live.
+        (PHARMACY.replace("[[10, ", "[[nan, "), "waiting.check: must be a finite number"),
+        (PHARMACY.replace("[20, ", "[inf, "), "waiting.check: must be a finite number"),
+        (PHARMACY.replace("[20, ", "[1e10, "), "waiting.check: must be at most"),
+        (
+            "[vertical.x]\n[detector]\nclear_for_seconds = nan",
+            "clear_for_seconds: must be a finite",
+        ),
+        ("[vertical.x]\npreparation_minutes = inf", "vertical.x.preparation_minutes: must be a"),
+        ("[vertical.x]\nsla_minutes = { high = 1e12 }", "vertical.x.sla_minutes.high: must be at"),
+        ("[vertical.x]\n[clear]\norder_stale = { margin = nan }", "clear.order_stale.margin"),
+        ("a = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
     ],
 )
 def test_a_bad_declaration_names_its_table_and_key(text: str, says: str) -> None:
@@ -219,6 +232,23 @@ def test_an_event_its_vertical_does_not_declare_is_refused_naming_the_field(
     with pytest.raises(InvalidEvent, match=says) as refused:
         validate(raw(**overrides), RULES)
     assert refused.value.field == field
+
+
+def test_a_declared_time_is_kept_as_json_has_it() -> None:
+    """Declared data goes into facts and evidence (jsonb, the watch row): as text, the
+    same whether the state was folded now or read back."""
+    rules = parse(PHARMACY.replace('urgent = "boolean?"', 'expires_at = "time"'))
+    event = validate(
+        raw(
+            vertical="pharmacy",
+            type="submitted",
+            data={"prescription_id": "rx", "expires_at": "2026-11-25T13:00:00+00:00"},
+        ),
+        rules,
+    )
+    assert event.data == {"prescription_id": "rx", "expires_at": "2026-11-25T13:00:00Z"}
+    with pytest.raises(InvalidEvent, match=r"data\.expires_at"):
+        validate(raw(type="submitted", data={"prescription_id": "r", "expires_at": "soon"}), rules)
 
 
 def test_a_stored_event_stays_readable_when_the_rules_no_longer_declare_it() -> None:
