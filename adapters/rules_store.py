@@ -6,6 +6,7 @@ commit and swaps in the same version."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,6 +58,16 @@ class PostgresRulesStore:
     async def active(self) -> ActiveRules | None:
         row = await self._pool.fetchrow(_ACTIVE, self._stream)
         return None if row is None else ActiveRules(**dict(row))
+
+    async def open_issues(self, kinds: Collection[str]) -> dict[str, int]:
+        """How many issues of each of ``kinds`` are not resolved (the inbox read model;
+        kinds with none are left out)."""
+        rows = await self._pool.fetch(
+            "SELECT kind, count(*) AS n FROM inbox_issues"
+            " WHERE kind = ANY($1::text[]) AND status <> 'resolved' GROUP BY kind",
+            list(kinds),
+        )
+        return {row["kind"]: row["n"] for row in rows}
 
     async def activate(self, version: str, text: str, source: str, by: str) -> Activation:
         """Make ``version`` (the hash of ``text``) the active one; nothing moves (and

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,8 @@ class RulesStore(Protocol):
     async def active(self) -> ActiveRules | None: ...
 
     async def activate(self, version: str, text: str, source: str, by: str) -> Activation: ...
+
+    async def open_issues(self, kinds: Collection[str]) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class RulesSource:
         try:
             text, source = rules_config.read(chosen)
             rules = rules_config.parse(text, source)
+            await self._check_dropped(rules, source)
         except RulesError as exc:
             self._refuse("invalid", str(exc))
             raise
@@ -181,6 +185,21 @@ class RulesSource:
             activation.previous,
         )
         return Reloaded(rules.version, activation.previous, activation.changed)
+
+    async def _check_dropped(self, rules: RuleSet, source: str) -> None:
+        """A declared kind the new file drops while issues of it are open would leave them
+        open for good (the detector looks only at the kinds its rules know): refused, with
+        the way to retire a kind."""
+        assert self._store is not None
+        dropped = self._current.kinds - rules.kinds
+        still_open = await self._store.open_issues(sorted(dropped)) if dropped else {}
+        if still_open:
+            named = ", ".join(f"{kind} ({n} open)" for kind, n in sorted(still_open.items()))
+            raise RulesError(
+                f"{source}: waiting: the file drops {named} while issues of it are open: "
+                "take the kind out of the verticals' rules first and reload (its open issues "
+                "resolve as cleared), then remove its [waiting] table"
+            )
 
     def reload_soon(self, by: str) -> None:
         """:meth:`activate_file` in the background (a signal handler's way): its outcome is

@@ -10,6 +10,7 @@ from app.rules_source import RulesStore
 class RulesStoreContract:
     async def test_nothing_is_active_at_first(self, store: RulesStore) -> None:
         assert await store.active() is None
+        assert await store.open_issues(["prescription_check_pending"]) == {}
 
     async def test_activating_moves_the_pointer_once_per_change(self, store: RulesStore) -> None:
         first = await store.activate("v1", "text one", "a.toml", "ann")

@@ -6,6 +6,7 @@ PostgreSQL: tests/rules_store_contract.py)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,10 @@ class FakeRulesStore:
         self.texts: dict[str, tuple[str, str]] = {}
         self.pointer: ActiveRules | None = None
         self._ticks = itertools.count(1)
+        self.unresolved: dict[str, int] = {}  # open issues by kind
+
+    async def open_issues(self, kinds: Collection[str]) -> dict[str, int]:
+        return {k: n for k in kinds if (n := self.unresolved.get(k, 0))}
 
     async def active(self) -> ActiveRules | None:
         return self.pointer
@@ -194,3 +199,30 @@ async def test_a_version_this_process_cannot_parse_is_kept_out_and_reported(
     at = follower.last_error.at
     assert not await follower.refresh()
     assert follower.last_error.at == at, "an activation is judged once"
+
+
+async def test_a_file_that_drops_a_kind_with_open_issues_is_refused(
+    store: FakeRulesStore, tmp_path: Path
+) -> None:
+    """Its open issues would never be looked at again: retire a kind in two steps."""
+    path = tmp_path / "rules.toml"
+    path.write_text(SHIPPED_TEXT)
+    source = RulesSource.from_file(path, store)
+    await source.start(by="test")
+    without = SHIPPED_TEXT.replace('extra_rules = ["prescription_check_pending"]\n', "")
+    table = without.index("[waiting.prescription_check_pending]")
+    path.write_text(without[:table])
+    store.unresolved = {"prescription_check_pending": 2, "order_stale": 5}
+    with pytest.raises(RulesError, match=r"drops prescription_check_pending \(2 open\)"):
+        await source.activate_file("ann")
+    assert source.current.version == version_of(SHIPPED_TEXT)
+    assert failed_metric() == 1
+    # Step one: out of the verticals' rules, the table kept: its open issues resolve.
+    path.write_text(without)
+    assert (await source.activate_file("ann")).changed
+    assert "prescription_check_pending" in source.current.kinds
+    # Step two, once none is open: the table goes.
+    store.unresolved = {}
+    path.write_text(without[:table])
+    assert (await source.activate_file("ann")).changed
+    assert "prescription_check_pending" not in source.current.kinds
