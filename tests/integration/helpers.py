@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -109,3 +112,23 @@ async def handled(
         assert not task.done(), task
         assert asyncio.get_running_loop().time() < deadline, "not handled"
         await asyncio.sleep(0.05)
+
+
+# A port nothing listens on: a command that connected to NATS would fail or hang.
+NO_NATS = "nats://127.0.0.1:9"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def inbox_without_nats(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``inbox ARGS`` on database ``db`` with no NATS to connect to (the commands that
+    need none: rebuild, dead-letters, backtest)."""
+    env = {**os.environ, "INBOX_DATABASE_URL": db, "INBOX_NATS_URL": NO_NATS}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=_REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

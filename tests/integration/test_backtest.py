@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,12 +27,11 @@ from domain.order import OrderEvent
 from domain.replay import replay_order
 from domain.ruleset import RuleSet
 from tests.integration import helpers
-from tests.integration.conftest import REPO
+from tests.integration.helpers import inbox_without_nats
 
 RULES = load(None)
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 END = T0 + timedelta(minutes=75)  # some orders still on their way
-_NO_NATS = "nats://127.0.0.1:9"
 Outcome = dict[tuple[str, str], tuple[str, str]]  # (order, kind) -> (severity, by | open)
 
 
@@ -261,19 +257,6 @@ _NOTHING = "".join(
 )
 
 
-def _inbox(db: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "INBOX_DATABASE_URL": db, "INBOX_NATS_URL": _NO_NATS}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_the_command_prints_a_table_or_json_and_refuses_a_bad_candidate(
     db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: Clock, tmp_path: Path
 ) -> None:
@@ -283,12 +266,14 @@ async def test_the_command_prints_a_table_or_json_and_refuses_a_bad_candidate(
     candidate = tmp_path / "candidate.toml"
     candidate.write_text(text)
     until = END.isoformat()
-    table = _inbox(db, "backtest", "--rules", str(candidate), "--until", until)
+    table = inbox_without_nats(db, "backtest", "--rules", str(candidate), "--until", until)
     assert table.returncode == 0, table.stderr
     assert "issues raised" in table.stdout
     assert "venue_acceptance_delayed" in table.stdout
     assert "delta" in table.stdout
-    as_json = _inbox(db, "backtest", "--rules", str(candidate), "--until", until, "--json")
+    as_json = inbox_without_nats(
+        db, "backtest", "--rules", str(candidate), "--until", until, "--json"
+    )
     assert as_json.returncode == 0, as_json.stderr
     found = json.loads(as_json.stdout)
     assert found["orders"] == 20 + len(SLOW)
@@ -303,7 +288,7 @@ async def test_the_command_prints_a_table_or_json_and_refuses_a_bad_candidate(
             'extra_rules = ["prescription_check_pending"]', 'extra_rules = ["no_such_rule"]'
         )
     )
-    refused = _inbox(db, "backtest", "--rules", str(bad))
+    refused = inbox_without_nats(db, "backtest", "--rules", str(bad))
     assert refused.returncode == 2
     assert "vertical.pharmacy.rules" in refused.stderr
     assert "no_such_rule" in refused.stderr
