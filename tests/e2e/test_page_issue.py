@@ -505,33 +505,12 @@ async def test_the_history_names_the_rule_and_tier_behind_the_detectors_events(
     events = wait_until(history, timeout=15, what="the issue resolved by the detector")
     assert [e["type"] for e in events] == ["detected", "assigned", "resolved"]
     version = http.get("/api/rules").json()["version"]
-    given = {
-        "detected": {
-            "version": version,
-            "name": "prescription_check_pending",
-            "tier": {"threshold": 10.0, "severity": "medium"},
-            "reason": "prescription_submitted 11 min ago, not yet approved or rejected",
-        },
-        "resolved": {
-            "version": version,
-            "name": "prescription_check_pending",
-            "tier": None,
-            "reason": "cleared: prescription_approved",
-        },
-    }
-    recorded = all("rule" in e["data"] for e in events if e["type"] in given)
-
-    async def with_rules(route: Route) -> None:
-        answer = await route.fetch()
-        body = await answer.json()
-        for item in body["items"]:
-            if item["type"] in given and "rule" not in item["data"]:
-                item["data"]["rule"] = given[item["type"]]
-        await route.fulfill(response=answer, json=body)
+    for shown in events:
+        if shown["type"] != "assigned":
+            assert shown["data"]["rule"]["name"] == "prescription_check_pending"
+            assert shown["data"]["rule"]["version"] == version
 
     page = await context.new_page()
-    if not recorded:
-        await page.route(f"**/api/issues/{issue_id}/events", with_rules)
     await opened(context, issue_id, "agent-pia", "agent", page=page)
     await expect(page.get_by_role("heading", level=1)).to_contain_text("Prescription check pending")
     await expect(page.get_by_test_id("issue-facts")).to_contain_text("Pharmacy")
@@ -539,7 +518,7 @@ async def test_the_history_names_the_rule_and_tier_behind_the_detectors_events(
     entries = timeline_entries(page)
     await expect(entries).to_have_count(3)
     for n, shown in enumerate(events):
-        rule = shown["data"].get("rule") or given.get(shown["type"])
+        rule = shown["data"].get("rule")
         line = entries.nth(n).get_by_test_id("rule")
         if rule is None:  # the agent's assignment: no rule, and nothing in its place
             await expect(line).to_have_count(0)
@@ -550,6 +529,12 @@ async def test_the_history_names_the_rule_and_tier_behind_the_detectors_events(
         await expect(entries.nth(n)).not_to_contain_text('"threshold"')  # not as raw JSON
     await expect(entries.nth(0).get_by_test_id("rule")).to_contain_text("tier ≥ 10 min → medium")
     await expect(entries.nth(2).get_by_test_id("rule")).not_to_contain_text("tier")
+    # The SLA it was raised under, in words: the pharmacy's own table.
+    await expect(entries.nth(0)).to_contain_text("low 30 min · medium 15 min · high 10 min")
+    # The order's declared facts: the prescription events, when and what they said.
+    facts = page.get_by_test_id("order-facts")
+    await expect(facts).to_contain_text("pharmacist_id ph-1")
+    await expect(facts).not_to_contain_text('{"')
     violations = await serious_violations(page)
     assert not violations, describe(violations)
 

@@ -49,6 +49,12 @@ const SHOWN_APART = new Set(["evidence", "details", "rule"]);
 // Values that are names of the contract (action kinds, resolutions): shown as words.
 const NAMED = new Set(["action", "resolution", "resolved_by", "previous_status"]);
 
+// The SLA table a detected event records ({low: 60, ...}) as one line: "low 60 min · …".
+function slaLine(value) {
+  if (!value || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.entries(value).map(([severity, minutes]) => `${severity} ${text(minutes)} min`).join(" · ");
+}
+
 // The rule behind an event the detector caused (its data's `rule`, where recorded): which
 // rule of which rules version, and the tier that fired, e.g. "rule prescription_check_pending,
 // tier ≥ 10 min → medium, rules 9cc5e3a…" (the whole version on hover and in data-version).
@@ -76,7 +82,7 @@ function EventData({ event }) {
   const rest = Object.fromEntries(
     Object.entries(data)
       .filter(([key]) => !HIDDEN.has(key) && !said.includes(key) && !SHOWN_APART.has(key))
-      .map(([key, value]) => [key, NAMED.has(key) ? label(value) : value]),
+      .map(([key, value]) => [key, NAMED.has(key) ? label(value) : key === "sla_minutes" ? slaLine(value) : value]),
   );
   return html`
     ${said.map((key) => html`<p class="said" data-testid="said">${text(data[key])}</p>`)}

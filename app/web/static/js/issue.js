@@ -6,7 +6,7 @@ import { clockSpeed, dateTime, humanise, label, serverNow } from "./format.js";
 import { html, useCallback, useEffect, useRef, useState } from "./html.js";
 import { Actions, allowed } from "./issue-actions.js";
 import { AUDIT_ROLES, Audit } from "./issue-audit.js";
-import { Definitions, Sla, Timeline } from "./issue-parts.js";
+import { Definitions, Sla, Timeline, text } from "./issue-parts.js";
 import { shortcutsOn, typing } from "./keys.js";
 import { openStream } from "./live.js";
 import { Link, navigate } from "./router.js";
@@ -55,6 +55,14 @@ function known(facts) {
   const shown = {};
   for (const [key, value] of Object.entries(facts)) {
     if (value === null || value === undefined) continue;
+    if (key === "declared") {
+      // The latest event of each type the order's vertical declared: when, and its data.
+      for (const [type, fact] of Object.entries(value || {})) {
+        const data = Object.entries(fact?.data || {}).filter(([, v]) => v !== null && v !== undefined);
+        shown[type] = [dateTime(fact?.at), ...data.map(([k, v]) => `${k} ${text(v)}`)].join(" · ");
+      }
+      continue;
+    }
     shown[key] = key.endsWith("_at") && typeof value === "string" ? dateTime(value) : value;
   }
   return shown;
