@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -70,9 +71,10 @@ async def _serve(
     demo_token: str | None = None,
     login_ticket: str | None = None,
 ) -> None:
+    # SIGHUP reloads the rules file (uvicorn takes SIGTERM and SIGINT, not this one).
+    hangups = Hangups()
     async with container(settings, endpoints, clock=clock, follow_rules=True) as built:
-        # SIGHUP reloads the rules file (uvicorn takes SIGTERM and SIGINT, not this one).
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_rules, built)
+        hangups.ready(lambda: _reload_rules(built))
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(_supervise(w.__name__.strip("_"), w, built, stop)) for w in workers
@@ -116,13 +118,39 @@ async def _work(
     events (``inbox detect``), so it follows the active rules and SIGHUP reloads them."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.http_host)
+    hangups = Hangups()
     async with container(settings, endpoints, clock=clock, follow_rules=judges) as built:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _reload_rules if judges else _no_rules, built)
+        hangups.ready(lambda: (_reload_rules if judges else _no_rules)(built))
         await worker(built, stop)
+
+
+class Hangups:
+    """SIGHUP from the moment the event loop runs, before the process has its rules: asked
+    then (a reload sent just after the start's activation, while the container is still
+    being built), it is remembered and acted on once they are, instead of the signal's
+    default, which ends the process. Built inside the running loop."""
+
+    def __init__(self) -> None:
+        self._action: Callable[[], object] | None = None
+        self.pending = False
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.hangup)
+
+    def hangup(self) -> None:
+        if self._action is None:
+            log.info("SIGHUP while starting: acted on once the rules are up")
+            self.pending = True
+        else:
+            self._action()
+
+    def ready(self, action: Callable[[], object]) -> None:
+        self._action = action
+        if self.pending:
+            self.pending = False
+            action()
 
 
 def _reload_rules(built: Container) -> None:
