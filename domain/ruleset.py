@@ -224,13 +224,7 @@ class RuleSet:
         """Raise InvalidValue naming the table and key of the first fault."""
         kinds = self.kinds
         for name, rule in self.waiting.items():
-            where = f"waiting.{name}"
-            check_name(where, name)
-            if name in RULES:
-                raise InvalidValue(where, "is a built-in rule; a declared rule needs its own name")
-            if not rule.until:
-                raise InvalidValue(f"{where}.until", "name at least one event type")
-            _check_tiers("waiting", name, rule.tiers, kinds)
+            _check_declared(name, rule, kinds)
         for where, table in [
             ("defaults", self.defaults),
             *((f"vertical.{v}.tiers", t) for v, t in self.by_vertical.items()),
@@ -320,6 +314,24 @@ def _check_events(where: str, spec: Vertical) -> None:
                     f"{where}.events.{event_name}.fields.{event_field.name}",
                     f"must be one of {_known(FIELD_TYPES)}",
                 )
+
+
+def _check_declared(name: str, rule: WaitingRule, kinds: frozenset[str]) -> None:
+    """A [waiting.K] table on its own (what it waits on is checked per vertical)."""
+    where = f"waiting.{name}"
+    check_name(where, name)
+    if name in RULES:
+        raise InvalidValue(where, "is a built-in rule; a declared rule needs its own name")
+    if not rule.until:
+        raise InvalidValue(f"{where}.until", "name at least one event type")
+    if rule.start in rule.until:
+        raise InvalidValue(f"{where}.until", f"holds {rule.start!r}, its own from: it never waits")
+    if rule.evidence and rule.start in ORDER_EVENT_TYPES:
+        raise InvalidValue(
+            f"{where}.evidence",
+            f"names fields of a declared event; {rule.start!r} is a built-in one",
+        )
+    _check_tiers("waiting", name, rule.tiers, kinds)
 
 
 def _check_tiers(where: str, kind: str, tiers: Tiers, kinds: frozenset[str]) -> None:

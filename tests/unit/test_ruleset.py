@@ -148,6 +148,14 @@ def test_a_few_lines_of_toml_declare_a_vertical_its_events_and_its_rule() -> Non
         ),
         (PHARMACY.replace("[waiting.check]", "[waiting.order_stale]"), "is a built-in rule"),
         (
+            PHARMACY.replace('until = ["approved"]', 'until = ["approved", "submitted"]'),
+            "waiting.check.until: holds 'submitted', its own from",
+        ),
+        (
+            PHARMACY.replace('from = "submitted"', 'from = "order_ready"'),
+            "waiting.check.evidence: names fields of a declared event; 'order_ready' is a built",
+        ),
+        (
             PHARMACY.replace('urgent = "boolean?"', 'urgent = "bool"'),
             "vertical.pharmacy.events.submitted.fields.urgent: must be one of",
         ),
