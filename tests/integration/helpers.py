@@ -43,15 +43,19 @@ def detector(
     clock: Clock,
     *,
     rules: Path | None = None,
+    source: RulesSource | None = None,
     kind: type[Detector] = Detector,
+    command_batch_size: int = 100,
 ) -> Detector:
-    """A detector on PostgreSQL (``pool``) with the shipped rules (or the ``rules`` file)."""
+    """A detector on PostgreSQL (``pool``) with the shipped rules (or the ``rules`` file,
+    or the rules ``source`` a test swaps or reloads)."""
     return kind(
         store=PostgresWatchStore(pool),
         dead_letters=PostgresDeadLetters(pool),
         issues=issues,
-        rules=RulesSource(rules_config.load(rules)),
+        rules=source or RulesSource(rules_config.load(rules)),
         clock=clock,
+        command_batch_size=command_batch_size,
     )
 
 

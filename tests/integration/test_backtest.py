@@ -28,19 +28,12 @@ from domain.replay import replay_order
 from domain.ruleset import RuleSet
 from tests.integration import helpers
 from tests.integration.helpers import inbox_without_nats
+from tests.unit.fakes import SetClock
 
 RULES = load(None)
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 END = T0 + timedelta(minutes=75)  # some orders still on their way
 Outcome = dict[tuple[str, str], tuple[str, str]]  # (order, kind) -> (severity, by | open)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
 
 
 def stricter() -> tuple[RuleSet, str]:
@@ -101,7 +94,7 @@ def slow_venues() -> list[OrderEvent]:
 
 
 async def run_live(
-    detector: Detector, clock: Clock, pool: asyncpg.Pool, events: list[OrderEvent]
+    detector: Detector, clock: SetClock, pool: asyncpg.Pool, events: list[OrderEvent]
 ) -> None:
     """The live detector caught up: at each instant the events of that instant, and before
     each the timers due strictly earlier, each at its own time; then timers up to END."""
@@ -171,12 +164,12 @@ async def writes(db: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def recorded_clock() -> Clock:
-    return Clock()
+def recorded_clock() -> SetClock:
+    return SetClock(T0)
 
 
 async def test_the_backtest_agrees_with_the_live_detector_and_shows_a_stricter_candidate(
-    db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: Clock
+    db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: SetClock
 ) -> None:
     events = scenario()
     detector = helpers.detector(pool, writer, recorded_clock)
@@ -218,7 +211,7 @@ async def test_the_backtest_agrees_with_the_live_detector_and_shows_a_stricter_c
 
 
 async def test_agents_judgements_are_matched_with_what_each_rule_set_raises(
-    db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: Clock
+    db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: SetClock
 ) -> None:
     events = scenario(30, seed=3)
     await run_live(helpers.detector(pool, writer, recorded_clock), recorded_clock, pool, events)
@@ -258,7 +251,7 @@ _NOTHING = "".join(
 
 
 async def test_the_command_prints_a_table_or_json_and_refuses_a_bad_candidate(
-    db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: Clock, tmp_path: Path
+    db: str, pool: asyncpg.Pool, writer: IssueService, recorded_clock: SetClock, tmp_path: Path
 ) -> None:
     events = scenario(20, seed=5)
     await run_live(helpers.detector(pool, writer, recorded_clock), recorded_clock, pool, events)

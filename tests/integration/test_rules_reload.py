@@ -14,7 +14,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,10 @@ import pytest
 
 from adapters import postgres
 from adapters.clock import SystemClock
-from adapters.dead_letters import PostgresDeadLetters
 from adapters.nats import ensure_stream
 from adapters.rules_store import PostgresRulesStore
-from adapters.watch import PostgresWatchStore
 from app import bootstrap
 from app.bootstrap import Endpoints
-from app.detection import Detector
 from app.http.app import create_app
 from app.ingest import validate
 from app.rules_config import SHIPPED, load, version_of
@@ -44,6 +40,8 @@ from domain.issue import issue_id_for
 from domain.order import OrderEvent
 from tests.api_process import free_port
 from tests.conftest import RUN_ID, async_wait_until
+from tests.e2e.orders import placed as placed_event
+from tests.integration import helpers
 from tests.integration.conftest import REPO
 from tests.rules_store_contract import RulesStoreContract
 from tests.tokens import TEST_SECRET, headers_for
@@ -170,38 +168,10 @@ async def test_the_poll_brings_a_replica_over_when_no_notify_comes(
 # ---- under traffic -----------------------------------------------------------------------
 
 
-def placed(order_id: str, now: datetime) -> bytes:
+def placed(order_id: str) -> bytes:
     """An order placed 20 minutes ago, never accepted: venue_acceptance_delayed at once,
     at the one tier A or B gives it."""
-    return msgspec.json.encode(
-        {
-            "event_id": f"{order_id}-placed",
-            "type": "order_placed",
-            "order_id": order_id,
-            "occurred_at": (now - timedelta(minutes=20)).isoformat(),
-            "vertical": "restaurant",
-            "country": "FI",
-            "city": "Helsinki",
-            "data": {
-                "venue_id": "v1",
-                "customer_id": "c1",
-                "promised_delivery_at": (now + timedelta(minutes=60)).isoformat(),
-                "amount": 1500,
-                "currency": "EUR",
-            },
-        }
-    )
-
-
-def detector_on(pool: asyncpg.Pool, issues: IssueService, rules: RulesSource) -> Detector:
-    return Detector(
-        store=PostgresWatchStore(pool),
-        dead_letters=PostgresDeadLetters(pool),
-        issues=issues,
-        rules=rules,
-        clock=SystemClock(),
-        command_batch_size=20,
-    )
+    return msgspec.json.encode(placed_event(order_id, 20))
 
 
 async def test_under_traffic_every_issue_is_judged_by_one_whole_file_and_none_is_lost(
@@ -218,7 +188,9 @@ async def test_under_traffic_every_issue_is_judged_by_one_whole_file_and_none_is
     judged_by = RulesSource.from_file(a, store)  # the detector's, following
     await judged_by.start("start")
     operator = RulesSource.from_file(a, store)  # another process, reloading
-    detector = detector_on(pool, writer, judged_by)
+    detector = helpers.detector(
+        pool, writer, SystemClock(), source=judged_by, command_batch_size=20
+    )
     client = await nats.connect(endpoints.nats_url)
     js = client.jetstream()
     await ensure_stream(js, name=stream, subjects=[f"{prefix}.>"], duplicate_window=1200)
@@ -236,7 +208,7 @@ async def test_under_traffic_every_issue_is_judged_by_one_whole_file_and_none_is
                 orders.append(order_id)
                 await js.publish(
                     f"{prefix}.order_placed",
-                    placed(order_id, datetime.now(UTC)),
+                    placed(order_id),
                     headers={"Nats-Msg-Id": f"{order_id}-placed"},
                 )
             await asyncio.sleep(0.03)  # a steady stream, not one backlog
@@ -292,7 +264,7 @@ async def test_under_traffic_every_issue_is_judged_by_one_whole_file_and_none_is
 
 
 def order_event(order_id: str) -> OrderEvent:
-    return validate(msgspec.json.decode(placed(order_id, datetime.now(UTC))), SHIPPED_RULES)
+    return validate(msgspec.json.decode(placed(order_id)), SHIPPED_RULES)
 
 
 @pytest.fixture

@@ -41,6 +41,16 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+class SetClock:
+    """A clock that stands at ``at`` until a test moves it (``clock.at = ...``)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+
 @dataclass
 class _Row:
     state: OrderState | None = None

@@ -31,20 +31,12 @@ from domain.issue import (
 from domain.order import OrderEvent, OrderState
 from domain.rules import Check
 from domain.ruleset import RuleSet
-from tests.unit.fakes import FakeDeadLetters, FakeIssues, FakeWatchStore
+from tests.unit.fakes import FakeDeadLetters, FakeIssues, FakeWatchStore, SetClock
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RULES: RuleSet = rules_config.load(None)
 PENDING = "prescription_check_pending"
 PHARMACY_SLA = {"low": 30.0, "medium": 15.0, "high": 10.0, "critical": 5.0}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
 
 
 def ev(order_id: str, kind: str, minute: float, vertical: str, **data: Any) -> OrderEvent:
@@ -91,17 +83,17 @@ def pharmacy_order(order_id: str) -> list[OrderEvent]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> SetClock:
+    return SetClock(T0)
 
 
 @pytest.fixture
-def issues(clock: Clock) -> FakeIssues:
+def issues(clock: SetClock) -> FakeIssues:
     return FakeIssues(now=clock.now)
 
 
 @pytest.fixture
-def detector(issues: FakeIssues, clock: Clock) -> Detector:
+def detector(issues: FakeIssues, clock: SetClock) -> Detector:
     return Detector(
         store=FakeWatchStore(issue_versions=issues.versions),
         dead_letters=FakeDeadLetters(),
@@ -116,7 +108,7 @@ def sent(issues: FakeIssues, kind: str) -> list[Any]:
 
 
 async def test_a_declared_rule_records_its_tier_and_the_rules_version_on_each_event(
-    detector: Detector, issues: FakeIssues, clock: Clock
+    detector: Detector, issues: FakeIssues, clock: SetClock
 ) -> None:
     clock.at = T0 + timedelta(minutes=11.5)  # 10.5 minutes since the prescription came
     await detector.ingest(pharmacy_order("rx"))
@@ -159,7 +151,7 @@ def _approved() -> dict[str, str]:
 
 
 async def test_a_customer_contact_escalates_with_its_own_reason_and_no_tier(
-    detector: Detector, issues: FakeIssues, clock: Clock
+    detector: Detector, issues: FakeIssues, clock: SetClock
 ) -> None:
     clock.at = T0 + timedelta(minutes=11.5)
     await detector.ingest(pharmacy_order("rx"))
@@ -177,7 +169,7 @@ async def test_a_customer_contact_escalates_with_its_own_reason_and_no_tier(
 
 
 async def test_an_order_that_ends_resolves_saying_so(
-    detector: Detector, issues: FakeIssues, clock: Clock
+    detector: Detector, issues: FakeIssues, clock: SetClock
 ) -> None:
     clock.at = T0 + timedelta(minutes=11.5)
     await detector.ingest(pharmacy_order("rx"))
