@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,20 @@ def _nats_server_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _ports() -> Iterator[int]:
+    """Ports the kernel has free now, one per ask (each may be taken again at once)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        yield port
+
+
+def free_port(avoid: Collection[int] = (), ports: Iterable[int] | None = None) -> int:
+    """A free port that is none of ``avoid``: the ports this process is about to bind
+    itself (its HTTP and metrics ports), which the kernel may hand out too while they are
+    still free (``inbox up`` once found its API port taken by its own nats-server)."""
+    return next(port for port in (_ports() if ports is None else ports) if port not in avoid)
 
 
 def server_on_store(store: Path) -> int | None:
@@ -117,13 +126,16 @@ def _stop_leftover(store: Path, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def embedded_nats(data_dir: Path, *, start_timeout: float = 20.0) -> Iterator[str]:
-    """Run nats-server with JetStream, storing under ``data_dir/nats``; yield its URL."""
+def embedded_nats(
+    data_dir: Path, *, start_timeout: float = 20.0, avoid: Collection[int] = ()
+) -> Iterator[str]:
+    """Run nats-server with JetStream, storing under ``data_dir/nats``, on a free port
+    none of ``avoid``; yield its URL."""
     store = data_dir.resolve() / "nats"
     store.mkdir(parents=True, exist_ok=True)
     _stop_leftover(store)
     (store / _OWNER_FILE).write_text(str(os.getpid()))
-    port = _free_port()
+    port = free_port(avoid)
     log_file = store / "nats-server.log"
     with log_file.open("ab") as log_out:
         process = subprocess.Popen(  # noqa: S603 (our own binary, fixed arguments)

@@ -173,7 +173,9 @@ def servers(settings: Settings, *, nats: bool = True) -> Iterator[Endpoints]:
         )
         nats_url = settings.nats_url or ""
         if nats and not nats_url:
-            nats_url = stack.enter_context(embedded_nats(settings.data_dir))
+            nats_url = stack.enter_context(
+                embedded_nats(settings.data_dir, avoid={settings.http_port, settings.metrics_port})
+            )
         yield Endpoints(database_url, nats_url)
 
 

@@ -25,7 +25,7 @@ from nats.js.api import DiscardPolicy, StorageType
 
 from adapters import nats as nats_adapter
 from adapters import postgres
-from adapters.embedded import _free_port, _nats_server_binary
+from adapters.embedded import _nats_server_binary, free_port
 from app.bootstrap import Endpoints
 from app.service import IssueService
 from app.workers.relay import RelayHalted, RelayPositionAhead
@@ -458,7 +458,7 @@ class NatsServer:
     def __init__(self, store: Path) -> None:
         self._binary = _nats_server_binary()
         self._store = store
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
